@@ -1,0 +1,174 @@
+//! Incremental frame decoder: accepts bytes in any chunking and yields whole messages.
+//!
+//! The header's length is checked against the limit before anything is allocated, and the
+//! payload buffer is allocated once, at its exact size, so a payload is never copied twice.
+//! Large payloads can bypass the caller's read buffer entirely through [`Decoder::window`].
+
+use alloc::vec::Vec;
+
+use crate::error::ProtoError;
+use crate::frame::{FrameHeader, HEADER_LEN};
+use crate::msg::Message;
+
+/// Largest slice [`Decoder::window`] hands out at once, bounding the zero-fill done per read.
+const WINDOW_MAX: usize = 1 << 20;
+
+#[derive(Debug)]
+enum Phase {
+    Header { have: usize },
+    Ctrl(FrameHeader),
+    Payload { header: FrameHeader, need: usize },
+}
+
+#[derive(Debug)]
+pub struct Decoder {
+    max_body: u64,
+    phase: Phase,
+    header: [u8; HEADER_LEN],
+    ctrl: Vec<u8>,
+    payload: Vec<u8>,
+    /// Start of the zero-filled region handed out by `window`, if one is outstanding.
+    window_start: Option<usize>,
+}
+
+impl Decoder {
+    pub fn new(max_body: u64) -> Self {
+        Decoder {
+            max_body,
+            phase: Phase::Header { have: 0 },
+            header: [0; HEADER_LEN],
+            ctrl: Vec::new(),
+            payload: Vec::new(),
+            window_start: None,
+        }
+    }
+
+    /// Changes the limit for frames whose header has not been read yet.
+    pub fn set_max_body(&mut self, max_body: u64) {
+        self.max_body = max_body;
+    }
+
+    /// Consumes bytes from the front of `input` until one message is complete (returned) or the
+    /// input is used up (`None`). Call again with the rest of the input for further messages.
+    pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Message>, ProtoError> {
+        self.close_window(0);
+        loop {
+            match self.phase {
+                Phase::Header { have } => {
+                    let n = (HEADER_LEN - have).min(input.len());
+                    self.header[have..have + n].copy_from_slice(&input[..n]);
+                    *input = &input[n..];
+                    if have + n < HEADER_LEN {
+                        self.phase = Phase::Header { have: have + n };
+                        return Ok(None);
+                    }
+                    self.start_frame()?;
+                }
+                Phase::Ctrl(header) => {
+                    let want = usize::from(header.ctrl_len) - self.ctrl.len();
+                    let n = want.min(input.len());
+                    self.ctrl.extend_from_slice(&input[..n]);
+                    *input = &input[n..];
+                    if n < want {
+                        return Ok(None);
+                    }
+                    // The header check guarantees the payload length fits in usize.
+                    let need = header.payload_len() as usize;
+                    self.phase = Phase::Payload { header, need };
+                }
+                Phase::Payload { need, .. } => {
+                    let want = need - self.payload.len();
+                    let n = want.min(input.len());
+                    self.payload.extend_from_slice(&input[..n]);
+                    *input = &input[n..];
+                    if n < want {
+                        return Ok(None);
+                    }
+                    return self.finish_frame().map(Some);
+                }
+            }
+        }
+    }
+
+    /// Payload bytes still expected by the frame being read (0 outside a payload).
+    pub fn payload_remaining(&self) -> usize {
+        match self.phase {
+            Phase::Payload { need, .. } => need - self.payload.len(),
+            _ => 0,
+        }
+    }
+
+    /// A slice of the payload buffer itself to read into, so large payloads skip the caller's
+    /// read buffer. Only offered while a payload is being received. Follow with [`Self::commit`].
+    pub fn window(&mut self) -> Option<&mut [u8]> {
+        let remaining = self.payload_remaining();
+        if remaining == 0 {
+            return None;
+        }
+        self.close_window(0);
+        let start = self.payload.len();
+        self.payload.resize(start + remaining.min(WINDOW_MAX), 0);
+        self.window_start = Some(start);
+        Some(&mut self.payload[start..])
+    }
+
+    /// Records that `n` bytes of the last [`Self::window`] were filled; returns the message if
+    /// that completed it.
+    pub fn commit(&mut self, n: usize) -> Result<Option<Message>, ProtoError> {
+        if self.window_start.is_none() {
+            return Err(ProtoError::InvalidState {
+                action: "commit",
+                state: "no open window",
+            });
+        }
+        self.close_window(n);
+        if matches!(self.phase, Phase::Payload { need, .. } if need == self.payload.len()) {
+            return self.finish_frame().map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Bytes still missing from a frame that has started, or 0 between frames.
+    pub fn missing(&self) -> u64 {
+        match self.phase {
+            Phase::Header { have: 0 } => 0,
+            Phase::Header { have } => (HEADER_LEN - have) as u64,
+            Phase::Ctrl(h) => h.body_len - self.ctrl.len() as u64,
+            Phase::Payload { header, .. } => {
+                let filled = self.window_start.unwrap_or(self.payload.len());
+                header.payload_len() - filled as u64
+            }
+        }
+    }
+
+    fn close_window(&mut self, filled: usize) {
+        if let Some(start) = self.window_start.take() {
+            let len = (start + filled).min(self.payload.len());
+            self.payload.truncate(len);
+        }
+    }
+
+    fn start_frame(&mut self) -> Result<(), ProtoError> {
+        let header = FrameHeader::decode(&self.header, self.max_body)?;
+        let payload_len = header.payload_len();
+        self.ctrl.clear();
+        self.payload = Vec::new();
+        self.payload
+            .try_reserve_exact(payload_len as usize)
+            .map_err(|_| ProtoError::OutOfMemory { len: payload_len })?;
+        self.phase = Phase::Ctrl(header);
+        Ok(())
+    }
+
+    fn finish_frame(&mut self) -> Result<Message, ProtoError> {
+        let Phase::Payload { header, .. } = self.phase else {
+            return Err(ProtoError::InvalidState {
+                action: "finish a frame",
+                state: "no payload",
+            });
+        };
+        self.phase = Phase::Header { have: 0 };
+        let payload = core::mem::take(&mut self.payload);
+        Message::decode(header, &self.ctrl, payload)
+    }
+}

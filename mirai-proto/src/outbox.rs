@@ -1,0 +1,127 @@
+//! Bytes waiting to be transmitted, kept as a list of segments for vectored writes.
+//!
+//! Frame headers and small payloads are packed into one shared buffer, so a burst of small
+//! messages goes out in one write; large payloads stay in their own buffers and are never copied.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+use crate::error::ProtoError;
+use crate::msg::Message;
+
+/// Payloads up to this size are copied next to their header instead of taking their own
+/// segment: the copy is cheaper than another iovec and another allocation kept alive.
+const INLINE_MAX: usize = 4096;
+
+#[derive(Debug)]
+enum Seg {
+    /// `head[start..end]`.
+    Head {
+        start: usize,
+        end: usize,
+    },
+    Payload(Vec<u8>),
+}
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    head: Vec<u8>,
+    segs: VecDeque<Seg>,
+    /// Bytes of the front segment already transmitted.
+    offset: usize,
+    /// Bytes queued and not yet transmitted.
+    pending: usize,
+}
+
+impl Outbox {
+    pub fn push(&mut self, msg: Message) -> Result<(), ProtoError> {
+        let start = self.head.len();
+        let payload = msg.encode(&mut self.head)?;
+        if payload.len() <= INLINE_MAX {
+            self.head.extend_from_slice(&payload);
+        }
+        let end = self.head.len();
+        self.pending += end - start;
+        match self.segs.back_mut() {
+            Some(Seg::Head { end: last_end, .. }) if *last_end == start => *last_end = end,
+            _ => self.segs.push_back(Seg::Head { start, end }),
+        }
+        if payload.len() > INLINE_MAX {
+            self.pending += payload.len();
+            self.segs.push_back(Seg::Payload(payload));
+        }
+        Ok(())
+    }
+
+    /// Bytes queued and not yet transmitted.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Fills `out` with the untransmitted bytes in order; returns how many slices were written.
+    pub fn slices<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        for (i, seg) in self.segs.iter().enumerate() {
+            if n == out.len() {
+                break;
+            }
+            let bytes = match seg {
+                Seg::Head { start, end } => &self.head[*start..*end],
+                Seg::Payload(p) => &p[..],
+            };
+            out[n] = if i == 0 { &bytes[self.offset..] } else { bytes };
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks `n` bytes as transmitted.
+    pub fn consume(&mut self, mut n: usize) {
+        n = n.min(self.pending);
+        self.pending -= n;
+        while n > 0 {
+            let Some(front) = self.segs.front() else {
+                break;
+            };
+            let len = match front {
+                Seg::Head { start, end } => end - start,
+                Seg::Payload(p) => p.len(),
+            } - self.offset;
+            if n < len {
+                self.offset += n;
+                break;
+            }
+            n -= len;
+            self.offset = 0;
+            self.segs.pop_front();
+        }
+        if self.segs.is_empty() {
+            self.head.clear();
+            self.offset = 0;
+        } else {
+            self.compact();
+        }
+    }
+
+    /// Reclaims the transmitted front of the shared buffer when it dominates, so a connection
+    /// that never fully drains does not grow without bound.
+    fn compact(&mut self) {
+        let Some(first) = self.segs.iter().find_map(|s| match s {
+            Seg::Head { start, .. } => Some(*start),
+            Seg::Payload(_) => None,
+        }) else {
+            self.head.clear();
+            return;
+        };
+        if first < (1 << 16) || first < self.head.len() / 2 {
+            return;
+        }
+        self.head.drain(..first);
+        for seg in self.segs.iter_mut() {
+            if let Seg::Head { start, end } = seg {
+                *start -= first;
+                *end -= first;
+            }
+        }
+    }
+}
