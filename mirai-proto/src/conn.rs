@@ -157,9 +157,11 @@ impl Conn {
     }
 
     /// Feeds received bytes. On `Err` the connection is closed; an `Exit` telling the peer why
-    /// may be waiting to be transmitted.
+    /// may be waiting to be transmitted. Bytes arriving after an `Exit` are discarded.
     pub fn feed(&mut self, now: u64, mut bytes: &[u8]) -> Result<(), ProtoError> {
-        self.check_open()?;
+        if self.check_open()? {
+            return Ok(());
+        }
         if !bytes.is_empty() {
             self.last_recv = now;
         }
@@ -197,7 +199,9 @@ impl Conn {
 
     /// Records that `n` bytes were read into the last [`Self::recv_window`].
     pub fn recv_commit(&mut self, now: u64, n: usize) -> Result<(), ProtoError> {
-        self.check_open()?;
+        if self.check_open()? {
+            return Ok(());
+        }
         if n > 0 {
             self.last_recv = now;
         }
@@ -209,9 +213,11 @@ impl Conn {
     }
 
     /// The peer closed its end. A frame cut short is an error; otherwise the connection just
-    /// closes.
+    /// closes (also after an `Exit`).
     pub fn handle_eof(&mut self) -> Result<(), ProtoError> {
-        self.check_open()?;
+        if self.check_open()? {
+            return Ok(());
+        }
         let missing = self.decoder.missing();
         if missing > 0 && self.state != State::Closed {
             return Err(self.fail(ProtoError::Truncated { missing }));
@@ -305,11 +311,12 @@ impl Conn {
         self.state != State::Closed && self.error.is_none()
     }
 
-    fn check_open(&self) -> Result<(), ProtoError> {
+    /// `Err` once the connection failed; `Ok(true)` when it closed cleanly by an `Exit` (input
+    /// after that is discarded); `Ok(false)` while open.
+    fn check_open(&self) -> Result<bool, ProtoError> {
         match &self.error {
             Some(e) => Err(e.clone()),
-            None if self.state == State::Closed => Err(ProtoError::Closed),
-            None => Ok(()),
+            None => Ok(self.state == State::Closed),
         }
     }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Pair, encode_all, every_message, host_hello};
-use mirai_proto::{Config, Conn, ProtoError, State};
+use mirai_proto::{Config, Conn, State};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 
@@ -50,11 +50,7 @@ fn feed_all(bytes: &[u8], cuts: &[usize]) {
             start = end;
         }
         if let Some(e) = failed {
-            // Bytes after a peer's Exit are refused with `Closed`; any other error is the one
-            // that closed the connection, and it sticks.
-            if e != ProtoError::Closed {
-                assert_eq!(conn.error(), Some(&e), "the first error sticks");
-            }
+            assert_eq!(conn.error(), Some(&e), "the first error sticks");
         } else {
             let _ = conn.handle_eof();
         }

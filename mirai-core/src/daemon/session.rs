@@ -1,0 +1,272 @@
+//! One connection of a daemon to its host, with the background I/O thread that keeps it: the
+//! handshake, receiving tasks and cancels while the evaluator runs on the caller's thread, and
+//! noticing the host going away.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token, Waker};
+use mirai_proto::{Conn, ExitReason, Hello, Message, Role};
+
+use super::interrupt::Interrupt;
+use crate::clock::{now_ms, until};
+use crate::error::Error;
+use crate::identity::local_identity;
+use crate::link::{Link, ReadEnd};
+use crate::transport::dial;
+use crate::url::Url;
+
+const STREAM: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// What the I/O thread hands to the evaluating thread.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Init {
+        daemon_id: u64,
+        rng_stream: [u32; 6],
+        blob: Vec<u8>,
+    },
+    Task {
+        id: u64,
+        everywhere: bool,
+        payload: Vec<u8>,
+    },
+    Closed(Closed),
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum Closed {
+    /// The host sent `Exit`.
+    Exit(ExitReason, String),
+    /// The host closed the connection without a word.
+    Eof,
+    /// The connection failed.
+    Failed(Error),
+}
+
+/// What the I/O thread needs to know about the daemon it serves.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub interrupt: Interrupt,
+    /// Set while the evaluator runs.
+    pub evaluating: Arc<AtomicBool>,
+    /// When the host vanishes mid-evaluation: interrupt it, and terminate the process if it has
+    /// not returned within this grace period (R's mirai `autoexit = TRUE`).
+    pub terminate_grace: Option<Duration>,
+    pub label: String,
+}
+
+pub(crate) struct Session {
+    link: Arc<Mutex<Link>>,
+    rx: Receiver<Event>,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Dials `url` once and starts the I/O thread, which runs the handshake.
+    pub(crate) fn open(
+        url: &Url,
+        config: mirai_proto::Config,
+        ctx: Context,
+    ) -> Result<Session, Error> {
+        let mut stream = dial(url, Duration::from_secs(10))?;
+        let poll = Poll::new().map_err(|e| Error::io("cannot create poller", e))?;
+        poll.registry()
+            .register(&mut stream, STREAM, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| Error::io("cannot watch the connection", e))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?,
+        );
+        let link = Arc::new(Mutex::new(Link::new(
+            stream,
+            Conn::daemon(config, now_ms()),
+        )));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let io = IoThread {
+            poll,
+            link: link.clone(),
+            stop: stop.clone(),
+            tx,
+            ctx,
+        };
+        let thread = std::thread::Builder::new()
+            .name("mirai-daemon-io".into())
+            .spawn(move || io.run())
+            .map_err(|e| Error::io("cannot start daemon I/O thread", e))?;
+        Ok(Session {
+            link,
+            rx,
+            stop,
+            waker,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a message and writes what the socket takes now; the I/O thread writes the rest.
+    pub(crate) fn send(&self, msg: Message) -> Result<(), Error> {
+        self.link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(msg)
+            .map(|_| ())
+    }
+
+    pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError> {
+        match timeout {
+            Some(t) => self.rx.recv_timeout(t),
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        }
+    }
+
+    /// Sends `Exit` (best effort) and closes the connection.
+    pub(crate) fn close(mut self, reason: Option<ExitReason>) {
+        if let Some(reason) = reason {
+            let _ = self.send(Message::Exit {
+                reason,
+                detail: String::new(),
+            });
+        }
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct IoThread {
+    poll: Poll,
+    link: Arc<Mutex<Link>>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Event>,
+    ctx: Context,
+}
+
+impl IoThread {
+    fn run(mut self) {
+        let closed = self.serve();
+        if self.ctx.evaluating.load(Ordering::Acquire)
+            && let Some(grace) = self.ctx.terminate_grace
+            && !matches!(closed, Closed::Exit(..))
+        {
+            self.ctx.interrupt.trigger();
+            let evaluating = self.ctx.evaluating.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(grace);
+                if evaluating.load(Ordering::Acquire) {
+                    log::warn!("host gone and the evaluation did not stop: terminating");
+                    // SAFETY: raising a signal in our own process.
+                    unsafe { libc::raise(libc::SIGTERM) };
+                }
+            });
+        }
+        let _ = self.tx.send(Event::Closed(closed));
+    }
+
+    /// Runs until the connection ends or the session is stopped.
+    fn serve(&mut self) -> Closed {
+        let mut events = Events::with_capacity(16);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let timeout = self
+                .link
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .proto
+                .poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout.map(until)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Closed::Failed(Error::io("poll", e));
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return Closed::Eof;
+            }
+            let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ended = None;
+            for event in events.iter().filter(|e| e.token() == STREAM) {
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    match link.read_available(&mut buf) {
+                        Ok(ReadEnd::Open) => {}
+                        Ok(ReadEnd::Eof) => ended = Some(Closed::Eof),
+                        Err(e) => ended = Some(Closed::Failed(e)),
+                    }
+                }
+            }
+            if let Err(e) = link.proto.handle_timeout(now_ms()) {
+                ended.get_or_insert(Closed::Failed(e.into()));
+            }
+            while let Some(msg) = link.proto.poll_event() {
+                if let Some(closed) = self.handle(&mut link, msg) {
+                    ended.get_or_insert(closed);
+                }
+            }
+            if let Err(e) = link.flush() {
+                ended.get_or_insert(Closed::Failed(e));
+            }
+            if let Some(closed) = ended {
+                return closed;
+            }
+        }
+    }
+
+    fn handle(&self, link: &mut Link, msg: Message) -> Option<Closed> {
+        match msg {
+            Message::Hello(_host) => {
+                let mut identity = local_identity();
+                identity.label = self.ctx.label.clone();
+                let hello = Hello {
+                    role: Role::Daemon,
+                    identity,
+                    auth: Vec::new(),
+                };
+                link.proto
+                    .send(Message::Hello(hello))
+                    .err()
+                    .map(|e| Closed::Failed(e.into()))
+            }
+            Message::Init {
+                daemon_id,
+                rng_stream,
+                blob,
+            } => {
+                let _ = self.tx.send(Event::Init {
+                    daemon_id,
+                    rng_stream,
+                    blob,
+                });
+                None
+            }
+            Message::Task {
+                id,
+                everywhere,
+                payload,
+            } => {
+                self.ctx.interrupt.reset();
+                let _ = self.tx.send(Event::Task {
+                    id,
+                    everywhere,
+                    payload,
+                });
+                None
+            }
+            Message::Cancel { .. } => {
+                // The state machine passes only a cancel of the running task.
+                self.ctx.interrupt.trigger();
+                None
+            }
+            Message::Exit { reason, detail } => Some(Closed::Exit(reason, detail)),
+            Message::Result { .. } | Message::Heartbeat => None,
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The FIFO dispatcher, as pure bookkeeping: which task goes to which daemon, and when. It
+//! performs no I/O; the host carries out the assignments it returns. Rules (from R's mirai):
+//! strict FIFO by submission; one task per daemon; a daemon that connects or becomes idle takes
+//! the head of the queue at once; an `everywhere` broadcast puts each copy on a distinct daemon
+//! and holds everything behind it until every copy has been dispatched.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// A daemon's connection token, as the host numbers them.
+pub type DaemonKey = usize;
+
+/// A task to send to a daemon now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub daemon: DaemonKey,
+    pub id: u64,
+    pub everywhere: bool,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    everywhere: bool,
+    payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    busy: Option<u64>,
+    /// The barrier generation this daemon took an `everywhere` copy in.
+    sync_gen: u64,
+}
+
+/// The counters `info()` reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Daemons connected and initialised now.
+    pub connections: u64,
+    /// Daemons ever initialised.
+    pub cumulative: u64,
+    /// Tasks waiting in the queue.
+    pub awaiting: u64,
+    /// Tasks at daemons (a cancelled one counts until its daemon replies).
+    pub executing: u64,
+    /// Submitted tasks neither awaiting nor executing.
+    pub completed: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    /// Keyed by task id: ids grow with submission, so key order is FIFO order, and a cancelled
+    /// task leaves from the middle in O(log n).
+    queue: BTreeMap<u64, Queued>,
+    queued_bytes: u64,
+    peak_bytes: u64,
+    slots: HashMap<DaemonKey, Slot>,
+    /// Idle daemons, longest idle first.
+    idle: VecDeque<DaemonKey>,
+    syncing: bool,
+    generation: u64,
+    submitted: u64,
+    executing: u64,
+    cumulative: u64,
+}
+
+impl Dispatcher {
+    pub fn new() -> Self {
+        Dispatcher {
+            generation: 1,
+            ..Dispatcher::default()
+        }
+    }
+
+    /// A new task. Returns its assignment when a daemon can take it now; otherwise it queues.
+    pub fn submit(&mut self, id: u64, everywhere: bool, payload: Vec<u8>) -> Option<Assignment> {
+        self.submitted += 1;
+        if self.queue.is_empty()
+            && let Some(daemon) = self.take_eligible()
+        {
+            return Some(self.assign(daemon, id, everywhere, payload));
+        }
+        self.queued_bytes += payload.len() as u64;
+        self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
+        self.queue.insert(
+            id,
+            Queued {
+                everywhere,
+                payload,
+            },
+        );
+        None
+    }
+
+    /// A daemon finished its handshake: it becomes idle and takes queued work.
+    pub fn connect(&mut self, daemon: DaemonKey) -> Vec<Assignment> {
+        // One generation behind, so a daemon joining mid-barrier is eligible for it.
+        let slot = Slot {
+            busy: None,
+            sync_gen: self.generation.wrapping_sub(1),
+        };
+        if self.slots.insert(daemon, slot).is_none() {
+            self.cumulative += 1;
+        }
+        self.idle.push_back(daemon);
+        self.drain()
+    }
+
+    /// A daemon replied. With `last` it retires and leaves the pool; otherwise it takes the
+    /// next queued task. Returns the id of the task it had, if any.
+    pub fn complete(&mut self, daemon: DaemonKey, last: bool) -> (Option<u64>, Vec<Assignment>) {
+        let Some(slot) = self.slots.get_mut(&daemon) else {
+            return (None, Vec::new());
+        };
+        let done = slot.busy.take();
+        if done.is_some() {
+            self.executing -= 1;
+        }
+        if last {
+            self.slots.remove(&daemon);
+            self.idle.retain(|&d| d != daemon);
+        } else if done.is_some() {
+            self.idle.push_back(daemon);
+        }
+        (done, self.drain())
+    }
+
+    /// A daemon left. Returns the task it was running; that task is not requeued.
+    pub fn disconnect(&mut self, daemon: DaemonKey) -> Option<u64> {
+        let slot = self.slots.remove(&daemon)?;
+        self.idle.retain(|&d| d != daemon);
+        if slot.busy.is_some() {
+            self.executing -= 1;
+        }
+        slot.busy
+    }
+
+    /// Removes a queued task. Returns false when it is not in the queue.
+    pub fn cancel_queued(&mut self, id: u64) -> bool {
+        match self.queue.remove(&id) {
+            Some(q) => {
+                self.queued_bytes -= q.payload.len() as u64;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every queued task (the host is closing); returns their ids.
+    pub fn clear_queue(&mut self) -> Vec<u64> {
+        self.queued_bytes = 0;
+        std::mem::take(&mut self.queue).into_keys().collect()
+    }
+
+    pub fn counters(&self) -> Counters {
+        let awaiting = self.queue.len() as u64;
+        Counters {
+            connections: self.slots.len() as u64,
+            cumulative: self.cumulative,
+            awaiting,
+            executing: self.executing,
+            completed: self.submitted - awaiting - self.executing,
+        }
+    }
+
+    /// Payload bytes waiting in the queue, and the most there ever were.
+    pub fn queued_bytes(&self) -> (u64, u64) {
+        (self.queued_bytes, self.peak_bytes)
+    }
+
+    pub fn is_connected(&self, daemon: DaemonKey) -> bool {
+        self.slots.contains_key(&daemon)
+    }
+
+    fn drain(&mut self) -> Vec<Assignment> {
+        let mut out = Vec::new();
+        while !self.queue.is_empty() {
+            let Some(daemon) = self.take_eligible() else {
+                break;
+            };
+            let Some((id, q)) = self.queue.pop_first() else {
+                break;
+            };
+            self.queued_bytes -= q.payload.len() as u64;
+            out.push(self.assign(daemon, id, q.everywhere, q.payload));
+        }
+        out
+    }
+
+    /// The longest-idle daemon that may take a task now: during a barrier, daemons that already
+    /// took a copy of the broadcast take nothing.
+    fn take_eligible(&mut self) -> Option<DaemonKey> {
+        let pos = self.idle.iter().position(|d| {
+            !(self.syncing
+                && self
+                    .slots
+                    .get(d)
+                    .is_some_and(|s| s.sync_gen == self.generation))
+        })?;
+        self.idle.remove(pos)
+    }
+
+    fn assign(
+        &mut self,
+        daemon: DaemonKey,
+        id: u64,
+        everywhere: bool,
+        payload: Vec<u8>,
+    ) -> Assignment {
+        if let Some(slot) = self.slots.get_mut(&daemon) {
+            slot.busy = Some(id);
+            if everywhere {
+                slot.sync_gen = self.generation;
+            }
+        }
+        self.executing += 1;
+        if everywhere {
+            self.syncing = true;
+        } else if self.syncing {
+            // The unmarked last copy closes the barrier.
+            self.syncing = false;
+            self.generation = self.generation.wrapping_add(1);
+        }
+        Assignment {
+            daemon,
+            id,
+            everywhere,
+            payload,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(a: &[Assignment]) -> Vec<(DaemonKey, u64)> {
+        a.iter().map(|a| (a.daemon, a.id)).collect()
+    }
+
+    #[test]
+    fn fifo_one_task_per_daemon() {
+        let mut d = Dispatcher::new();
+        for id in 1..=4 {
+            assert_eq!(d.submit(id, false, vec![0; 10]), None);
+        }
+        assert_eq!(d.queued_bytes(), (40, 40));
+        assert_eq!(ids(&d.connect(7)), vec![(7, 1)]);
+        assert_eq!(ids(&d.connect(8)), vec![(8, 2)]);
+        assert_eq!(d.counters().executing, 2);
+        assert_eq!(d.counters().awaiting, 2);
+        let (done, next) = d.complete(8, false);
+        assert_eq!(done, Some(2));
+        assert_eq!(ids(&next), vec![(8, 3)]);
+        let (_, next) = d.complete(7, false);
+        assert_eq!(ids(&next), vec![(7, 4)]);
+        d.complete(8, false);
+        d.complete(7, false);
+        // An idle daemon takes a new task at once.
+        assert_eq!(d.submit(5, false, vec![]).map(|a| a.daemon), Some(8));
+        let c = d.counters();
+        assert_eq!(
+            (
+                c.connections,
+                c.cumulative,
+                c.awaiting,
+                c.executing,
+                c.completed
+            ),
+            (2, 2, 0, 1, 4)
+        );
+    }
+
+    #[test]
+    fn lost_daemon_loses_only_its_task() {
+        let mut d = Dispatcher::new();
+        d.connect(1);
+        d.submit(1, false, vec![]);
+        d.submit(2, false, vec![]);
+        assert_eq!(d.disconnect(1), Some(1));
+        assert_eq!(
+            d.counters().awaiting,
+            1,
+            "queued work waits for another daemon"
+        );
+        assert_eq!(ids(&d.connect(2)), vec![(2, 2)]);
+    }
+
+    #[test]
+    fn retiring_daemon_leaves_the_pool() {
+        let mut d = Dispatcher::new();
+        d.connect(1);
+        d.submit(1, false, vec![]);
+        d.submit(2, false, vec![]);
+        let (done, next) = d.complete(1, true);
+        assert_eq!(done, Some(1));
+        assert!(next.is_empty());
+        assert_eq!(d.counters().connections, 0);
+        assert_eq!(d.counters().cumulative, 1);
+    }
+
+    #[test]
+    fn cancel_queued_frees_memory() {
+        let mut d = Dispatcher::new();
+        d.submit(1, false, vec![0; 100]);
+        d.submit(2, false, vec![0; 50]);
+        assert!(d.cancel_queued(1));
+        assert!(!d.cancel_queued(1));
+        assert_eq!(d.queued_bytes(), (50, 150));
+        assert_eq!(d.counters().completed, 1);
+    }
+
+    #[test]
+    fn everywhere_barrier_uses_distinct_daemons() {
+        let mut d = Dispatcher::new();
+        for k in 1..=3 {
+            d.connect(k);
+        }
+        // Keep daemon 3 busy so the broadcast must wait for it.
+        assert_eq!(d.submit(100, false, vec![]).map(|a| a.daemon), Some(1));
+        // Three copies (two marked), then an ordinary task.
+        let a = d.submit(101, true, vec![]).unwrap();
+        let b = d.submit(102, true, vec![]).unwrap();
+        assert_eq!((a.daemon, b.daemon), (2, 3));
+        assert!(
+            d.submit(103, false, vec![]).is_none(),
+            "last copy waits for an untagged daemon"
+        );
+        assert!(
+            d.submit(104, false, vec![]).is_none(),
+            "later tasks wait behind the barrier"
+        );
+        // Daemon 2 finishes its copy, but it is tagged: nothing moves.
+        let (_, next) = d.complete(2, false);
+        assert!(next.is_empty());
+        // Daemon 1 finishes the ordinary task: it takes the last copy, which closes the barrier,
+        // and then daemon 2 is free for the next task.
+        let (_, next) = d.complete(1, false);
+        assert_eq!(ids(&next), vec![(1, 103), (2, 104)]);
+    }
+
+    #[test]
+    fn daemon_joining_mid_barrier_takes_a_copy() {
+        let mut d = Dispatcher::new();
+        d.connect(1);
+        d.submit(1, true, vec![]);
+        assert!(d.submit(2, false, vec![]).is_none());
+        assert_eq!(ids(&d.connect(2)), vec![(2, 2)]);
+    }
+}

@@ -1,0 +1,321 @@
+//! The host's I/O thread: accepts daemons, reads their messages, finishes writes that did not
+//! fit in a socket, and fires timers. Edge-triggered: every ready socket is drained to
+//! `WouldBlock`. It sleeps in `poll` until a socket, the waker or the next deadline needs it.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token};
+use mirai_proto::{Conn, ErrorCode, ExitReason, Hello, Message, Role};
+use slab::Slab;
+
+use super::{Completions, Shared, WAKER};
+use crate::clock::{now_ms, until};
+use crate::identity::local_identity;
+use crate::link::{Link, ReadEnd};
+use crate::transport::Listener;
+
+const LISTENER: Token = Token(0);
+const FIRST_LINK: usize = 2;
+const READ_BUF: usize = 64 * 1024;
+
+struct Loop {
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: Listener,
+    links: Slab<Arc<Mutex<Link>>>,
+    /// Protocol deadlines (handshake, heartbeat, peer timeout) by connection; stale entries
+    /// are re-checked against the connection when reached.
+    link_timers: BinaryHeap<Reverse<(u64, usize)>>,
+    buf: Vec<u8>,
+    /// Connections to close after the current batch of events (closing them mid-batch could
+    /// let a reused slab key receive a stale event).
+    closing: Vec<usize>,
+}
+
+pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
+    if let Err(e) = poll
+        .registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+    {
+        log::error!("host {}: cannot watch the listener: {e}", shared.url);
+        return;
+    }
+    let mut lp = Loop {
+        shared,
+        poll,
+        listener,
+        links: Slab::new(),
+        link_timers: BinaryHeap::new(),
+        buf: vec![0; READ_BUF],
+        closing: Vec::new(),
+    };
+    let mut events = Events::with_capacity(256);
+    loop {
+        let timeout = {
+            let mut st = lp.shared.lock();
+            if st.closing {
+                break;
+            }
+            let next = [
+                lp.shared.next_deadline(&mut st),
+                lp.link_timers.peek().map(|r| r.0.0),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            st.wake_at = next;
+            next.map(until)
+        };
+        if let Err(e) = lp.poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            log::error!("host {}: poll failed, stopping: {e}", lp.shared.url);
+            break;
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => lp.accept_all(),
+                WAKER => {}
+                Token(t) => lp.service(t - FIRST_LINK, event),
+            }
+        }
+        let dead: Vec<usize> = lp.shared.lock().dead.drain(..).collect();
+        lp.closing.extend(dead);
+        lp.fire_timers();
+        lp.close_pending();
+    }
+    lp.shutdown();
+}
+
+impl Loop {
+    fn accept_all(&mut self) {
+        loop {
+            let mut stream = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: the pending connection stays queued and
+                    // the listener fires again when the next one arrives.
+                    log::warn!("host {}: accept failed: {e}", self.shared.url);
+                    return;
+                }
+            };
+            let key = self.links.vacant_key();
+            let token = Token(key + FIRST_LINK);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::warn!(
+                    "host {}: cannot watch a new connection: {e}",
+                    self.shared.url
+                );
+                continue;
+            }
+            let hello = Hello {
+                role: Role::Host,
+                identity: local_identity(),
+                auth: Vec::new(),
+            };
+            let proto = match Conn::host(self.shared.proto, now_ms(), hello) {
+                Ok(p) => p,
+                Err(e) => {
+                    log::warn!("host {}: {e}", self.shared.url);
+                    continue;
+                }
+            };
+            let mut link = Link::new(stream, proto);
+            let flushed = link.flush();
+            if let Some(t) = link.proto.poll_timeout() {
+                self.link_timers.push(Reverse((t, key)));
+            }
+            self.links.insert(Arc::new(Mutex::new(link)));
+            if let Err(e) = flushed {
+                log::warn!("host {}: new connection failed: {e}", self.shared.url);
+                self.closing.push(key);
+            }
+        }
+    }
+
+    /// Handles readiness on one connection: read and flush under its own lock, then apply the
+    /// decoded messages under the state lock.
+    fn service(&mut self, key: usize, event: &Event) {
+        let Some(link) = self.links.get(key).cloned() else {
+            return;
+        };
+        let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failure = None;
+        let mut eof = false;
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            match guard.read_available(&mut self.buf) {
+                Ok(ReadEnd::Open) => {}
+                Ok(ReadEnd::Eof) => eof = true,
+                Err(e) => failure = Some(e),
+            }
+        }
+        if event.is_writable()
+            && failure.is_none()
+            && let Err(e) = guard.flush()
+        {
+            failure = Some(e);
+        }
+        let mut msgs = Vec::new();
+        while let Some(m) = guard.proto.poll_event() {
+            msgs.push(m);
+        }
+        if failure.is_some() {
+            // Tell the peer why, if the socket still takes it.
+            let _ = guard.flush();
+        }
+        if let Some(t) = guard.proto.poll_timeout() {
+            self.link_timers.push(Reverse((t, key)));
+        }
+        drop(guard);
+
+        let mut completions = Completions::new();
+        if !msgs.is_empty() {
+            let mut st = self.shared.lock();
+            for msg in msgs {
+                if !self.apply(&mut st, key, &link, msg, &mut completions) {
+                    self.closing.push(key);
+                    break;
+                }
+            }
+        }
+        self.shared.finish(completions);
+        if let Some(e) = failure {
+            log::warn!("host {}: closing connection {key}: {e}", self.shared.url);
+            self.closing.push(key);
+        } else if eof {
+            self.closing.push(key);
+        }
+    }
+
+    /// Applies one message from a daemon; false means close the connection.
+    fn apply(
+        &self,
+        st: &mut super::State,
+        key: usize,
+        link: &Arc<Mutex<Link>>,
+        msg: Message,
+        completions: &mut Completions,
+    ) -> bool {
+        match msg {
+            Message::Hello(hello) => match self.shared.accept(st, key, link, hello.identity) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("host {}: cannot initialise daemon: {e}", self.shared.url);
+                    false
+                }
+            },
+            Message::Result {
+                id,
+                status,
+                last,
+                payload,
+            } => {
+                self.shared
+                    .on_result(st, key, id, status.into(), last, payload, completions);
+                true
+            }
+            Message::Exit { reason, detail } => {
+                let daemon = st.daemons.get(&key).map(|d| d.info.daemon_id);
+                match reason {
+                    ExitReason::ProtocolViolation | ExitReason::VersionMismatch => {
+                        log::warn!(
+                            "host {}: daemon {daemon:?} left: {reason:?} {detail}",
+                            self.shared.url
+                        )
+                    }
+                    _ => log::debug!("daemon {daemon:?} left: {reason:?} {detail}"),
+                }
+                false
+            }
+            // The protocol state machine lets nothing else through on the host side.
+            _ => true,
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = now_ms();
+        let expired = {
+            let mut st = self.shared.lock();
+            self.shared.expired(&mut st, now)
+        };
+        for id in expired {
+            self.shared.cancel(id, ErrorCode::TimedOut);
+        }
+        while let Some(&Reverse((due, key))) = self.link_timers.peek() {
+            if due > now {
+                break;
+            }
+            self.link_timers.pop();
+            let Some(link) = self.links.get(key) else {
+                continue;
+            };
+            let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.proto.poll_timeout().is_none_or(|t| t > now) {
+                continue; // stale entry; the current deadline has its own entry
+            }
+            let result = guard.proto.handle_timeout(now);
+            let flushed = guard.flush();
+            if let Some(t) = guard.proto.poll_timeout() {
+                self.link_timers.push(Reverse((t, key)));
+            }
+            match (result, flushed) {
+                (Err(e), _) => {
+                    log::warn!("host {}: closing connection {key}: {e}", self.shared.url);
+                    self.closing.push(key);
+                }
+                (_, Err(e)) => {
+                    log::warn!("host {}: closing connection {key}: {e}", self.shared.url);
+                    self.closing.push(key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn close_pending(&mut self) {
+        if self.closing.is_empty() {
+            return;
+        }
+        let mut completions = Completions::new();
+        let mut st = self.shared.lock();
+        for key in self.closing.drain(..) {
+            let Some(link) = self.links.try_remove(key) else {
+                continue;
+            };
+            let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = self.poll.registry().deregister(&mut guard.stream);
+            guard.stream.shutdown();
+            drop(guard);
+            self.shared.disconnect(&mut st, key, &mut completions);
+        }
+        drop(st);
+        self.shared.finish(completions);
+    }
+
+    /// The host is closing: tell every daemon to exit and close every connection.
+    fn shutdown(&mut self) {
+        for (_, link) in self.links.iter() {
+            let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = guard.send(Message::Exit {
+                reason: ExitReason::Shutdown,
+                detail: String::new(),
+            });
+            let _ = self.poll.registry().deregister(&mut guard.stream);
+            guard.stream.shutdown();
+        }
+        self.links.clear();
+        let mut st = self.shared.lock();
+        st.daemons.clear();
+    }
+}

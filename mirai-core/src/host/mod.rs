@@ -1,0 +1,625 @@
+//! The host: one per compute profile. It listens at a URL, accepts daemons, queues tasks FIFO
+//! and hands each to an idle daemon.
+//!
+//! Threads: an I/O thread per host runs the mio event loop (accepts, reads, timers). All state
+//! sits behind one mutex, and calling threads act on it directly: a `submit` that finds an idle
+//! daemon writes the task to that daemon's socket itself (non-blocking), so the submit path has
+//! no thread hop. A socket that is full is finished by the I/O thread on its next writable
+//! event. Lock order: the state mutex, then a connection's mutex; the I/O thread reads a socket
+//! holding only that connection's mutex.
+
+pub mod dispatcher;
+mod event_loop;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Poll, Token, Waker};
+use mirai_proto::{ErrorCode, ExitReason, Identity, Message};
+
+pub use dispatcher::Counters;
+use dispatcher::{Assignment, DaemonKey, Dispatcher};
+
+use crate::clock::deadline_after;
+use crate::error::Error;
+use crate::link::Link;
+use crate::notify::Notifier;
+use crate::rng::{self, Stream};
+use crate::task::{Callback, Task, TaskCell, TaskStatus};
+use crate::transport::Listener;
+use crate::url::Url;
+
+/// Settings fixed when the host starts.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Largest frame accepted from a daemon, in bytes.
+    pub max_frame: u64,
+    /// Cap on the payload bytes waiting in the queue; `None` for no cap. `submit` blocks and
+    /// `try_submit` refuses while the queue holds this much.
+    pub memory_limit: Option<u64>,
+    /// The L'Ecuyer-CMRG stream daemons' streams derive from (the k-th daemon gets this stream
+    /// jumped k times); `None` draws one at random.
+    pub stream: Option<Stream>,
+    /// Opaque bytes every daemon receives in its init bundle (bindings put serialization hooks
+    /// here).
+    pub init_blob: Vec<u8>,
+    /// A daemon must finish its handshake within this time.
+    pub handshake_timeout: Duration,
+    /// Send a heartbeat to a daemon that was sent nothing for this long.
+    pub heartbeat: Option<Duration>,
+    /// Drop a daemon that sent nothing (heartbeats included) for this long.
+    pub peer_timeout: Option<Duration>,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        HostOptions {
+            max_frame: mirai_proto::conn::DEFAULT_MAX_FRAME,
+            memory_limit: None,
+            stream: None,
+            init_blob: Vec::new(),
+            handshake_timeout: Duration::from_secs(30),
+            heartbeat: None,
+            peer_timeout: None,
+        }
+    }
+}
+
+/// Per-task settings.
+#[derive(Default)]
+pub struct SubmitOptions {
+    /// Resolve the task as timed out (5) after this long, cancelling it where it is.
+    pub timeout: Option<Duration>,
+    /// Put the task's id on the host's completion queue (see [`Host::completion_fd`]).
+    pub notify: bool,
+    /// Called once when the task resolves; see [`Callback`] for the thread.
+    pub callback: Option<Callback>,
+}
+
+/// Queue memory, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    pub used: u64,
+    pub peak: u64,
+    pub limit: Option<u64>,
+}
+
+/// A connected daemon, as it introduced itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// Numbered from 1 in order of connection.
+    pub daemon_id: u64,
+    pub identity: Identity,
+}
+
+pub(crate) type Completions = Vec<(Arc<TaskCell>, TaskStatus, Vec<u8>)>;
+
+struct TaskEntry {
+    cell: Arc<TaskCell>,
+    daemon: Option<DaemonKey>,
+}
+
+struct DaemonEntry {
+    link: Arc<Mutex<Link>>,
+    info: DaemonInfo,
+}
+
+pub(crate) struct State {
+    dispatcher: Dispatcher,
+    tasks: HashMap<u64, TaskEntry>,
+    daemons: HashMap<DaemonKey, DaemonEntry>,
+    /// Task deadlines; entries of tasks that resolved otherwise are skipped when reached.
+    timers: BinaryHeap<Reverse<(u64, u64)>>,
+    next_task: u64,
+    next_daemon: u64,
+    stream: Stream,
+    memory_limit: u64,
+    init_blob: Vec<u8>,
+    closing: bool,
+    /// When the I/O thread will next wake by itself, so callers know whether to wake it.
+    wake_at: Option<u64>,
+    /// Connections whose socket failed on a calling thread, for the I/O thread to reap.
+    dead: Vec<DaemonKey>,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Signalled when connections change, queue memory frees up, or the host closes.
+    cv: Condvar,
+    waker: Waker,
+    notifier: Notifier,
+    url: Url,
+    proto: mirai_proto::Config,
+}
+
+/// A host. Dropping it closes it.
+pub struct Host {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) const WAKER: Token = Token(1);
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Host {
+    /// Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`); port 0 picks a
+    /// free port, reported by [`Host::url`].
+    pub fn listen(url: &str, options: HostOptions) -> Result<Host, Error> {
+        let url = Url::parse(url)?;
+        let (listener, url) = Listener::bind(&url)?;
+        let poll = Poll::new().map_err(|e| Error::io("cannot create poller", e))?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?;
+        let notifier = Notifier::new().map_err(|e| Error::io("cannot create completion fd", e))?;
+        let proto = mirai_proto::Config {
+            max_frame: options.max_frame,
+            handshake_timeout: Some(ms(options.handshake_timeout)),
+            heartbeat_interval: options.heartbeat.map(ms),
+            peer_timeout: options.peer_timeout.map(ms),
+        };
+        let state = State {
+            dispatcher: Dispatcher::new(),
+            tasks: HashMap::new(),
+            daemons: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_task: 0,
+            next_daemon: 0,
+            stream: options.stream.unwrap_or_else(rng::random_stream),
+            memory_limit: options.memory_limit.unwrap_or(0),
+            init_blob: options.init_blob,
+            closing: false,
+            wake_at: None,
+            dead: Vec::new(),
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+            waker,
+            notifier,
+            url,
+            proto,
+        });
+        let loop_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("mirai-host".into())
+            .spawn(move || event_loop::run(loop_shared, poll, listener))
+            .map_err(|e| Error::io("cannot start host thread", e))?;
+        Ok(Host {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// The URL daemons dial, with the actual port when port 0 was asked for.
+    pub fn url(&self) -> String {
+        self.shared.url.to_string()
+    }
+
+    /// Submits a task and returns its handle at once. Blocks only while the queue is at its
+    /// memory cap.
+    pub fn submit(&self, payload: Vec<u8>, options: SubmitOptions) -> Result<Task, Error> {
+        let mut st = self.shared.lock();
+        while !st.closing
+            && st.memory_limit > 0
+            && st.dispatcher.queued_bytes().0 >= st.memory_limit
+        {
+            st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        self.shared.submit_locked(&mut st, payload, false, options)
+    }
+
+    /// Like [`Host::submit`], but refuses with [`Error::Full`] instead of blocking.
+    pub fn try_submit(&self, payload: Vec<u8>, options: SubmitOptions) -> Result<Task, Error> {
+        let mut st = self.shared.lock();
+        if st.memory_limit > 0 && st.dispatcher.queued_bytes().0 >= st.memory_limit && !st.closing {
+            return Err(Error::Full);
+        }
+        self.shared.submit_locked(&mut st, payload, false, options)
+    }
+
+    /// Blocks until the queue is below its memory cap or `timeout` passes; returns whether it
+    /// is below (bindings wait in slices to stay interruptible, then `try_submit`).
+    pub fn wait_capacity(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        loop {
+            if st.closing
+                || st.memory_limit == 0
+                || st.dispatcher.queued_bytes().0 < st.memory_limit
+            {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Sends one copy of `payload` to every connected daemon, and at least `min` copies (extra
+    /// copies wait for daemons to connect). Each copy runs on a different daemon, and tasks
+    /// submitted later are dispatched only after every copy has been.
+    pub fn everywhere(&self, payload: &[u8], min: usize) -> Result<Vec<Task>, Error> {
+        let mut st = self.shared.lock();
+        let n = (st.dispatcher.counters().connections as usize)
+            .max(min)
+            .max(1);
+        (0..n)
+            .map(|i| {
+                let marked = i + 1 < n;
+                self.shared.submit_locked(
+                    &mut st,
+                    payload.to_vec(),
+                    marked,
+                    SubmitOptions::default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The dispatcher's counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().dispatcher.counters()
+    }
+
+    /// Queue memory use.
+    pub fn memory(&self) -> Memory {
+        let st = self.shared.lock();
+        let (used, peak) = st.dispatcher.queued_bytes();
+        Memory {
+            used,
+            peak,
+            limit: (st.memory_limit > 0).then_some(st.memory_limit),
+        }
+    }
+
+    /// The daemons connected now, in order of connection.
+    pub fn daemons(&self) -> Vec<DaemonInfo> {
+        let st = self.shared.lock();
+        let mut list: Vec<DaemonInfo> = st.daemons.values().map(|d| d.info.clone()).collect();
+        list.sort_by_key(|d| d.daemon_id);
+        list
+    }
+
+    /// Blocks until at least `n` daemons are connected, or `timeout` passes, or the host closes.
+    /// Returns whether `n` were reached.
+    pub fn wait_connections(&self, n: u64, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.shared.lock();
+        while st.dispatcher.counters().connections < n {
+            if st.closing {
+                return false;
+            }
+            st = match deadline {
+                None => self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.shared
+                        .cv
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+
+    /// Blocks until one of `tasks` is resolved or `timeout` passes; returns the index of the
+    /// first resolved task in list order.
+    pub fn race(&self, tasks: &[Task], timeout: Option<Duration>) -> Option<usize> {
+        let mut found = None;
+        self.shared.notifier.wait_until(timeout, || {
+            found = tasks.iter().position(Task::is_resolved);
+            found.is_some() || self.shared.lock().closing
+        });
+        found
+    }
+
+    /// A file descriptor that is readable while completions of tasks submitted with `notify`
+    /// are waiting in the queue; [`Host::take_completions`] empties the queue. Valid until the
+    /// host is dropped.
+    pub fn completion_fd(&self) -> std::os::fd::RawFd {
+        self.shared.notifier.fd()
+    }
+
+    /// The ids of `notify` tasks that resolved since the last call, in order of resolution.
+    pub fn take_completions(&self) -> Vec<u64> {
+        self.shared.notifier.take()
+    }
+
+    /// Tells every connected daemon to exit, even those that would stay for a new host
+    /// (`daemons(NULL)`). Tasks they are running resolve as connection reset (19).
+    pub fn exit_daemons(&self) {
+        let st = self.shared.lock();
+        for d in st.daemons.values() {
+            let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = link.send(Message::Exit {
+                reason: ExitReason::Shutdown,
+                detail: String::new(),
+            });
+        }
+    }
+
+    /// Closes the host: every unresolved task resolves as connection reset (19), daemons are
+    /// told to exit, and the listener closes. Returns once the I/O thread has stopped.
+    pub fn close(&self) {
+        let completions = {
+            let mut st = self.shared.lock();
+            if st.closing {
+                Vec::new()
+            } else {
+                st.closing = true;
+                st.dispatcher.clear_queue();
+                let mut c: Completions = Vec::new();
+                for (_, e) in st.tasks.drain() {
+                    c.push((
+                        e.cell,
+                        TaskStatus::Failed(ErrorCode::ConnectionReset),
+                        Vec::new(),
+                    ));
+                }
+                c
+            }
+        };
+        self.shared.cv.notify_all();
+        self.shared.finish(completions);
+        self.shared.notifier.wake_all();
+        let _ = self.shared.waker.wake();
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = thread
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn submit_locked(
+        self: &Arc<Self>,
+        st: &mut State,
+        payload: Vec<u8>,
+        everywhere: bool,
+        options: SubmitOptions,
+    ) -> Result<Task, Error> {
+        if st.closing {
+            return Err(Error::Closed);
+        }
+        st.next_task += 1;
+        let id = st.next_task;
+        let cell = TaskCell::new(id, options.notify, options.callback);
+        st.tasks.insert(
+            id,
+            TaskEntry {
+                cell: cell.clone(),
+                daemon: None,
+            },
+        );
+        if let Some(timeout) = options.timeout {
+            let deadline = deadline_after(timeout);
+            st.timers.push(Reverse((deadline, id)));
+            if st.wake_at.is_none_or(|w| deadline < w) {
+                let _ = self.waker.wake();
+            }
+        }
+        if let Some(a) = st.dispatcher.submit(id, everywhere, payload) {
+            self.assign(st, a);
+        }
+        Ok(Task {
+            cell,
+            host: Arc::downgrade(self),
+        })
+    }
+
+    /// Sends an assigned task to its daemon.
+    fn assign(&self, st: &mut State, a: Assignment) {
+        if let Some(t) = st.tasks.get_mut(&a.id) {
+            t.daemon = Some(a.daemon);
+        }
+        let Some(d) = st.daemons.get(&a.daemon) else {
+            return;
+        };
+        let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
+        let msg = Message::Task {
+            id: a.id,
+            everywhere: a.everywhere,
+            payload: a.payload,
+        };
+        if let Err(e) = link.send(msg) {
+            log::warn!(
+                "daemon {}: cannot send task {}: {e}",
+                d.info.daemon_id,
+                a.id
+            );
+            st.dead.push(a.daemon);
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Resolves a task without a result (cancel: 20, timeout: 5), interrupting it on its daemon
+    /// if it runs. Returns false when it had already resolved.
+    pub(crate) fn cancel(&self, id: u64, code: ErrorCode) -> bool {
+        let mut st = self.lock();
+        let Some(entry) = st.tasks.remove(&id) else {
+            return false;
+        };
+        match entry.daemon {
+            Some(key) => {
+                if let Some(d) = st.daemons.get(&key) {
+                    let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
+                    if link.proto.in_flight() == Some(id)
+                        && link.send(Message::Cancel { id }).is_err()
+                    {
+                        drop(link);
+                        st.dead.push(key);
+                        let _ = self.waker.wake();
+                    }
+                }
+            }
+            None => {
+                st.dispatcher.cancel_queued(id);
+                self.cv.notify_all();
+            }
+        }
+        drop(st);
+        self.finish(vec![(entry.cell, TaskStatus::Failed(code), Vec::new())]);
+        true
+    }
+
+    /// Accepts a daemon that completed its handshake: sends its init bundle and gives it work.
+    fn accept(
+        &self,
+        st: &mut State,
+        key: DaemonKey,
+        link: &Arc<Mutex<Link>>,
+        identity: Identity,
+    ) -> Result<(), Error> {
+        st.next_daemon += 1;
+        st.stream = rng::next_stream(st.stream);
+        let daemon_id = st.next_daemon;
+        link.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Message::Init {
+                daemon_id,
+                rng_stream: st.stream,
+                blob: st.init_blob.clone(),
+            })?;
+        log::debug!(
+            "daemon {daemon_id} connected: {} pid {}",
+            identity.hostname,
+            identity.pid
+        );
+        st.daemons.insert(
+            key,
+            DaemonEntry {
+                link: link.clone(),
+                info: DaemonInfo {
+                    daemon_id,
+                    identity,
+                },
+            },
+        );
+        for a in st.dispatcher.connect(key) {
+            self.assign(st, a);
+        }
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    /// A daemon replied.
+    fn on_result(
+        &self,
+        st: &mut State,
+        key: DaemonKey,
+        id: u64,
+        status: TaskStatus,
+        last: bool,
+        payload: Vec<u8>,
+        out: &mut Completions,
+    ) {
+        let (_, next) = st.dispatcher.complete(key, last);
+        // A task cancelled or timed out meanwhile is gone from `tasks`: its late result is dropped.
+        if let Some(e) = st.tasks.remove(&id) {
+            out.push((e.cell, status, payload));
+        }
+        if last {
+            if let Some(d) = st.daemons.remove(&key) {
+                let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = link.send(Message::Exit {
+                    reason: ExitReason::Shutdown,
+                    detail: String::new(),
+                });
+            }
+            self.cv.notify_all();
+        }
+        for a in next {
+            self.assign(st, a);
+        }
+    }
+
+    /// A daemon's connection ended: its running task (if any) resolves as connection reset.
+    fn disconnect(&self, st: &mut State, key: DaemonKey, out: &mut Completions) {
+        let known = st.daemons.remove(&key).is_some();
+        if let Some(id) = st.dispatcher.disconnect(key)
+            && let Some(e) = st.tasks.remove(&id)
+        {
+            out.push((
+                e.cell,
+                TaskStatus::Failed(ErrorCode::ConnectionReset),
+                Vec::new(),
+            ));
+        }
+        if known {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Expired task deadlines, removed from the timer heap.
+    fn expired(&self, st: &mut State, now: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(Reverse((deadline, id))) = st.timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            st.timers.pop();
+            if st.tasks.contains_key(&id) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// The next task deadline, skipping those of tasks already resolved.
+    fn next_deadline(&self, st: &mut State) -> Option<u64> {
+        while let Some(Reverse((deadline, id))) = st.timers.peek().copied() {
+            if st.tasks.contains_key(&id) {
+                return Some(deadline);
+            }
+            st.timers.pop();
+        }
+        None
+    }
+
+    /// Resolves cells and runs callbacks; call with no lock held.
+    pub(crate) fn finish(&self, completions: Completions) {
+        for (cell, status, payload) in completions {
+            let Ok(callback) = cell.resolve(status, payload) else {
+                continue;
+            };
+            self.notifier.completed(cell.id, cell.notify);
+            if let Some(cb) = callback {
+                let id = cell.id;
+                if catch_unwind(AssertUnwindSafe(|| cb(id, status))).is_err() {
+                    log::error!("completion callback of task {id} panicked");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The mirai engine: a host that queues tasks FIFO and dispatches each to an idle daemon, the
+//! daemon runtime that evaluates them, the transports between them, and local launching.
+//!
+//! Payloads are opaque bytes: bindings serialize, evaluate and build error values; the engine
+//! moves bytes, schedules, cancels and counts.
+
+pub mod clock;
+pub mod daemon;
+pub mod error;
+pub mod host;
+pub mod identity;
+pub mod launch;
+pub mod link;
+mod notify;
+pub mod rng;
+pub mod task;
+pub mod transport;
+pub mod url;
+
+pub use daemon::{AutoExit, Daemon, DaemonOptions, Evaluation, Evaluator, ExitCode, Interrupt};
+pub use error::Error;
+pub use host::{Counters, DaemonInfo, Host, HostOptions, Memory, SubmitOptions};
+pub use mirai_proto::ErrorCode;
+pub use task::{Callback, Task, TaskStatus};
+pub use url::Url;

@@ -1,0 +1,166 @@
+//! Task handles and their completion cells. A cell is resolved exactly once, by whichever comes
+//! first: the daemon's result, a timeout, a cancel, a lost daemon, or the host closing.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use mirai_proto::{ErrorCode, Status};
+
+use crate::host::Shared;
+
+/// How a task ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// The payload is the value.
+    Value,
+    /// Evaluation raised an error; the payload is the binding's error object.
+    Error,
+    /// Evaluation was interrupted on the daemon (the payload is the binding's interrupt object).
+    Interrupted,
+    /// The host resolved the task without a result: 5 timed out, 19 connection reset (daemon
+    /// lost, host closed), 20 cancelled. There is no payload.
+    Failed(ErrorCode),
+}
+
+impl From<Status> for TaskStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Value => TaskStatus::Value,
+            Status::Error => TaskStatus::Error,
+            Status::Interrupted => TaskStatus::Interrupted,
+        }
+    }
+}
+
+/// Runs once when the task resolves, on the thread that resolved it: the host's I/O thread for
+/// results, timeouts and lost daemons; the calling thread for `cancel` and `close`. It must not
+/// block, and it is called with no lock held.
+pub type Callback = Box<dyn FnOnce(u64, TaskStatus) + Send>;
+
+struct CellState {
+    status: Option<TaskStatus>,
+    payload: Option<Vec<u8>>,
+    callback: Option<Callback>,
+}
+
+pub(crate) struct TaskCell {
+    pub(crate) id: u64,
+    /// Whether the completion goes to the host's completion queue (and fd).
+    pub(crate) notify: bool,
+    state: Mutex<CellState>,
+    cv: Condvar,
+}
+
+impl TaskCell {
+    pub(crate) fn new(id: u64, notify: bool, callback: Option<Callback>) -> Arc<Self> {
+        Arc::new(TaskCell {
+            id,
+            notify,
+            state: Mutex::new(CellState {
+                status: None,
+                payload: None,
+                callback,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CellState> {
+        // A panic in user code never runs under this lock, so poisoning carries no meaning.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves the cell; returns the callback to run, or `Err` if it was already resolved.
+    pub(crate) fn resolve(
+        &self,
+        status: TaskStatus,
+        payload: Vec<u8>,
+    ) -> Result<Option<Callback>, ()> {
+        let mut st = self.lock();
+        if st.status.is_some() {
+            return Err(());
+        }
+        st.status = Some(status);
+        st.payload = Some(payload);
+        let cb = st.callback.take();
+        drop(st);
+        self.cv.notify_all();
+        Ok(cb)
+    }
+
+    pub(crate) fn status(&self) -> Option<TaskStatus> {
+        self.lock().status
+    }
+}
+
+/// A submitted task. Cheap to clone; every clone refers to the same task.
+#[derive(Clone)]
+pub struct Task {
+    pub(crate) cell: Arc<TaskCell>,
+    pub(crate) host: Weak<Shared>,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.cell.id)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Task {
+    /// The id, unique and increasing within its host.
+    pub fn id(&self) -> u64 {
+        self.cell.id
+    }
+
+    /// Whether the task has resolved. Never blocks.
+    pub fn is_resolved(&self) -> bool {
+        self.status().is_some()
+    }
+
+    /// The outcome, once resolved.
+    pub fn status(&self) -> Option<TaskStatus> {
+        self.cell.status()
+    }
+
+    /// Blocks until the task resolves or `timeout` passes; returns whether it resolved.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.cell.lock();
+        while st.status.is_none() {
+            st = match deadline {
+                None => self.cell.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.cell
+                        .cv
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        true
+    }
+
+    /// Moves the result's payload out (the bytes the daemon sent, not copied). Returns `None`
+    /// before resolution or when already taken.
+    pub fn take_payload(&self) -> Option<Vec<u8>> {
+        self.cell.lock().payload.take()
+    }
+
+    /// Cancels the task: a queued one leaves the queue, a running one is interrupted on its
+    /// daemon (whose late result is dropped). Either way it resolves at once as cancelled (20).
+    /// Returns false when it had already resolved.
+    pub fn cancel(&self) -> bool {
+        match self.host.upgrade() {
+            Some(host) => host.cancel(self.cell.id, ErrorCode::Canceled),
+            None => false,
+        }
+    }
+}
