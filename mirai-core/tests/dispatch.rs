@@ -271,3 +271,21 @@ fn memory_cap_refuses_and_frees() {
     let _d = launch(&host, 1, &[]);
     assert_eq!(value(&second), "y");
 }
+
+#[test]
+fn errors_and_crashes_come_back_as_such() {
+    let host = host();
+    let _d = launch(&host, 1, &[]);
+    assert_eq!(
+        outcome(&submit(&host, "fail:boom")),
+        (TaskStatus::Error, "boom".to_string())
+    );
+    // A daemon that dies on its own mid-task loses that task only.
+    assert_eq!(
+        outcome(&submit(&host, "crash")).0,
+        TaskStatus::Failed(ErrorCode::ConnectionReset)
+    );
+    let queued = submit(&host, "echo:next");
+    let _d2 = launch(&host, 1, &[]);
+    assert_eq!(value(&queued), "next");
+}

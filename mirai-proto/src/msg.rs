@@ -54,7 +54,7 @@ pub enum Status {
 /// readable by peers of other versions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitReason {
-    /// Host to daemon: exit now (`daemons(NULL)`, or the host is closing).
+    /// Host to daemon: exit now (`daemons(NULL)`, or after the daemon's final result).
     Shutdown,
     /// Host to daemon: the daemon failed authentication.
     AuthFailed,
@@ -70,6 +70,9 @@ pub enum ExitReason {
     MaxTasks,
     /// Daemon to host: leaving for another reason (e.g. a signal).
     Leaving,
+    /// Host to daemon: the host is closing. Unlike `Shutdown`, daemons set to outlive their
+    /// host stay and redial.
+    Closing,
 }
 
 /// One protocol message with its payload.

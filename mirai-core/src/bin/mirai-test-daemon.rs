@@ -5,8 +5,8 @@
 //!
 //! Payloads are text commands: `echo:<text>` returns the text; `sleep:<ms>` sleeps (cancellable)
 //! and returns `slept`; `spin:<ms>` busy-waits without looking at the interrupt; `fail:<msg>`
-//! returns an evaluation error; `rng` returns the daemon's stream words; `id` returns the
-//! daemon id; `pid` returns the process id; `crash` exits the process mid-task.
+//! returns an evaluation error; `init` returns the daemon id and its stream words; `pid` returns
+//! the process id; `crash` exits the process mid-task.
 
 use std::time::{Duration, Instant};
 
@@ -63,15 +63,10 @@ impl Evaluator for TestEvaluator {
                 status: Status::Error,
                 payload: arg.as_bytes().to_vec(),
             },
-            "rng" => ok(self
+            "init" => ok(self
                 .init
                 .as_ref()
-                .map(|i| format!("{:?}", i.rng_stream))
-                .unwrap_or_default()),
-            "id" => ok(self
-                .init
-                .as_ref()
-                .map(|i| i.daemon_id.to_string())
+                .map(|i| format!("{} {:?}", i.daemon_id, i.rng_stream))
                 .unwrap_or_default()),
             "pid" => ok(std::process::id().to_string()),
             "crash" => std::process::exit(70),

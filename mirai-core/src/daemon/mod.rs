@@ -307,12 +307,12 @@ impl Runner<'_> {
             .is_some_and(|w| self.started.elapsed() >= w)
     }
 
-    /// How long to wait for the next task: until the idle time or the wall time runs out.
+    /// How long to wait for each next task, as R's mirai does: the idle time, or the wall
+    /// time when that is shorter (the wall time itself is only checked when a task arrives).
     fn wait_limit(&self) -> Option<Duration> {
-        let wall = self
-            .options
-            .walltime
-            .map(|w| w.saturating_sub(self.started.elapsed()));
-        [self.options.idletime, wall].into_iter().flatten().min()
+        [self.options.idletime, self.options.walltime]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

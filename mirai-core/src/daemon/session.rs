@@ -154,10 +154,20 @@ struct IoThread {
 impl IoThread {
     fn run(mut self) {
         let closed = self.serve();
-        if self.ctx.evaluating.load(Ordering::Acquire)
+        let stopped = self.stop.load(Ordering::Acquire);
+        // A task handed to the evaluator (running, or about to start) has no result to send.
+        let task_pending = self
+            .link
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .proto
+            .in_flight()
+            .is_some();
+        if !stopped
+            && task_pending
             && let Some(grace) = self.ctx.terminate_grace
-            && !matches!(closed, Closed::Exit(..))
         {
+            // The host is gone or told us to exit: nobody wants this result.
             self.ctx.interrupt.trigger();
             let evaluating = self.ctx.evaluating.clone();
             std::thread::spawn(move || {

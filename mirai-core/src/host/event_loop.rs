@@ -216,13 +216,13 @@ impl Loop {
                 }
             },
             Message::Result {
-                id,
                 status,
                 last,
                 payload,
+                ..
             } => {
                 self.shared
-                    .on_result(st, key, id, status.into(), last, payload, completions);
+                    .on_result(st, key, status.into(), last, payload, completions);
                 true
             }
             Message::Exit { reason, detail } => {
@@ -303,12 +303,12 @@ impl Loop {
         self.shared.finish(completions);
     }
 
-    /// The host is closing: tell every daemon to exit and close every connection.
+    /// The host is closing: tell every daemon so and close every connection.
     fn shutdown(&mut self) {
         for (_, link) in self.links.iter() {
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
             let _ = guard.send(Message::Exit {
-                reason: ExitReason::Shutdown,
+                reason: ExitReason::Closing,
                 detail: String::new(),
             });
             let _ = self.poll.registry().deregister(&mut guard.stream);

@@ -533,20 +533,20 @@ impl Shared {
         Ok(())
     }
 
-    /// A daemon replied.
+    /// A daemon replied to the task it had (the protocol guarantees the reply's id is that
+    /// task's).
     fn on_result(
         &self,
         st: &mut State,
         key: DaemonKey,
-        id: u64,
         status: TaskStatus,
         last: bool,
         payload: Vec<u8>,
         out: &mut Completions,
     ) {
-        let (_, next) = st.dispatcher.complete(key, last);
+        let (done, next) = st.dispatcher.complete(key, last);
         // A task cancelled or timed out meanwhile is gone from `tasks`: its late result is dropped.
-        if let Some(e) = st.tasks.remove(&id) {
+        if let Some(e) = done.and_then(|id| st.tasks.remove(&id)) {
             out.push((e.cell, status, payload));
         }
         if last {

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite. Run from anywhere: `bash scripts/test.sh`.
+# MIRAI_FUZZ_CASES sets the number of fuzz inputs per decoder target (default 200000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== format"
+cargo fmt --all -- --check
+
+echo "== mirai-proto builds without std (no_std + alloc)"
+cargo build -q -p mirai-proto --no-default-features
+# Nothing in its normal dependency tree may switch std back on.
+if cargo tree -q -p mirai-proto --no-default-features -e normal,features | grep -E 'feature "(std|use-std)"'; then
+  echo "mirai-proto pulls in std through a dependency" >&2
+  exit 1
+fi
+
+echo "== tests"
+cargo test --workspace
+
+echo "== fuzz the decoder (release build, bounded run)"
+MIRAI_FUZZ_CASES="${MIRAI_FUZZ_CASES:-200000}" \
+  cargo test -q --release -p mirai-proto --test fuzz_decoder -- --nocapture 2>&1 | grep -E 'fuzz:|test result'
