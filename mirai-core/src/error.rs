@@ -25,14 +25,13 @@ pub enum Error {
     InvalidArgument(String),
     /// The peer refused the connection or the authentication.
     Refused(String),
+    /// TLS failed: bad certificate material, or a handshake the peer or we rejected.
+    Tls(String),
 }
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
 
     /// The NNG-numbered code for this error.
@@ -41,15 +40,11 @@ impl Error {
             Error::InvalidUrl(_) => ErrorCode::AddressInvalid,
             Error::NotSupported(_) => ErrorCode::NotSupported,
             Error::Io { source, .. } => match source.kind() {
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => {
-                    ErrorCode::ConnectionRefused
-                }
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => ErrorCode::ConnectionRefused,
                 io::ErrorKind::AddrInUse => ErrorCode::AddressInUse,
                 io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
                 io::ErrorKind::TimedOut => ErrorCode::TimedOut,
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    ErrorCode::ConnectionReset
-                }
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => ErrorCode::ConnectionReset,
                 io::ErrorKind::AddrNotAvailable => ErrorCode::AddressInvalid,
                 _ => ErrorCode::ConnectionAborted,
             },
@@ -59,6 +54,7 @@ impl Error {
             Error::TimedOut => ErrorCode::TimedOut,
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::Refused(_) => ErrorCode::AuthenticationFailed,
+            Error::Tls(_) => ErrorCode::Cryptographic,
         }
     }
 }
@@ -75,6 +71,7 @@ impl fmt::Display for Error {
             Error::TimedOut => f.write_str("timed out"),
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Refused(m) => write!(f, "refused: {m}"),
+            Error::Tls(m) => write!(f, "TLS: {m}"),
         }
     }
 }

@@ -64,12 +64,7 @@ impl LocalDaemon {
             if left.is_zero() {
                 break;
             }
-            st = self
-                .watch
-                .cv
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = self.watch.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
         }
         *st
     }
@@ -85,11 +80,7 @@ impl LocalDaemon {
 
 /// Starts `n` daemons from `template` for the host at `url`. Each is reaped by a small watcher
 /// thread that records its exit status.
-pub fn spawn_local(
-    url: &str,
-    template: &CommandTemplate,
-    n: usize,
-) -> Result<Vec<LocalDaemon>, Error> {
+pub fn spawn_local(url: &str, template: &CommandTemplate, n: usize) -> Result<Vec<LocalDaemon>, Error> {
     (0..n)
         .map(|_| {
             let mut cmd = Command::new(&template.program);
@@ -110,21 +101,17 @@ pub fn spawn_local(
 
 fn watch(mut child: Child) -> LocalDaemon {
     let pid = child.id();
-    let watch = Arc::new(Watch {
-        status: Mutex::new(None),
-        cv: Condvar::new(),
-    });
+    let watch = Arc::new(Watch { status: Mutex::new(None), cv: Condvar::new() });
     let w = watch.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("mirai-reap-{pid}"))
-        .stack_size(64 * 1024)
-        .spawn(move || {
+    let spawned = std::thread::Builder::new().name(format!("mirai-reap-{pid}")).stack_size(64 * 1024).spawn(
+        move || {
             let status = child.wait();
             if let Ok(s) = status {
                 *w.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
                 w.cv.notify_all();
             }
-        });
+        },
+    );
     if let Err(e) = spawned {
         log::warn!("cannot watch daemon {pid}: {e}");
     }

@@ -4,6 +4,7 @@
 //! Payloads are opaque bytes: bindings serialize, evaluate and build error values; the engine
 //! moves bytes, schedules, cancels and counts.
 
+pub mod auth;
 pub mod clock;
 pub mod daemon;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod link;
 mod notify;
 pub mod rng;
 pub mod task;
+pub mod tls;
 pub mod transport;
 pub mod url;
 

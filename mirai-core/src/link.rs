@@ -68,7 +68,7 @@ impl Link {
                         self.proto.recv_commit(now_ms(), 0)?;
                     }
                 }
-                Err(e) => return Err(Error::io("read", e)),
+                Err(e) => return Err(io_error("read", e)),
             }
         }
     }
@@ -84,15 +84,28 @@ impl Link {
                 Ok(n) => self.proto.transmitted(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io("write", e)),
+                Err(e) => return Err(io_error("write", e)),
             }
         }
-        Ok(true)
+        // TLS may still hold records of its own (handshake, or data it could not write yet).
+        match self.stream.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(io_error("write", e)),
+        }
     }
 
     /// Queues a message and writes what the socket takes now.
     pub fn send(&mut self, msg: Message) -> Result<bool, Error> {
         self.proto.send(msg)?;
         self.flush()
+    }
+}
+
+/// A socket error, naming TLS failures (bad certificate, alert from the peer) as such.
+fn io_error(context: &str, e: io::Error) -> Error {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => Error::Tls(tls.to_string()),
+        None => Error::io(context, e),
     }
 }

@@ -22,10 +22,7 @@ pub(crate) struct Notifier {
 impl Notifier {
     pub(crate) fn new() -> io::Result<Self> {
         Ok(Notifier {
-            state: Mutex::new(State {
-                generation: 0,
-                queue: VecDeque::new(),
-            }),
+            state: Mutex::new(State { generation: 0, queue: VecDeque::new() }),
             cv: Condvar::new(),
             fd: EventFd::new()?,
         })
@@ -62,11 +59,7 @@ impl Notifier {
 
     /// Blocks until `ready()` holds, re-checking after every completion, or until the timeout.
     /// Returns whether `ready()` held.
-    pub(crate) fn wait_until(
-        &self,
-        timeout: Option<Duration>,
-        mut ready: impl FnMut() -> bool,
-    ) -> bool {
+    pub(crate) fn wait_until(&self, timeout: Option<Duration>, mut ready: impl FnMut() -> bool) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.lock();
         loop {
@@ -85,10 +78,7 @@ impl Notifier {
                             drop(st);
                             return ready();
                         }
-                        self.cv
-                            .wait_timeout(st, left)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0
+                        self.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
                     }
                 };
             }
@@ -120,9 +110,7 @@ impl EventFd {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        Ok(EventFd {
-            read: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(EventFd { read: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -140,12 +128,7 @@ impl EventFd {
             }
         }
         // SAFETY: fresh descriptors owned by nothing else.
-        unsafe {
-            Ok(EventFd {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            })
-        }
+        unsafe { Ok(EventFd { read: OwnedFd::from_raw_fd(fds[0]), write: OwnedFd::from_raw_fd(fds[1]) }) }
     }
 
     fn write_fd(&self) -> RawFd {
@@ -164,8 +147,7 @@ impl EventFd {
     fn clear(&self) {
         let mut buf = [0u8; 64];
         // SAFETY: reads into a live buffer; non-blocking, so it stops at EAGAIN.
-        while unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {
-        }
+        while unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
 }
 

@@ -54,9 +54,8 @@ pub fn stream_from_seed(seed: i32) -> Option<Stream> {
         x = x.wrapping_mul(69069).wrapping_add(1);
         *word = x;
     }
-    let valid = |words: &[u32], m: u64| {
-        words.iter().any(|&w| w != 0) && words.iter().all(|&w| u64::from(w) < m)
-    };
+    let valid =
+        |words: &[u32], m: u64| words.iter().any(|&w| w != 0) && words.iter().all(|&w| u64::from(w) < m);
     (valid(&s[..3], M1) && valid(&s[3..], M2)).then_some(s)
 }
 

@@ -56,11 +56,7 @@ impl TaskCell {
         Arc::new(TaskCell {
             id,
             notify,
-            state: Mutex::new(CellState {
-                status: None,
-                payload: None,
-                callback,
-            }),
+            state: Mutex::new(CellState { status: None, payload: None, callback }),
             cv: Condvar::new(),
         })
     }
@@ -71,11 +67,7 @@ impl TaskCell {
     }
 
     /// Resolves the cell; returns the callback to run, or `Err` if it was already resolved.
-    pub(crate) fn resolve(
-        &self,
-        status: TaskStatus,
-        payload: Vec<u8>,
-    ) -> Result<Option<Callback>, ()> {
+    pub(crate) fn resolve(&self, status: TaskStatus, payload: Vec<u8>) -> Result<Option<Callback>, ()> {
         let mut st = self.lock();
         if st.status.is_some() {
             return Err(());
@@ -102,10 +94,7 @@ pub struct Task {
 
 impl std::fmt::Debug for Task {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Task")
-            .field("id", &self.cell.id)
-            .field("status", &self.status())
-            .finish()
+        f.debug_struct("Task").field("id", &self.cell.id).field("status", &self.status()).finish()
     }
 }
 
@@ -137,11 +126,7 @@ impl Task {
                     if left.is_zero() {
                         return false;
                     }
-                    self.cell
-                        .cv
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    self.cell.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
                 }
             };
         }

@@ -1,24 +1,29 @@
 //! Byte-stream transports behind one type each for listening and connected sockets, so the
-//! host and daemon never care which one they use: Unix-domain (path or abstract) and TCP.
+//! host and daemon never care which one they use: Unix-domain (path or abstract), TCP, and TLS
+//! over TCP (rustls, driven non-blocking: ciphertext moves only when the socket is ready).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::SocketAddr as UnixAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::error::Error;
+use crate::tls::server_name;
 use crate::url::Url;
 
 /// A listening socket.
 #[derive(Debug)]
 pub enum Listener {
-    Tcp(TcpListener),
+    /// With a TLS configuration for `tls+tcp://`.
+    Tcp(TcpListener, Option<Arc<ServerConfig>>),
     /// The path is removed when the listener is dropped (None for abstract sockets).
     Unix(UnixListener, Option<PathBuf>),
 }
@@ -28,6 +33,14 @@ pub enum Listener {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream>),
+}
+
+/// TLS over a non-blocking TCP socket.
+#[derive(Debug)]
+pub struct TlsStream {
+    sock: TcpStream,
+    conn: Connection,
 }
 
 #[cfg(target_os = "linux")]
@@ -38,21 +51,19 @@ fn abstract_addr(name: &str) -> io::Result<UnixAddr> {
 
 #[cfg(not(target_os = "linux"))]
 fn abstract_addr(_name: &str) -> io::Result<UnixAddr> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "abstract sockets exist only on Linux",
-    ))
+    Err(io::Error::new(io::ErrorKind::Unsupported, "abstract sockets exist only on Linux"))
 }
 
 impl Listener {
     /// Binds `url` and returns the listener with the URL daemons should dial (the actual port
-    /// when port 0 was asked for).
-    pub fn bind(url: &Url) -> Result<(Listener, Url), Error> {
+    /// when port 0 was asked for). A `tls+tcp://` URL needs `tls`.
+    pub fn bind(url: &Url, tls: Option<Arc<ServerConfig>>) -> Result<(Listener, Url), Error> {
         match url {
-            Url::Tcp { tls: true, .. } => Err(Error::NotSupported(format!(
-                "{url}: TLS is not available in this build of mirai-core"
-            ))),
-            Url::Tcp { .. } => {
+            Url::Tcp { tls: wants_tls, .. } => {
+                if *wants_tls && tls.is_none() {
+                    return Err(Error::Tls(format!("{url}: no server certificate configured")));
+                }
+                let tls = if *wants_tls { tls } else { None };
                 let mut last = None;
                 for addr in url.socket_addrs()? {
                     match TcpListener::bind(addr) {
@@ -61,7 +72,7 @@ impl Listener {
                                 .local_addr()
                                 .map_err(|e| Error::io(format!("{url}: local address"), e))?
                                 .port();
-                            return Ok((Listener::Tcp(l), url.with_port(port)));
+                            return Ok((Listener::Tcp(l, tls), url.with_port(port)));
                         }
                         Err(e) => last = Some(e),
                     }
@@ -73,13 +84,13 @@ impl Listener {
             }
             Url::Ipc(path) => {
                 remove_stale_socket(path);
-                let l = UnixListener::bind(path)
-                    .map_err(|e| Error::io(format!("cannot listen at {url}"), e))?;
+                let l =
+                    UnixListener::bind(path).map_err(|e| Error::io(format!("cannot listen at {url}"), e))?;
                 Ok((Listener::Unix(l, Some(path.clone())), url.clone()))
             }
             Url::Abstract(name) => {
-                let addr = abstract_addr(name)
-                    .map_err(|e| Error::io(format!("cannot listen at {url}"), e))?;
+                let addr =
+                    abstract_addr(name).map_err(|e| Error::io(format!("cannot listen at {url}"), e))?;
                 let l = UnixListener::bind_addr(&addr)
                     .map_err(|e| Error::io(format!("cannot listen at {url}"), e))?;
                 Ok((Listener::Unix(l, None), url.clone()))
@@ -90,10 +101,16 @@ impl Listener {
     /// Accepts one pending connection (`WouldBlock` when there is none).
     pub fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, tls) => {
                 let (s, _) = l.accept()?;
                 tune_tcp(&s);
-                Ok(Stream::Tcp(s))
+                match tls {
+                    None => Ok(Stream::Tcp(s)),
+                    Some(config) => {
+                        let conn = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+                        Ok(Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })))
+                    }
+                }
             }
             Listener::Unix(l, _) => Ok(Stream::Unix(l.accept()?.0)),
         }
@@ -136,14 +153,22 @@ fn tune_tcp(s: &TcpStream) {
     }
 }
 
-/// Connects to `url`, failing fast (no retry) when nobody listens there.
-pub fn dial(url: &Url, timeout: Duration) -> Result<Stream, Error> {
+/// Connects to `url`, failing fast (no retry) when nobody listens there. A `tls+tcp://` URL
+/// needs `tls`, the configuration trusting the host's CA.
+pub fn dial(url: &Url, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Result<Stream, Error> {
     let fail = |e| Error::io(format!("cannot connect to {url}"), e);
     match url {
-        Url::Tcp { tls: true, .. } => Err(Error::NotSupported(format!(
-            "{url}: TLS is not available in this build of mirai-core"
-        ))),
-        Url::Tcp { .. } => {
+        Url::Tcp { tls: wants_tls, .. } => {
+            let client = match (wants_tls, tls) {
+                (true, None) => {
+                    return Err(Error::Tls(format!("{url}: no CA certificate to verify the host with")));
+                }
+                (true, Some(config)) => Some(
+                    ClientConnection::new(config, server_name(url)?)
+                        .map_err(|e| Error::Tls(e.to_string()))?,
+                ),
+                (false, _) => None,
+            };
             let mut last = None;
             for addr in url.socket_addrs()? {
                 match std::net::TcpStream::connect_timeout(&addr, timeout) {
@@ -151,7 +176,10 @@ pub fn dial(url: &Url, timeout: Duration) -> Result<Stream, Error> {
                         s.set_nonblocking(true).map_err(fail)?;
                         let s = TcpStream::from_std(s);
                         tune_tcp(&s);
-                        return Ok(Stream::Tcp(s));
+                        return Ok(match client {
+                            None => Stream::Tcp(s),
+                            Some(conn) => Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })),
+                        });
                     }
                     Err(e) => last = Some(e),
                 }
@@ -173,11 +201,81 @@ pub fn dial(url: &Url, timeout: Duration) -> Result<Stream, Error> {
 }
 
 impl Stream {
-    pub fn shutdown(&self) {
+    pub fn shutdown(&mut self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tls(t) => {
+                t.conn.send_close_notify();
+                let _ = t.write_pending();
+                t.sock.shutdown(Shutdown::Both)
+            }
         };
+    }
+
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+            Stream::Tls(t) => &mut t.sock,
+        }
+    }
+}
+
+impl TlsStream {
+    /// Writes buffered TLS records until none are left or the socket is full.
+    fn write_pending(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(&mut self.sock)? == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads plaintext, pulling and decrypting records as needed. Handshake and alert records
+    /// that this produces are written on the way.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.conn.read_tls(&mut self.sock)? == 0 {
+                return Ok(0);
+            }
+            let processed = self.conn.process_new_packets();
+            // Handshake replies, or the alert that explains a failure.
+            match self.write_pending() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if processed.is_ok() => return Err(e),
+                Err(_) => {}
+            }
+            if let Err(e) = processed {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+    }
+
+    /// Encrypts plaintext and writes what the socket takes. When rustls' buffer is full, its
+    /// records are pushed out first; `WouldBlock` only once the socket itself is full, so the
+    /// caller can rely on a writable event to resume.
+    fn write_plain(
+        &mut self,
+        mut write: impl FnMut(&mut rustls::Writer<'_>) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        loop {
+            let n = write(&mut self.conn.writer())?;
+            if n > 0 {
+                match self.write_pending() {
+                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    _ => return Ok(n),
+                }
+            }
+            self.write_pending()?;
+        }
     }
 }
 
@@ -186,6 +284,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(t) => t.sock.as_raw_fd(),
         }
     }
 }
@@ -195,6 +294,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(t) => t.read_plain(buf),
         }
     }
 }
@@ -204,34 +304,56 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(t) => t.write_plain(|w| w.write(buf)),
         }
     }
+
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Tls(t) => t.write_plain(|w| w.write_vectored(bufs)),
         }
     }
+
+    /// For TLS: writes records still buffered (`WouldBlock` while the socket is full).
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(t) => t.write_pending(),
+            _ => Ok(()),
+        }
     }
 }
 
-macro_rules! delegate_source {
-    ($ty:ty, $($variant:ident $(, $extra:tt)?);+) => {
-        impl Source for $ty {
-            fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-                match self { $(Self::$variant(s $(, $extra)?) => s.register(r, t, i),)+ }
-            }
-            fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-                match self { $(Self::$variant(s $(, $extra)?) => s.reregister(r, t, i),)+ }
-            }
-            fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-                match self { $(Self::$variant(s $(, $extra)?) => s.deregister(r),)+ }
-            }
-        }
-    };
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.source().register(r, t, i)
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.source().reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        self.source().deregister(r)
+    }
 }
 
-delegate_source!(Stream, Tcp; Unix);
-delegate_source!(Listener, Tcp; Unix, _);
+impl Source for Listener {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l, _) => l.register(r, t, i),
+            Listener::Unix(l, _) => l.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l, _) => l.reregister(r, t, i),
+            Listener::Unix(l, _) => l.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l, _) => l.deregister(r),
+            Listener::Unix(l, _) => l.deregister(r),
+        }
+    }
+}

@@ -41,29 +41,18 @@ impl Url {
                 Ok(Url::Abstract(rest.to_string()))
             }
             "tcp" | "tls+tcp" => {
-                let (host, port) =
-                    split_host_port(rest).ok_or_else(|| bad("expected host:port"))?;
+                let (host, port) = split_host_port(rest).ok_or_else(|| bad("expected host:port"))?;
                 let port: u16 = port.parse().map_err(|_| bad("port must be 0 to 65535"))?;
                 if host.is_empty() {
                     // `tcp://:0` listens on every interface, as in R's mirai.
-                    return Ok(Url::Tcp {
-                        host: String::new(),
-                        port,
-                        tls: scheme == "tls+tcp",
-                    });
+                    return Ok(Url::Tcp { host: String::new(), port, tls: scheme == "tls+tcp" });
                 }
                 if host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
                     return Err(bad("invalid host"));
                 }
-                Ok(Url::Tcp {
-                    host: host.to_string(),
-                    port,
-                    tls: scheme == "tls+tcp",
-                })
+                Ok(Url::Tcp { host: host.to_string(), port, tls: scheme == "tls+tcp" })
             }
-            other => Err(bad(&format!(
-                "unsupported scheme '{other}' (use ipc, abstract, tcp or tls+tcp)"
-            ))),
+            other => Err(bad(&format!("unsupported scheme '{other}' (use ipc, abstract, tcp or tls+tcp)"))),
         }
     }
 
@@ -88,9 +77,7 @@ impl Url {
             .map_err(|e| Error::InvalidUrl(format!("{self}: cannot resolve host: {e}")))?
             .collect();
         if addrs.is_empty() {
-            return Err(Error::InvalidUrl(format!(
-                "{self}: host resolves to no address"
-            )));
+            return Err(Error::InvalidUrl(format!("{self}: host resolves to no address")));
         }
         Ok(addrs)
     }
@@ -98,11 +85,7 @@ impl Url {
     /// The same URL with another port (used to report the port a `:0` listener got).
     pub fn with_port(&self, new_port: u16) -> Url {
         match self {
-            Url::Tcp { host, tls, .. } => Url::Tcp {
-                host: host.clone(),
-                port: new_port,
-                tls: *tls,
-            },
+            Url::Tcp { host, tls, .. } => Url::Tcp { host: host.clone(), port: new_port, tls: *tls },
             other => other.clone(),
         }
     }
@@ -129,11 +112,7 @@ impl fmt::Display for Url {
             Url::Ipc(path) => write!(f, "ipc://{}", path.display()),
             Url::Abstract(name) => write!(f, "abstract://{name}"),
             Url::Tcp { host, port, tls } => {
-                write!(
-                    f,
-                    "{}://{host}:{port}",
-                    if *tls { "tls+tcp" } else { "tcp" }
-                )
+                write!(f, "{}://{host}:{port}", if *tls { "tls+tcp" } else { "tcp" })
             }
         }
     }
@@ -145,42 +124,18 @@ mod tests {
 
     #[test]
     fn parses_every_scheme() {
-        assert_eq!(
-            Url::parse("ipc:///tmp/x.sock").unwrap(),
-            Url::Ipc("/tmp/x.sock".into())
-        );
-        assert_eq!(
-            Url::parse("abstract://mirai1").unwrap(),
-            Url::Abstract("mirai1".into())
-        );
+        assert_eq!(Url::parse("ipc:///tmp/x.sock").unwrap(), Url::Ipc("/tmp/x.sock".into()));
+        assert_eq!(Url::parse("abstract://mirai1").unwrap(), Url::Abstract("mirai1".into()));
         assert_eq!(
             Url::parse("tcp://127.0.0.1:5555").unwrap(),
-            Url::Tcp {
-                host: "127.0.0.1".into(),
-                port: 5555,
-                tls: false
-            }
+            Url::Tcp { host: "127.0.0.1".into(), port: 5555, tls: false }
         );
         assert_eq!(
             Url::parse("tls+tcp://[::1]:0").unwrap(),
-            Url::Tcp {
-                host: "[::1]".into(),
-                port: 0,
-                tls: true
-            }
+            Url::Tcp { host: "[::1]".into(), port: 0, tls: true }
         );
-        assert_eq!(
-            Url::parse("tcp://:0").unwrap(),
-            Url::Tcp {
-                host: "".into(),
-                port: 0,
-                tls: false
-            }
-        );
-        assert_eq!(
-            Url::parse("tcp://[::1]:7").unwrap().to_string(),
-            "tcp://[::1]:7"
-        );
+        assert_eq!(Url::parse("tcp://:0").unwrap(), Url::Tcp { host: "".into(), port: 0, tls: false });
+        assert_eq!(Url::parse("tcp://[::1]:7").unwrap().to_string(), "tcp://[::1]:7");
     }
 
     #[test]
@@ -199,26 +154,15 @@ mod tests {
         ] {
             let err = Url::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidUrl(_)), "{bad}");
-            assert!(
-                err.to_string().contains(bad),
-                "message names the URL: {err}"
-            );
+            assert!(err.to_string().contains(bad), "message names the URL: {err}");
         }
     }
 
     #[test]
     fn resolves_addresses() {
         let url = Url::parse("tcp://[::1]:80").unwrap();
-        assert_eq!(
-            url.socket_addrs().unwrap(),
-            vec!["[::1]:80".parse().unwrap()]
-        );
+        assert_eq!(url.socket_addrs().unwrap(), vec!["[::1]:80".parse().unwrap()]);
         let url = Url::parse("tcp://localhost:80").unwrap();
-        assert!(
-            url.socket_addrs()
-                .unwrap()
-                .iter()
-                .all(|a| a.ip().is_loopback())
-        );
+        assert!(url.socket_addrs().unwrap().iter().all(|a| a.ip().is_loopback()));
     }
 }

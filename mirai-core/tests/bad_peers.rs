@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use mirai_core::{ErrorCode, Host, HostOptions, TaskStatus};
 use mirai_proto::decoder::Decoder;
-use mirai_proto::{Config, Conn, ExitReason, Hello, Identity, Kind, Message, Role};
+use mirai_proto::{ExitReason, Kind, Message};
 
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -22,9 +22,7 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, record: &log::Record) {
-        LOGS.lock()
-            .unwrap()
-            .push(format!("{} {}", record.level(), record.args()));
+        LOGS.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
     }
     fn flush(&self) {}
 }
@@ -60,8 +58,7 @@ fn tcp_host(options: HostOptions) -> (Host, Vec<mirai_core::launch::LocalDaemon>
 fn read_to_close(mut s: TcpStream) -> Vec<Message> {
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut bytes = Vec::new();
-    s.read_to_end(&mut bytes)
-        .expect("host closes the connection");
+    s.read_to_end(&mut bytes).expect("host closes the connection");
     let mut d = Decoder::new(u64::MAX);
     let mut input = &bytes[..];
     let mut out = Vec::new();
@@ -73,11 +70,7 @@ fn read_to_close(mut s: TcpStream) -> Vec<Message> {
 
 fn still_serves(host: &Host) {
     assert_eq!(value(&submit(host, "echo:alive")), "alive");
-    assert_eq!(
-        host.counters().connections,
-        1,
-        "only the real daemon counts"
-    );
+    assert_eq!(host.counters().connections, 1, "only the real daemon counts");
 }
 
 #[test]
@@ -86,18 +79,8 @@ fn garbage_is_refused() {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let msgs = read_to_close(s);
-    assert!(matches!(msgs.first(), Some(Message::Hello(_))));
-    assert!(matches!(
-        msgs.last(),
-        Some(Message::Exit {
-            reason: ExitReason::ProtocolViolation,
-            ..
-        })
-    ));
-    assert!(
-        logged("closing connection"),
-        "a log line names the closed connection"
-    );
+    assert!(matches!(msgs.last(), Some(Message::Exit { reason: ExitReason::ProtocolViolation, .. })));
+    assert!(logged("closing connection"), "a log line names the closed connection");
     still_serves(&host);
 }
 
@@ -128,23 +111,14 @@ fn wrong_protocol_version_is_refused() {
     frame.extend_from_slice(&ctrl);
     s.write_all(&frame).unwrap();
     let msgs = read_to_close(s);
-    assert!(matches!(
-        msgs.last(),
-        Some(Message::Exit {
-            reason: ExitReason::VersionMismatch,
-            ..
-        })
-    ));
+    assert!(matches!(msgs.last(), Some(Message::Exit { reason: ExitReason::VersionMismatch, .. })));
     assert!(logged("protocol version mismatch"));
     still_serves(&host);
 }
 
 #[test]
 fn silent_connection_times_out() {
-    let options = HostOptions {
-        handshake_timeout: Duration::from_millis(300),
-        ..HostOptions::default()
-    };
+    let options = HostOptions { handshake_timeout: Duration::from_millis(300), ..HostOptions::default() };
     let (host, _d, port) = tcp_host(options);
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let started = Instant::now();
@@ -155,43 +129,11 @@ fn silent_connection_times_out() {
     still_serves(&host);
 }
 
-/// Completes a real handshake over a blocking socket, then stops reading.
-fn handshake_then_stall(port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut conn = Conn::daemon(Config::default(), 0);
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).unwrap();
-        conn.feed(0, &buf[..n]).unwrap();
-        match conn.poll_event() {
-            Some(Message::Hello(_)) => {
-                let identity = Identity {
-                    pid: 1,
-                    hostname: "raw".into(),
-                    label: "stalling".into(),
-                };
-                conn.send(Message::Hello(Hello {
-                    role: Role::Daemon,
-                    identity,
-                    auth: vec![],
-                }))
-                .unwrap();
-                let mut out = [&[][..]; 4];
-                let k = conn.transmit(&mut out);
-                let bytes: Vec<u8> = out[..k].concat();
-                s.write_all(&bytes).unwrap();
-                conn.transmitted(bytes.len());
-            }
-            Some(Message::Init { .. }) => return s,
-            _ => {}
-        }
-    }
-}
-
 #[test]
 fn daemon_that_stops_reading_does_not_stall_the_host() {
     let (host, _d, port) = tcp_host(HostOptions::default());
-    let staller = handshake_then_stall(port);
+    let secret = host.secret().unwrap().to_vec();
+    let staller = raw_handshake(port, |c| mirai_core::auth::proof(&secret, c)).expect("accepted");
     assert!(host.wait_connections(2, Some(PATIENCE)));
     // Large tasks: whichever goes to the staller cannot fit in its socket buffers.
     let big = |i: usize| {
@@ -210,8 +152,5 @@ fn daemon_that_stops_reading_does_not_stall_the_host() {
     assert_eq!(stuck.len(), 1, "exactly one task sits at the staller");
     assert_eq!(value(&submit(&host, "echo:alive")), "alive");
     drop(staller);
-    assert_eq!(
-        outcome(&stuck[0]).0,
-        TaskStatus::Failed(ErrorCode::ConnectionReset)
-    );
+    assert_eq!(outcome(&stuck[0]).0, TaskStatus::Failed(ErrorCode::ConnectionReset));
 }

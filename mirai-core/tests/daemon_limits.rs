@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mirai_core::auth::Auth;
 use mirai_core::launch::spawn_local;
 use mirai_core::{ErrorCode, Host, HostOptions, TaskStatus};
 
@@ -16,9 +17,7 @@ fn exit_code(d: &mirai_core::launch::LocalDaemon) -> Option<i32> {
 fn maxtasks_exits_three_and_leaves_work_for_others() {
     let host = host();
     let d = launch(&host, 1, &["--maxtasks=2"]);
-    let tasks: Vec<_> = (0..3)
-        .map(|i| submit(&host, &format!("echo:{i}")))
-        .collect();
+    let tasks: Vec<_> = (0..3).map(|i| submit(&host, &format!("echo:{i}"))).collect();
     assert_eq!(value(&tasks[0]), "0");
     assert_eq!(value(&tasks[1]), "1");
     assert_eq!(exit_code(&d[0]), Some(3));
@@ -62,25 +61,12 @@ fn host_closing_ends_daemons_and_pending_tasks() {
     let queued: Vec<_> = (0..3).map(|_| submit(&host, "sleep:60000")).collect();
     let started = std::time::Instant::now();
     host.close();
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "close took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        running.status(),
-        Some(TaskStatus::Failed(ErrorCode::ConnectionReset))
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "close took {:?}", started.elapsed());
+    assert_eq!(running.status(), Some(TaskStatus::Failed(ErrorCode::ConnectionReset)));
     for t in &queued {
-        assert_eq!(
-            t.status(),
-            Some(TaskStatus::Failed(ErrorCode::ConnectionReset))
-        );
+        assert_eq!(t.status(), Some(TaskStatus::Failed(ErrorCode::ConnectionReset)));
     }
-    assert!(matches!(
-        host.submit(vec![], Default::default()),
-        Err(mirai_core::Error::Closed)
-    ));
+    assert!(matches!(host.submit(vec![], Default::default()), Err(mirai_core::Error::Closed)));
     for daemon in &d {
         assert_eq!(exit_code(daemon), Some(0));
     }
@@ -95,10 +81,7 @@ fn autoexit_true_interrupts_a_running_task_when_the_host_goes() {
     std::thread::sleep(Duration::from_millis(100));
     drop(host);
     let status = d[0].wait(PATIENCE).expect("daemon ended");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGTERM)
-    );
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGTERM));
 }
 
 #[test]
@@ -111,18 +94,20 @@ fn autoexit_na_finishes_the_task_then_exits() {
     assert_eq!(exit_code(&d[0]), Some(0));
 }
 
+/// Hosts sharing one secret, so a daemon can move from one to the next.
+fn shared_secret() -> HostOptions {
+    HostOptions { auth: Auth::Secret(b"a secret both hosts share".to_vec()), ..HostOptions::default() }
+}
+
 #[test]
 fn autoexit_false_redials_a_new_host_at_the_same_url() {
     let url = unique_url();
-    let host = Host::listen(&url, HostOptions::default()).unwrap();
-    let d = spawn_local(&url, &template(&["--autoexit=false"]), 1).unwrap();
+    let host = Host::listen(&url, shared_secret()).unwrap();
+    let d = host.launch_local(1, &template(&["--autoexit=false"])).unwrap();
     assert!(host.wait_connections(1, Some(PATIENCE)));
     drop(host);
-    assert!(
-        d[0].wait(Duration::from_millis(300)).is_none(),
-        "daemon stays"
-    );
-    let host = Host::listen(&url, HostOptions::default()).unwrap();
+    assert!(d[0].wait(Duration::from_millis(300)).is_none(), "daemon stays");
+    let host = Host::listen(&url, shared_secret()).unwrap();
     assert!(host.wait_connections(1, Some(PATIENCE)), "daemon came back");
     assert_eq!(value(&submit(&host, "echo:again")), "again");
     // An explicit exit still ends it.
@@ -133,9 +118,11 @@ fn autoexit_false_redials_a_new_host_at_the_same_url() {
 #[test]
 fn retry_dials_until_a_host_appears() {
     let url = unique_url();
-    let d = spawn_local(&url, &template(&["--retry"]), 1).unwrap();
+    let mut t = template(&["--retry"]);
+    t.env.push(("MIRAI_SECRET".into(), mirai_core::auth::to_hex(b"a secret both hosts share")));
+    let d = spawn_local(&url, &t, 1).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let host = Host::listen(&url, HostOptions::default()).unwrap();
+    let host = Host::listen(&url, shared_secret()).unwrap();
     assert!(host.wait_connections(1, Some(PATIENCE)));
     assert_eq!(value(&submit(&host, "echo:hi")), "hi");
     drop(host);

@@ -19,10 +19,7 @@ fn fifo_order_with_one_daemon() {
             let callback = Box::new(move |id, _| order.lock().unwrap().push(id));
             host.submit(
                 format!("echo:{i}").into_bytes(),
-                SubmitOptions {
-                    callback: Some(callback),
-                    ..Default::default()
-                },
+                SubmitOptions { callback: Some(callback), ..Default::default() },
             )
             .unwrap()
         })
@@ -40,17 +37,12 @@ fn fifo_order_with_one_daemon() {
 fn ten_thousand_tasks_over_two_daemons() {
     let host = host();
     let _d = launch(&host, 2, &[]);
-    let tasks: Vec<_> = (0..10_000)
-        .map(|i| submit(&host, &format!("echo:{i}")))
-        .collect();
+    let tasks: Vec<_> = (0..10_000).map(|i| submit(&host, &format!("echo:{i}"))).collect();
     for (i, t) in tasks.iter().enumerate() {
         assert_eq!(value(t), i.to_string());
     }
     let c = host.counters();
-    assert_eq!(
-        (c.connections, c.awaiting, c.executing, c.completed),
-        (2, 0, 0, 10_000)
-    );
+    assert_eq!((c.connections, c.awaiting, c.executing, c.completed), (2, 0, 0, 10_000));
 }
 
 #[test]
@@ -63,27 +55,15 @@ fn cancel_queued_and_running() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(queued.cancel());
-    assert_eq!(
-        queued.status(),
-        Some(TaskStatus::Failed(ErrorCode::Canceled))
-    );
+    assert_eq!(queued.status(), Some(TaskStatus::Failed(ErrorCode::Canceled)));
     assert_eq!(host.counters().awaiting, 0);
     let started = Instant::now();
     assert!(running.cancel());
-    assert_eq!(
-        running.status(),
-        Some(TaskStatus::Failed(ErrorCode::Canceled))
-    );
-    assert!(
-        !running.cancel(),
-        "a resolved task cannot be cancelled again"
-    );
+    assert_eq!(running.status(), Some(TaskStatus::Failed(ErrorCode::Canceled)));
+    assert!(!running.cancel(), "a resolved task cannot be cancelled again");
     // The daemon was interrupted, not killed: it takes the next task at once.
     assert_eq!(value(&submit(&host, "echo:after")), "after");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the sleep was interrupted"
-    );
+    assert!(started.elapsed() < Duration::from_secs(10), "the sleep was interrupted");
     assert_eq!(host.counters().connections, 1);
     assert_eq!(host.counters().completed, 3);
 }
@@ -92,18 +72,12 @@ fn cancel_queued_and_running() {
 fn timeout_resolves_five_and_interrupts() {
     let host = host();
     let _d = launch(&host, 1, &[]);
-    let opts = SubmitOptions {
-        timeout: Some(Duration::from_millis(100)),
-        ..Default::default()
-    };
+    let opts = SubmitOptions { timeout: Some(Duration::from_millis(100)), ..Default::default() };
     let t = host.submit(b"sleep:30000".to_vec(), opts).unwrap();
     assert_eq!(outcome(&t).0, TaskStatus::Failed(ErrorCode::TimedOut));
     // A queued task times out too, and leaves the queue.
     let busy = submit(&host, "sleep:30000");
-    let opts = SubmitOptions {
-        timeout: Some(Duration::from_millis(50)),
-        ..Default::default()
-    };
+    let opts = SubmitOptions { timeout: Some(Duration::from_millis(50)), ..Default::default() };
     let waiting = host.submit(b"echo:x".to_vec(), opts).unwrap();
     assert_eq!(outcome(&waiting).0, TaskStatus::Failed(ErrorCode::TimedOut));
     assert_eq!(host.counters().awaiting, 0);
@@ -120,14 +94,9 @@ fn killed_daemon_resolves_nineteen_and_the_queue_moves_on() {
     // Only the other daemon is idle now, so this runs there.
     let survivor: u32 = value(&submit(&host, "pid")).parse().unwrap();
     let victim = daemons.iter().find(|d| d.pid() != survivor).unwrap();
-    let queued: Vec<_> = (0..5)
-        .map(|i| submit(&host, &format!("echo:{i}")))
-        .collect();
+    let queued: Vec<_> = (0..5).map(|i| submit(&host, &format!("echo:{i}"))).collect();
     victim.signal(libc::SIGKILL);
-    assert_eq!(
-        outcome(&doomed).0,
-        TaskStatus::Failed(ErrorCode::ConnectionReset)
-    );
+    assert_eq!(outcome(&doomed).0, TaskStatus::Failed(ErrorCode::ConnectionReset));
     for (i, t) in queued.iter().enumerate() {
         assert_eq!(value(t), i.to_string());
     }
@@ -163,35 +132,15 @@ fn everywhere_reaches_each_daemon_once() {
 #[test]
 fn late_daemon_gets_queued_work_and_counters_follow() {
     let host = host();
-    let tasks: Vec<_> = (0..3)
-        .map(|i| submit(&host, &format!("echo:{i}")))
-        .collect();
+    let tasks: Vec<_> = (0..3).map(|i| submit(&host, &format!("echo:{i}"))).collect();
     let c = host.counters();
-    assert_eq!(
-        (
-            c.connections,
-            c.cumulative,
-            c.awaiting,
-            c.executing,
-            c.completed
-        ),
-        (0, 0, 3, 0, 0)
-    );
+    assert_eq!((c.connections, c.cumulative, c.awaiting, c.executing, c.completed), (0, 0, 3, 0, 0));
     let _d = launch(&host, 1, &[]);
     for t in &tasks {
         value(t);
     }
     let c = host.counters();
-    assert_eq!(
-        (
-            c.connections,
-            c.cumulative,
-            c.awaiting,
-            c.executing,
-            c.completed
-        ),
-        (1, 1, 0, 0, 3)
-    );
+    assert_eq!((c.connections, c.cumulative, c.awaiting, c.executing, c.completed), (1, 1, 0, 0, 3));
 }
 
 #[test]
@@ -200,16 +149,9 @@ fn race_returns_the_first_resolved() {
     let _d = launch(&host, 2, &[]);
     let slow = submit(&host, "sleep:5000");
     let fast = submit(&host, "sleep:50");
-    assert_eq!(
-        host.race(&[slow.clone(), fast.clone()], Some(PATIENCE)),
-        Some(1)
-    );
+    assert_eq!(host.race(&[slow.clone(), fast.clone()], Some(PATIENCE)), Some(1));
     slow.cancel();
-    assert_eq!(
-        host.race(&[slow, fast], None),
-        Some(0),
-        "already resolved: returns at once"
-    );
+    assert_eq!(host.race(&[slow, fast], None), Some(0), "already resolved: returns at once");
 }
 
 #[test]
@@ -218,19 +160,12 @@ fn completion_fd_becomes_readable() {
     let _d = launch(&host, 1, &[]);
     let fd = host.completion_fd();
     let readable = |ms| {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, ms) == 1 }
     };
     assert!(!readable(0));
-    let opts = || SubmitOptions {
-        notify: true,
-        ..Default::default()
-    };
+    let opts = || SubmitOptions { notify: true, ..Default::default() };
     let a = host.submit(b"echo:a".to_vec(), opts()).unwrap();
     let b = host.submit(b"echo:b".to_vec(), opts()).unwrap();
     let mut done = Vec::new();
@@ -239,35 +174,22 @@ fn completion_fd_becomes_readable() {
         done.extend(host.take_completions());
     }
     assert_eq!(done, vec![a.id(), b.id()]);
-    assert!(
-        a.is_resolved() && b.is_resolved(),
-        "queued only once resolved"
-    );
+    assert!(a.is_resolved() && b.is_resolved(), "queued only once resolved");
     assert!(!readable(0), "drained queue clears the fd");
 }
 
 #[test]
 fn memory_cap_refuses_and_frees() {
-    let options = HostOptions {
-        memory_limit: Some(100),
-        ..HostOptions::default()
-    };
+    let options = HostOptions { memory_limit: Some(100), ..HostOptions::default() };
     let host = Host::listen(&unique_url(), options).unwrap();
-    let first = host
-        .try_submit(vec![b'x'; 150], SubmitOptions::default())
-        .unwrap();
-    assert!(matches!(
-        host.try_submit(vec![1], SubmitOptions::default()),
-        Err(mirai_core::Error::Full)
-    ));
+    let first = host.try_submit(vec![b'x'; 150], SubmitOptions::default()).unwrap();
+    assert!(matches!(host.try_submit(vec![1], SubmitOptions::default()), Err(mirai_core::Error::Full)));
     assert_eq!(host.memory().used, 150);
     assert!(!host.wait_capacity(Duration::from_millis(10)));
     first.cancel();
     assert_eq!(host.memory().used, 0);
     assert_eq!(host.memory().peak, 150);
-    let second = host
-        .try_submit(b"echo:y".to_vec(), SubmitOptions::default())
-        .unwrap();
+    let second = host.try_submit(b"echo:y".to_vec(), SubmitOptions::default()).unwrap();
     let _d = launch(&host, 1, &[]);
     assert_eq!(value(&second), "y");
 }
@@ -276,15 +198,9 @@ fn memory_cap_refuses_and_frees() {
 fn errors_and_crashes_come_back_as_such() {
     let host = host();
     let _d = launch(&host, 1, &[]);
-    assert_eq!(
-        outcome(&submit(&host, "fail:boom")),
-        (TaskStatus::Error, "boom".to_string())
-    );
+    assert_eq!(outcome(&submit(&host, "fail:boom")), (TaskStatus::Error, "boom".to_string()));
     // A daemon that dies on its own mid-task loses that task only.
-    assert_eq!(
-        outcome(&submit(&host, "crash")).0,
-        TaskStatus::Failed(ErrorCode::ConnectionReset)
-    );
+    assert_eq!(outcome(&submit(&host, "crash")).0, TaskStatus::Failed(ErrorCode::ConnectionReset));
     let queued = submit(&host, "echo:next");
     let _d2 = launch(&host, 1, &[]);
     assert_eq!(value(&queued), "next");

@@ -25,14 +25,6 @@ fn idle_host_and_daemon_use_no_cpu() {
     std::thread::sleep(Duration::from_secs(2));
     let after = (cpu_ticks(me), cpu_ticks(daemon));
     // A tick is 10 ms; a busy loop would burn about 200 per process in 2 s.
-    assert!(
-        after.0 - before.0 <= 2,
-        "host process used {} ticks idle",
-        after.0 - before.0
-    );
-    assert!(
-        after.1 - before.1 <= 2,
-        "daemon used {} ticks idle",
-        after.1 - before.1
-    );
+    assert!(after.0 - before.0 <= 2, "host process used {} ticks idle", after.0 - before.0);
+    assert!(after.1 - before.1 <= 2, "daemon used {} ticks idle", after.1 - before.1);
 }

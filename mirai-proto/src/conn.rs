@@ -3,15 +3,17 @@
 //! and bytes to transmit, and calls [`Conn::handle_timeout`] at [`Conn::poll_timeout`].
 //!
 //! ```text
-//!  host                                   daemon
-//!  AwaitHello ── Hello{challenge} ──────▶ AwaitHello
-//!  AwaitHello ◀───── Hello{proof} ─────── Authenticating (owner computes the proof)
-//!  Authenticating (owner checks the proof)                AwaitInit
-//!  Ready ─────────── Init ─────────────▶ Ready
-//!        ─────────── Task ─────────────▶        (one task in flight at a time)
-//!        ─────────── Cancel ───────────▶        (late cancels are ignored)
-//!        ◀────────── Result ────────────        (`last` → Retiring)
-//!  either side ───── Exit ─────────────▶ Closed
+//!  host                                         daemon
+//!  AwaitHello      ◀──── Hello ─────────────── (sent on connect)        AwaitHello
+//!  Introduced      (owner answers with a challenge)
+//!  AwaitAuth       ───── Hello{challenge} ───▶                          Introduced
+//!                  ◀──── Auth{proof} ──────── (owner computes the proof) AwaitInit
+//!  Authenticating  (owner checks the proof)
+//!  Ready           ───── Init ──────────────▶                           Ready
+//!                  ───── Task ──────────────▶  (one task in flight at a time)
+//!                  ───── Cancel ────────────▶  (late cancels are ignored)
+//!                  ◀──── Result ────────────   (`last` → Retiring)
+//!  either side     ───── Exit ──────────────▶                           Closed
 //! ```
 
 use alloc::collections::VecDeque;
@@ -58,10 +60,14 @@ impl Default for Config {
 pub enum State {
     /// Waiting for the peer's `Hello`.
     AwaitHello,
-    /// The peer's `Hello` arrived. Host: accept with `Init` or refuse with `Exit`.
-    /// Daemon: answer with our `Hello`.
+    /// The peer's `Hello` arrived. Host: answer with its `Hello` (the challenge).
+    /// Daemon: answer with `Auth` (the proof).
+    Introduced,
+    /// Host: challenge sent; waiting for the daemon's `Auth`.
+    AwaitAuth,
+    /// Host: the proof arrived. Accept with `Init`, or refuse with `Exit`.
     Authenticating,
-    /// Daemon: our `Hello` is sent; waiting for `Init`.
+    /// Daemon: proof sent; waiting for `Init`.
     AwaitInit,
     /// Tasks may flow.
     Ready,
@@ -75,6 +81,8 @@ impl State {
     fn name(self) -> &'static str {
         match self {
             State::AwaitHello => "AwaitHello",
+            State::Introduced => "Introduced",
+            State::AwaitAuth => "AwaitAuth",
             State::Authenticating => "Authenticating",
             State::AwaitInit => "AwaitInit",
             State::Ready => "Ready",
@@ -103,21 +111,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The host end of a freshly accepted connection; its `Hello` (carrying the challenge) is
-    /// queued at once.
-    pub fn host(config: Config, now: u64, hello: Hello) -> Result<Self, ProtoError> {
-        let mut conn = Conn::new(Role::Host, config, now);
-        conn.outbox.push(Message::Hello(Hello {
-            role: Role::Host,
-            ..hello
-        }))?;
-        conn.hello_sent = true;
-        Ok(conn)
+    /// The host end of a freshly accepted connection. It waits for the daemon's `Hello`.
+    pub fn host(config: Config, now: u64) -> Self {
+        Conn::new(Role::Host, config, now)
     }
 
-    /// The daemon end of a freshly dialled connection. It waits for the host's `Hello`.
-    pub fn daemon(config: Config, now: u64) -> Self {
-        Conn::new(Role::Daemon, config, now)
+    /// The daemon end of a freshly dialled connection; its `Hello` is queued at once, since the
+    /// daemon speaks first.
+    pub fn daemon(config: Config, now: u64, hello: Hello) -> Result<Self, ProtoError> {
+        let mut conn = Conn::new(Role::Daemon, config, now);
+        conn.outbox.push(Message::Hello(Hello { role: Role::Daemon, ..hello }))?;
+        conn.hello_sent = true;
+        Ok(conn)
     }
 
     fn new(role: Role, config: Config, now: u64) -> Self {
@@ -182,11 +187,7 @@ impl Conn {
     /// Payload bytes still expected by the frame being received. When large, read straight
     /// into [`Self::recv_window`] instead of a buffer of your own.
     pub fn recv_payload_remaining(&self) -> usize {
-        if self.is_readable() {
-            self.decoder.payload_remaining()
-        } else {
-            0
-        }
+        if self.is_readable() { self.decoder.payload_remaining() } else { 0 }
     }
 
     /// A slice of the payload being received, to read into directly; see [`Self::recv_commit`].
@@ -269,14 +270,8 @@ impl Conn {
         if self.state == State::Closed {
             return None;
         }
-        let peer = self
-            .config
-            .peer_timeout
-            .map(|t| self.last_recv.saturating_add(t));
-        [self.handshake_deadline, self.next_heartbeat, peer]
-            .into_iter()
-            .flatten()
-            .min()
+        let peer = self.config.peer_timeout.map(|t| self.last_recv.saturating_add(t));
+        [self.handshake_deadline, self.next_heartbeat, peer].into_iter().flatten().min()
     }
 
     /// Runs the timers due at `now`: handshake and peer timeouts fail the connection; the
@@ -288,11 +283,7 @@ impl Conn {
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             return Err(self.fail(ProtoError::HandshakeTimeout));
         }
-        if self
-            .config
-            .peer_timeout
-            .is_some_and(|t| now >= self.last_recv.saturating_add(t))
-        {
+        if self.config.peer_timeout.is_some_and(|t| now >= self.last_recv.saturating_add(t)) {
             return Err(self.fail(ProtoError::PeerTimeout));
         }
         if let (Some(due), Some(interval)) = (self.next_heartbeat, self.config.heartbeat_interval)
@@ -329,10 +320,7 @@ impl Conn {
                 _ => ExitReason::ProtocolViolation,
             };
             // Best effort: a full outbox or encoding failure must not hide the original error.
-            let _ = self.outbox.push(Message::Exit {
-                reason,
-                detail: e.to_string(),
-            });
+            let _ = self.outbox.push(Message::Exit { reason, detail: e.to_string() });
             self.state = State::Closed;
         }
         e
@@ -348,12 +336,16 @@ impl Conn {
             }
             (Message::Heartbeat, _, s) if s != State::AwaitHello => false,
             (Message::Hello(hello), _, State::AwaitHello) if hello.role != self.role => {
-                self.state = State::Authenticating;
+                self.state = State::Introduced;
                 if self.role == Role::Daemon {
                     // The host is authenticated by the transport (TLS) or trusted; its frames
                     // may now be as large as configured.
                     self.decoder.set_max_body(self.config.max_frame);
                 }
+                true
+            }
+            (Message::Auth { .. }, Role::Host, State::AwaitAuth) => {
+                self.state = State::Authenticating;
                 true
             }
             (Message::Init { .. }, Role::Daemon, State::AwaitInit) => {
@@ -369,9 +361,7 @@ impl Conn {
                 // A cancel that crossed the result on the wire is stale: drop it.
                 self.in_flight == Some(*id)
             }
-            (Message::Result { id, last, .. }, Role::Host, State::Ready)
-                if self.in_flight == Some(*id) =>
-            {
+            (Message::Result { id, last, .. }, Role::Host, State::Ready) if self.in_flight == Some(*id) => {
                 self.in_flight = None;
                 if *last {
                     self.state = State::Retiring;
@@ -379,10 +369,7 @@ impl Conn {
                 true
             }
             (_, _, state) => {
-                return Err(self.fail(ProtoError::Unexpected {
-                    kind,
-                    state: state.name(),
-                }));
+                return Err(self.fail(ProtoError::Unexpected { kind, state: state.name() }));
             }
         };
         if deliver {
@@ -393,28 +380,20 @@ impl Conn {
 
     /// The state after sending `msg`, or why it may not be sent.
     fn check_send(&self, msg: &Message) -> Result<State, ProtoError> {
-        let refuse = |action| {
-            Err(ProtoError::InvalidState {
-                action,
-                state: self.state.name(),
-            })
-        };
+        let refuse = |action| Err(ProtoError::InvalidState { action, state: self.state.name() });
         match (msg, self.role, self.state) {
             (Message::Exit { .. }, _, _) => Ok(State::Closed),
             (Message::Heartbeat, _, s) if self.hello_sent => Ok(s),
-            (Message::Hello(h), Role::Daemon, State::Authenticating) if h.role == Role::Daemon => {
-                Ok(State::AwaitInit)
+            (Message::Hello(h), Role::Host, State::Introduced) if h.role == Role::Host => {
+                Ok(State::AwaitAuth)
             }
+            (Message::Auth { .. }, Role::Daemon, State::Introduced) => Ok(State::AwaitInit),
             (Message::Init { .. }, Role::Host, State::Authenticating) => Ok(State::Ready),
-            (Message::Task { .. }, Role::Host, State::Ready) if self.in_flight.is_none() => {
-                Ok(State::Ready)
-            }
+            (Message::Task { .. }, Role::Host, State::Ready) if self.in_flight.is_none() => Ok(State::Ready),
             (Message::Cancel { id }, Role::Host, State::Ready) if self.in_flight == Some(*id) => {
                 Ok(State::Ready)
             }
-            (Message::Result { id, last, .. }, Role::Daemon, State::Ready)
-                if self.in_flight == Some(*id) =>
-            {
+            (Message::Result { id, last, .. }, Role::Daemon, State::Ready) if self.in_flight == Some(*id) => {
                 Ok(if *last { State::Retiring } else { State::Ready })
             }
             (m, _, _) => refuse(send_action(m.kind())),
@@ -445,5 +424,6 @@ fn send_action(kind: Kind) -> &'static str {
         Kind::Cancel => "send Cancel",
         Kind::Exit => "send Exit",
         Kind::Heartbeat => "send Heartbeat",
+        Kind::Auth => "send Auth",
     }
 }

@@ -116,10 +116,7 @@ impl Decoder {
     /// that completed it.
     pub fn commit(&mut self, n: usize) -> Result<Option<Message>, ProtoError> {
         if self.window_start.is_none() {
-            return Err(ProtoError::InvalidState {
-                action: "commit",
-                state: "no open window",
-            });
+            return Err(ProtoError::InvalidState { action: "commit", state: "no open window" });
         }
         self.close_window(n);
         if matches!(self.phase, Phase::Payload { need, .. } if need == self.payload.len()) {
@@ -162,10 +159,7 @@ impl Decoder {
 
     fn finish_frame(&mut self) -> Result<Message, ProtoError> {
         let Phase::Payload { header, .. } = self.phase else {
-            return Err(ProtoError::InvalidState {
-                action: "finish a frame",
-                state: "no payload",
-            });
+            return Err(ProtoError::InvalidState { action: "finish a frame", state: "no payload" });
         };
         self.phase = Phase::Header { have: 0 };
         let payload = core::mem::take(&mut self.payload);

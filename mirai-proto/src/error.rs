@@ -15,11 +15,7 @@ pub enum ProtoError {
     /// Flag bits that this kind does not define.
     BadFlags { kind: Kind, flags: u8 },
     /// The control length exceeds the body length.
-    BadLength {
-        kind: Kind,
-        body_len: u64,
-        ctrl_len: u16,
-    },
+    BadLength { kind: Kind, body_len: u64, ctrl_len: u16 },
     /// A kind that never carries a payload arrived with one.
     UnexpectedPayload { kind: Kind },
     /// The control header did not decode.
@@ -39,10 +35,7 @@ pub enum ProtoError {
     /// The handshake did not complete within the configured timeout.
     HandshakeTimeout,
     /// The owner asked for something the state machine cannot do now.
-    InvalidState {
-        action: &'static str,
-        state: &'static str,
-    },
+    InvalidState { action: &'static str, state: &'static str },
     /// The connection is closed.
     Closed,
 }
@@ -72,14 +65,9 @@ impl fmt::Display for ProtoError {
             ProtoError::BadFlags { kind, flags } => {
                 write!(f, "flags {flags:#04x} are not defined for {kind:?} frames")
             }
-            ProtoError::BadLength {
-                kind,
-                body_len,
-                ctrl_len,
-            } => write!(
-                f,
-                "{kind:?} frame: control length {ctrl_len} exceeds body length {body_len}"
-            ),
+            ProtoError::BadLength { kind, body_len, ctrl_len } => {
+                write!(f, "{kind:?} frame: control length {ctrl_len} exceeds body length {body_len}")
+            }
             ProtoError::UnexpectedPayload { kind } => {
                 write!(f, "{kind:?} frames carry no payload, but one was sent")
             }
@@ -87,10 +75,9 @@ impl fmt::Display for ProtoError {
             ProtoError::TrailingBytes { kind } => {
                 write!(f, "trailing bytes after the {kind:?} control header")
             }
-            ProtoError::VersionMismatch { ours, theirs } => write!(
-                f,
-                "protocol version mismatch: peer speaks version {theirs}, this side speaks {ours}"
-            ),
+            ProtoError::VersionMismatch { ours, theirs } => {
+                write!(f, "protocol version mismatch: peer speaks version {theirs}, this side speaks {ours}")
+            }
             ProtoError::Unexpected { kind, state } => {
                 write!(f, "unexpected {kind:?} message in state {state}")
             }

@@ -26,6 +26,7 @@ pub enum Kind {
     Cancel = 5,
     Exit = 6,
     Heartbeat = 7,
+    Auth = 8,
 }
 
 impl Kind {
@@ -39,6 +40,7 @@ impl Kind {
             5 => Kind::Cancel,
             6 => Kind::Exit,
             7 => Kind::Heartbeat,
+            8 => Kind::Auth,
             other => return Err(ProtoError::UnknownKind(other)),
         })
     }
@@ -99,35 +101,20 @@ impl FrameHeader {
         let flags = bytes[9];
         let ctrl_len = u16::from_le_bytes([bytes[10], bytes[11]]);
         if body_len > max_body {
-            return Err(ProtoError::FrameTooLarge {
-                len: body_len,
-                max: max_body,
-            });
+            return Err(ProtoError::FrameTooLarge { len: body_len, max: max_body });
         }
         if usize::try_from(body_len).is_err() {
-            return Err(ProtoError::FrameTooLarge {
-                len: body_len,
-                max: usize::MAX as u64,
-            });
+            return Err(ProtoError::FrameTooLarge { len: body_len, max: usize::MAX as u64 });
         }
         if flags & !kind.allowed_flags() != 0 {
             return Err(ProtoError::BadFlags { kind, flags });
         }
         if u64::from(ctrl_len) > body_len {
-            return Err(ProtoError::BadLength {
-                kind,
-                body_len,
-                ctrl_len,
-            });
+            return Err(ProtoError::BadLength { kind, body_len, ctrl_len });
         }
         if !kind.has_payload() && u64::from(ctrl_len) != body_len {
             return Err(ProtoError::UnexpectedPayload { kind });
         }
-        Ok(FrameHeader {
-            body_len,
-            kind,
-            flags,
-            ctrl_len,
-        })
+        Ok(FrameHeader { body_len, kind, flags, ctrl_len })
     }
 }

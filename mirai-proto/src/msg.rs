@@ -29,13 +29,14 @@ pub struct Identity {
     pub label: String,
 }
 
-/// The first message on a connection, in each direction. The host sends its `Hello` on accept
-/// with a fresh challenge in `auth`; the daemon answers with its own, carrying the proof.
+/// The first message on a connection, in each direction. The daemon speaks first (so a daemon
+/// speaking plain TCP to a TLS port, or the reverse, fails at once); the host answers with a
+/// fresh challenge in `auth`, which the daemon answers with an [`Message::Auth`] proof.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub role: Role,
     pub identity: Identity,
-    /// Host: the challenge (empty when authentication is off). Daemon: the proof.
+    /// Host: the challenge (empty when authentication is off). Daemon: empty.
     pub auth: Vec<u8>,
 }
 
@@ -110,6 +111,10 @@ pub enum Message {
     },
     /// Either way: keeps an otherwise idle connection alive.
     Heartbeat,
+    /// Daemon to host: the proof answering the host's challenge.
+    Auth {
+        proof: Vec<u8>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,6 +145,7 @@ impl Message {
             Message::Cancel { .. } => Kind::Cancel,
             Message::Exit { .. } => Kind::Exit,
             Message::Heartbeat => Kind::Heartbeat,
+            Message::Auth { .. } => Kind::Auth,
         }
     }
 
@@ -155,35 +161,15 @@ impl Message {
                 put(head, &hello, kind)?;
                 (0, Vec::new())
             }
-            Message::Init {
-                daemon_id,
-                rng_stream,
-                blob,
-            } => {
-                put(
-                    head,
-                    &InitCtrl {
-                        daemon_id,
-                        rng_stream,
-                    },
-                    kind,
-                )?;
+            Message::Init { daemon_id, rng_stream, blob } => {
+                put(head, &InitCtrl { daemon_id, rng_stream }, kind)?;
                 (0, blob)
             }
-            Message::Task {
-                id,
-                everywhere,
-                payload,
-            } => {
+            Message::Task { id, everywhere, payload } => {
                 put(head, &id, kind)?;
                 (if everywhere { flags::EVERYWHERE } else { 0 }, payload)
             }
-            Message::Result {
-                id,
-                status,
-                last,
-                payload,
-            } => {
+            Message::Result { id, status, last, payload } => {
                 put(head, &ResultCtrl { id, status }, kind)?;
                 (if last { flags::LAST } else { 0 }, payload)
             }
@@ -196,6 +182,10 @@ impl Message {
                 (0, Vec::new())
             }
             Message::Heartbeat => (0, Vec::new()),
+            Message::Auth { proof } => {
+                put(head, &proof, kind)?;
+                (0, Vec::new())
+            }
         };
         let ctrl_len = head.len() - start - HEADER_LEN;
         let Ok(ctrl_len) = u16::try_from(ctrl_len) else {
@@ -222,23 +212,16 @@ impl Message {
             Kind::Hello => {
                 // The version comes first and is read alone, so that a peer of another version
                 // gets a clear mismatch instead of a decode error on fields that changed.
-                let (theirs, rest) = postcard::take_from_bytes::<u16>(ctrl)
-                    .map_err(|_| ProtoError::Malformed { kind })?;
+                let (theirs, rest) =
+                    postcard::take_from_bytes::<u16>(ctrl).map_err(|_| ProtoError::Malformed { kind })?;
                 if theirs != PROTOCOL_VERSION {
-                    return Err(ProtoError::VersionMismatch {
-                        ours: PROTOCOL_VERSION,
-                        theirs,
-                    });
+                    return Err(ProtoError::VersionMismatch { ours: PROTOCOL_VERSION, theirs });
                 }
                 Message::Hello(take_all(rest, kind)?)
             }
             Kind::Init => {
                 let c: InitCtrl = take_all(ctrl, kind)?;
-                Message::Init {
-                    daemon_id: c.daemon_id,
-                    rng_stream: c.rng_stream,
-                    blob: payload,
-                }
+                Message::Init { daemon_id: c.daemon_id, rng_stream: c.rng_stream, blob: payload }
             }
             Kind::Task => Message::Task {
                 id: take_all(ctrl, kind)?,
@@ -247,22 +230,12 @@ impl Message {
             },
             Kind::Result => {
                 let c: ResultCtrl = take_all(ctrl, kind)?;
-                Message::Result {
-                    id: c.id,
-                    status: c.status,
-                    last: header.flags & flags::LAST != 0,
-                    payload,
-                }
+                Message::Result { id: c.id, status: c.status, last: header.flags & flags::LAST != 0, payload }
             }
-            Kind::Cancel => Message::Cancel {
-                id: take_all(ctrl, kind)?,
-            },
+            Kind::Cancel => Message::Cancel { id: take_all(ctrl, kind)? },
             Kind::Exit => {
                 let c: ExitCtrl = take_all(ctrl, kind)?;
-                Message::Exit {
-                    reason: c.reason,
-                    detail: c.detail,
-                }
+                Message::Exit { reason: c.reason, detail: c.detail }
             }
             Kind::Heartbeat => {
                 if !ctrl.is_empty() {
@@ -270,6 +243,7 @@ impl Message {
                 }
                 Message::Heartbeat
             }
+            Kind::Auth => Message::Auth { proof: take_all(ctrl, kind)? },
         })
     }
 }
@@ -277,9 +251,7 @@ impl Message {
 fn put<T: Serialize>(head: &mut Vec<u8>, value: &T, kind: Kind) -> Result<(), ProtoError> {
     // Serializing our own plain structs into a Vec cannot fail; report it as malformed rather
     // than panic should a future type make it possible.
-    postcard::to_extend(value, Appender(head))
-        .map(|_| ())
-        .map_err(|_| ProtoError::Malformed { kind })
+    postcard::to_extend(value, Appender(head)).map(|_| ()).map_err(|_| ProtoError::Malformed { kind })
 }
 
 /// Lets postcard append straight into the frame buffer, with no intermediate allocation.
@@ -292,8 +264,7 @@ impl Extend<u8> for Appender<'_> {
 }
 
 fn take_all<T: DeserializeOwned>(bytes: &[u8], kind: Kind) -> Result<T, ProtoError> {
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(bytes).map_err(|_| ProtoError::Malformed { kind })?;
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|_| ProtoError::Malformed { kind })?;
     if !rest.is_empty() {
         return Err(ProtoError::TrailingBytes { kind });
     }

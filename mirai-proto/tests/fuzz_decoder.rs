@@ -4,32 +4,21 @@
 
 mod common;
 
-use common::{Pair, encode_all, every_message, host_hello};
+use common::{Pair, daemon_hello, encode_all, every_message};
 use mirai_proto::{Config, Conn, State};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 
 fn cases() -> u32 {
-    std::env::var("MIRAI_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000)
+    std::env::var("MIRAI_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
 }
 
 /// The ends a hostile stream may hit: fresh host, fresh daemon, and both after a handshake.
 fn targets() -> Vec<Conn> {
-    let config = Config {
-        max_frame: 1 << 16,
-        ..Config::default()
-    };
+    let config = Config { max_frame: 1 << 16, ..Config::default() };
     let mut pair = Pair::new(config);
     pair.handshake();
-    vec![
-        Conn::host(config, 0, host_hello(b"c")).unwrap(),
-        Conn::daemon(config, 0),
-        pair.host,
-        pair.daemon,
-    ]
+    vec![Conn::host(config, 0), Conn::daemon(config, 0, daemon_hello(b"")).unwrap(), pair.host, pair.daemon]
 }
 
 fn feed_all(bytes: &[u8], cuts: &[usize]) {
@@ -62,10 +51,7 @@ fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value))
 where
     S::Value: std::fmt::Debug,
 {
-    let mut runner = TestRunner::new(RunnerConfig {
-        cases: cases(),
-        ..RunnerConfig::default()
-    });
+    let mut runner = TestRunner::new(RunnerConfig { cases: cases(), ..RunnerConfig::default() });
     runner
         .run(&strategy, |value| {
             test(value);
@@ -84,10 +70,7 @@ fn cuts() -> impl Strategy<Value = Vec<usize>> {
 
 #[test]
 fn fuzz_arbitrary_bytes() {
-    run(
-        (proptest::collection::vec(any::<u8>(), 0..2048), cuts()),
-        |(bytes, cuts)| feed_all(&bytes, &cuts),
-    );
+    run((proptest::collection::vec(any::<u8>(), 0..2048), cuts()), |(bytes, cuts)| feed_all(&bytes, &cuts));
 }
 
 #[derive(Debug, Clone)]
@@ -115,15 +98,8 @@ fn fuzz_mutated_streams() {
     run(strategy, |(picks, mutations, cuts)| {
         // Start from a stream of a few valid messages in some order, then damage it.
         let msgs = every_message();
-        let chosen: Vec<_> = picks
-            .iter()
-            .map(|i| msgs[i.index(msgs.len())].clone())
-            .collect();
-        let mut bytes = if chosen.is_empty() {
-            base.clone()
-        } else {
-            encode_all(&chosen)
-        };
+        let chosen: Vec<_> = picks.iter().map(|i| msgs[i.index(msgs.len())].clone()).collect();
+        let mut bytes = if chosen.is_empty() { base.clone() } else { encode_all(&chosen) };
         for m in mutations {
             let len = bytes.len().max(1);
             match m {

@@ -2,24 +2,15 @@
 
 mod common;
 
-use common::{Pair, daemon_hello, drain};
+use common::{Pair, drain};
 use mirai_proto::{Config, ExitReason, Message, ProtoError, State, Status};
 
 fn task(id: u64, payload: &[u8]) -> Message {
-    Message::Task {
-        id,
-        everywhere: false,
-        payload: payload.to_vec(),
-    }
+    Message::Task { id, everywhere: false, payload: payload.to_vec() }
 }
 
 fn result(id: u64, last: bool, payload: &[u8]) -> Message {
-    Message::Result {
-        id,
-        status: Status::Value,
-        last,
-        payload: payload.to_vec(),
-    }
+    Message::Result { id, status: Status::Value, last, payload: payload.to_vec() }
 }
 
 #[test]
@@ -44,40 +35,22 @@ fn handshake_tasks_cancel_exit() {
         // A cancel reaches the daemon while the task runs; the daemon answers Interrupted.
         p.host.send(task(3, b"sleep")).unwrap();
         p.drive().unwrap();
-        assert!(matches!(
-            p.daemon.poll_event(),
-            Some(Message::Task { id: 3, .. })
-        ));
+        assert!(matches!(p.daemon.poll_event(), Some(Message::Task { id: 3, .. })));
         p.host.send(Message::Cancel { id: 3 }).unwrap();
         p.drive().unwrap();
         assert_eq!(p.daemon.poll_event(), Some(Message::Cancel { id: 3 }));
-        let interrupted = Message::Result {
-            id: 3,
-            status: Status::Interrupted,
-            last: false,
-            payload: vec![],
-        };
+        let interrupted =
+            Message::Result { id: 3, status: Status::Interrupted, last: false, payload: vec![] };
         p.daemon.send(interrupted.clone()).unwrap();
         p.drive().unwrap();
         assert_eq!(p.host.poll_event(), Some(interrupted));
 
         // The host shuts the daemon down.
-        p.host
-            .send(Message::Exit {
-                reason: ExitReason::Shutdown,
-                detail: String::new(),
-            })
-            .unwrap();
+        p.host.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() }).unwrap();
         p.drive().unwrap();
         assert_eq!(p.host.state(), State::Closed);
         assert_eq!(p.daemon.state(), State::Closed);
-        assert!(matches!(
-            p.daemon.poll_event(),
-            Some(Message::Exit {
-                reason: ExitReason::Shutdown,
-                ..
-            })
-        ));
+        assert!(matches!(p.daemon.poll_event(), Some(Message::Exit { reason: ExitReason::Shutdown, .. })));
     }
 }
 
@@ -109,10 +82,7 @@ fn last_result_retires_the_daemon() {
     assert_eq!(p.host.poll_event(), Some(result(1, true, b"bye")));
     assert_eq!(p.host.state(), State::Retiring);
     assert_eq!(p.daemon.state(), State::Retiring);
-    assert!(matches!(
-        p.host.send(task(2, b"y")),
-        Err(ProtoError::InvalidState { .. })
-    ));
+    assert!(matches!(p.host.send(task(2, b"y")), Err(ProtoError::InvalidState { .. })));
 }
 
 #[test]
@@ -120,63 +90,47 @@ fn one_task_at_a_time() {
     let mut p = Pair::new(Config::default());
     p.handshake();
     p.host.send(task(1, b"x")).unwrap();
-    assert!(matches!(
-        p.host.send(task(2, b"y")),
-        Err(ProtoError::InvalidState { .. })
-    ));
-    assert!(matches!(
-        p.host.send(Message::Cancel { id: 9 }),
-        Err(ProtoError::InvalidState { .. })
-    ));
+    assert!(matches!(p.host.send(task(2, b"y")), Err(ProtoError::InvalidState { .. })));
+    assert!(matches!(p.host.send(Message::Cancel { id: 9 }), Err(ProtoError::InvalidState { .. })));
     p.drive().unwrap();
     p.daemon.poll_event();
-    assert!(matches!(
-        p.daemon.send(result(2, false, b"")),
-        Err(ProtoError::InvalidState { .. })
-    ));
+    assert!(matches!(p.daemon.send(result(2, false, b"")), Err(ProtoError::InvalidState { .. })));
 }
 
 #[test]
 fn host_rejects_a_daemon() {
     let mut p = Pair::new(Config::default());
+    p.introduce();
+    p.host.send(Message::Exit { reason: ExitReason::AuthFailed, detail: "bad proof".into() }).unwrap();
     p.drive().unwrap();
-    p.daemon.poll_event();
-    p.daemon
-        .send(Message::Hello(daemon_hello(b"wrong proof")))
-        .unwrap();
-    p.drive().unwrap();
-    p.host.poll_event();
-    p.host
-        .send(Message::Exit {
-            reason: ExitReason::AuthFailed,
-            detail: "bad proof".into(),
-        })
-        .unwrap();
-    p.drive().unwrap();
-    assert!(matches!(
-        p.daemon.poll_event(),
-        Some(Message::Exit {
-            reason: ExitReason::AuthFailed,
-            ..
-        })
-    ));
+    assert!(matches!(p.daemon.poll_event(), Some(Message::Exit { reason: ExitReason::AuthFailed, .. })));
     assert_eq!(p.daemon.state(), State::Closed);
 }
 
 #[test]
+fn handshake_steps_happen_in_order() {
+    let mut p = Pair::new(Config::default());
+    // The host may not send Init before it has the proof, nor its hello before the daemon's.
+    let init = Message::Init { daemon_id: 1, rng_stream: [0; 6], blob: vec![] };
+    assert!(matches!(p.host.send(init.clone()), Err(ProtoError::InvalidState { .. })));
+    assert!(matches!(
+        p.host.send(Message::Hello(common::host_hello(b"c"))),
+        Err(ProtoError::InvalidState { .. })
+    ));
+    p.drive().unwrap();
+    p.host.poll_event();
+    assert!(matches!(p.host.send(init), Err(ProtoError::InvalidState { .. })));
+    // The daemon may not send its proof before the challenge.
+    assert!(matches!(p.daemon.send(Message::Auth { proof: vec![] }), Err(ProtoError::InvalidState { .. })));
+}
+
+#[test]
 fn heartbeats_keep_an_idle_connection_alive() {
-    let config = Config {
-        heartbeat_interval: Some(1_000),
-        peer_timeout: Some(3_000),
-        ..Config::default()
-    };
+    let config = Config { heartbeat_interval: Some(1_000), peer_timeout: Some(3_000), ..Config::default() };
     let mut p = Pair::new(config);
     p.handshake();
     for _ in 0..20 {
-        let next = [p.host.poll_timeout(), p.daemon.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [p.host.poll_timeout(), p.daemon.poll_timeout()].into_iter().flatten().min();
         p.now = next.expect("timers armed");
         p.host.handle_timeout(p.now).unwrap();
         p.daemon.handle_timeout(p.now).unwrap();
@@ -190,10 +144,7 @@ fn heartbeats_keep_an_idle_connection_alive() {
 
 #[test]
 fn silent_peer_times_out() {
-    let config = Config {
-        peer_timeout: Some(3_000),
-        ..Config::default()
-    };
+    let config = Config { peer_timeout: Some(3_000), ..Config::default() };
     let mut p = Pair::new(config);
     p.handshake();
     p.now = 2_999;
@@ -207,28 +158,21 @@ fn silent_peer_times_out() {
     p.daemon.feed(p.now, &bytes).unwrap();
     assert!(matches!(
         p.daemon.poll_event(),
-        Some(Message::Exit {
-            reason: ExitReason::ProtocolViolation,
-            ..
-        })
+        Some(Message::Exit { reason: ExitReason::ProtocolViolation, .. })
     ));
 }
 
 #[test]
 fn handshake_must_finish_in_time() {
-    let config = Config {
-        handshake_timeout: Some(500),
-        ..Config::default()
-    };
+    let config = Config { handshake_timeout: Some(500), ..Config::default() };
     let mut p = Pair::new(config);
     p.drive().unwrap();
-    p.daemon.poll_event();
-    // The daemon never answers.
+    p.host.poll_event();
+    p.host.send(Message::Hello(common::host_hello(b"c"))).unwrap();
+    p.drive().unwrap();
+    // The daemon never answers the challenge.
     assert_eq!(p.host.poll_timeout(), Some(500));
-    assert_eq!(
-        p.host.handle_timeout(500),
-        Err(ProtoError::HandshakeTimeout)
-    );
+    assert_eq!(p.host.handle_timeout(500), Err(ProtoError::HandshakeTimeout));
     // Once the handshake is done, the deadline no longer applies.
     let mut q = Pair::new(config);
     q.handshake();

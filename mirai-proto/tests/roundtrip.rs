@@ -33,21 +33,13 @@ fn every_message_round_trips() {
 
 #[test]
 fn header_layout_is_fixed() {
-    let stream = encode_all(&[Message::Task {
-        id: 5,
-        everywhere: true,
-        payload: b"xyz".to_vec(),
-    }]);
+    let stream = encode_all(&[Message::Task { id: 5, everywhere: true, payload: b"xyz".to_vec() }]);
     let header = FrameHeader::decode(stream[..HEADER_LEN].try_into().unwrap(), u64::MAX).unwrap();
     assert_eq!(header.kind, Kind::Task);
     assert_eq!(header.flags, 0x01);
     assert_eq!(header.ctrl_len, 1, "id 5 is one varint byte");
     assert_eq!(header.body_len, 4);
-    assert_eq!(
-        &stream[HEADER_LEN + 1..],
-        b"xyz",
-        "payload follows the control header raw"
-    );
+    assert_eq!(&stream[HEADER_LEN + 1..], b"xyz", "payload follows the control header raw");
     assert_eq!(stream[..8], 4u64.to_le_bytes());
 }
 
@@ -66,11 +58,7 @@ fn split_at_every_boundary() {
 #[test]
 fn window_reads_match_buffered_reads() {
     let msgs = vec![
-        Message::Task {
-            id: 1,
-            everywhere: false,
-            payload: (0..3_000_000u32).map(|i| i as u8).collect(),
-        },
+        Message::Task { id: 1, everywhere: false, payload: (0..3_000_000u32).map(|i| i as u8).collect() },
         Message::Cancel { id: 1 },
     ];
     let stream = encode_all(&msgs);
@@ -115,34 +103,16 @@ fn arb_message() -> impl Strategy<Value = Message> {
     use mirai_proto::{ExitReason, Status};
     let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
     prop_oneof![
-        (any::<u64>(), any::<[u32; 6]>(), bytes()).prop_map(|(daemon_id, rng_stream, blob)| {
-            Message::Init {
-                daemon_id,
-                rng_stream,
-                blob,
-            }
-        }),
-        (any::<u64>(), any::<bool>(), bytes()).prop_map(|(id, everywhere, payload)| {
-            Message::Task {
-                id,
-                everywhere,
-                payload,
-            }
-        }),
+        (any::<u64>(), any::<[u32; 6]>(), bytes())
+            .prop_map(|(daemon_id, rng_stream, blob)| { Message::Init { daemon_id, rng_stream, blob } }),
+        (any::<u64>(), any::<bool>(), bytes())
+            .prop_map(|(id, everywhere, payload)| { Message::Task { id, everywhere, payload } }),
         (any::<u64>(), 0..3u8, any::<bool>(), bytes()).prop_map(|(id, s, last, payload)| {
             let status = [Status::Value, Status::Error, Status::Interrupted][usize::from(s)];
-            Message::Result {
-                id,
-                status,
-                last,
-                payload,
-            }
+            Message::Result { id, status, last, payload }
         }),
         any::<u64>().prop_map(|id| Message::Cancel { id }),
-        ".{0,40}".prop_map(|detail| Message::Exit {
-            reason: ExitReason::Leaving,
-            detail
-        }),
+        ".{0,40}".prop_map(|detail| Message::Exit { reason: ExitReason::Leaving, detail }),
         Just(Message::Heartbeat),
         (bytes(), ".{0,20}").prop_map(|(auth, label)| {
             let mut h = common::daemon_hello(&auth);

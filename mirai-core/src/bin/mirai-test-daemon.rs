@@ -20,10 +20,7 @@ struct TestEvaluator {
 }
 
 fn ok(text: impl Into<String>) -> Evaluation {
-    Evaluation {
-        status: Status::Value,
-        payload: text.into().into_bytes(),
-    }
+    Evaluation { status: Status::Value, payload: text.into().into_bytes() }
 }
 
 impl Evaluator for TestEvaluator {
@@ -31,12 +28,7 @@ impl Evaluator for TestEvaluator {
         self.init = Some(bundle.clone());
     }
 
-    fn evaluate(
-        &mut self,
-        payload: Vec<u8>,
-        _everywhere: bool,
-        interrupt: &Interrupt,
-    ) -> Evaluation {
+    fn evaluate(&mut self, payload: Vec<u8>, _everywhere: bool, interrupt: &Interrupt) -> Evaluation {
         let text = String::from_utf8_lossy(&payload).into_owned();
         let (cmd, arg) = text.split_once(':').unwrap_or((text.as_str(), ""));
         let ms = || Duration::from_millis(arg.parse().unwrap_or(0));
@@ -44,10 +36,7 @@ impl Evaluator for TestEvaluator {
             "echo" => ok(arg),
             "sleep" => {
                 if interrupt.sleep(ms()) {
-                    Evaluation {
-                        status: Status::Interrupted,
-                        payload: b"interrupted".to_vec(),
-                    }
+                    Evaluation { status: Status::Interrupted, payload: b"interrupted".to_vec() }
                 } else {
                     ok("slept")
                 }
@@ -59,10 +48,7 @@ impl Evaluator for TestEvaluator {
                 }
                 ok("spun")
             }
-            "fail" => Evaluation {
-                status: Status::Error,
-                payload: arg.as_bytes().to_vec(),
-            },
+            "fail" => Evaluation { status: Status::Error, payload: arg.as_bytes().to_vec() },
             "init" => ok(self
                 .init
                 .as_ref()
@@ -70,10 +56,9 @@ impl Evaluator for TestEvaluator {
                 .unwrap_or_default()),
             "pid" => ok(std::process::id().to_string()),
             "crash" => std::process::exit(70),
-            _ => Evaluation {
-                status: Status::Error,
-                payload: format!("unknown command '{cmd}'").into_bytes(),
-            },
+            _ => {
+                Evaluation { status: Status::Error, payload: format!("unknown command '{cmd}'").into_bytes() }
+            }
         }
     }
 }
@@ -86,17 +71,10 @@ fn main() {
         );
         std::process::exit(64);
     };
-    let mut options = DaemonOptions {
-        label: "mirai-test-daemon".into(),
-        ..DaemonOptions::default()
-    };
+    let mut options = DaemonOptions { label: "mirai-test-daemon".into(), ..DaemonOptions::default() };
     for arg in args {
         let (key, value) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
-        let num = || {
-            value
-                .parse::<u64>()
-                .unwrap_or_else(|_| panic!("{key} needs a number"))
-        };
+        let num = || value.parse::<u64>().unwrap_or_else(|_| panic!("{key} needs a number"));
         match key {
             "--maxtasks" => options.maxtasks = Some(num()),
             "--idletime" => options.idletime = Some(Duration::from_millis(num())),
@@ -104,9 +82,7 @@ fn main() {
             "--retry" => options.retry = true,
             "--autoexit" => {
                 options.autoexit = match value {
-                    "true" => AutoExit::Exit {
-                        grace: Duration::from_millis(200),
-                    },
+                    "true" => AutoExit::Exit { grace: Duration::from_millis(200) },
                     "na" => AutoExit::FinishTask,
                     "false" => AutoExit::Stay,
                     other => panic!("--autoexit takes true, na or false, not {other}"),

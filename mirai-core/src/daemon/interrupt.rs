@@ -26,10 +26,7 @@ pub struct Interrupt {
 
 impl Interrupt {
     pub(crate) fn new(hook: Option<InterruptHook>) -> Self {
-        Interrupt {
-            inner: Arc::default(),
-            hook,
-        }
+        Interrupt { inner: Arc::default(), hook }
     }
 
     /// Whether the running task has been cancelled.
@@ -49,12 +46,7 @@ impl Interrupt {
             if left.is_zero() {
                 return false;
             }
-            guard = self
-                .inner
-                .cv
-                .wait_timeout(guard, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            guard = self.inner.cv.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 

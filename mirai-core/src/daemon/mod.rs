@@ -17,6 +17,7 @@ use session::{Closed, Context, Event, Session};
 
 use crate::error::Error;
 use crate::url::Url;
+use crate::{auth, tls};
 
 /// What to do when the connection to the host ends (R's `autoexit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,21 +64,26 @@ pub struct DaemonOptions {
     pub interrupt_hook: Option<InterruptHook>,
     /// Free text sent to the host in the handshake.
     pub label: String,
+    /// The host's secret; `None` reads `MIRAI_SECRET` (hex) from the environment, if set.
+    pub secret: Option<Vec<u8>>,
+    /// The CA certificate (PEM) to verify a `tls+tcp://` host with; `None` reads
+    /// `MIRAI_TLS_CA` from the environment, if set.
+    pub tls_ca: Option<String>,
 }
 
 impl Default for DaemonOptions {
     fn default() -> Self {
         DaemonOptions {
             retry: false,
-            autoexit: AutoExit::Exit {
-                grace: Duration::from_millis(200),
-            },
+            autoexit: AutoExit::Exit { grace: Duration::from_millis(200) },
             maxtasks: None,
             idletime: None,
             walltime: None,
             max_frame: mirai_proto::conn::DEFAULT_MAX_FRAME,
             interrupt_hook: None,
             label: concat!("mirai-core ", env!("CARGO_PKG_VERSION")).to_string(),
+            secret: None,
+            tls_ca: None,
         }
     }
 }
@@ -104,8 +110,7 @@ pub trait Evaluator {
     fn init(&mut self, _bundle: &InitBundle) {}
     /// Evaluates a task. `everywhere` marks a copy of an `everywhere` broadcast (bindings take
     /// their cleanup snapshot after it). Should return soon after `interrupt` is set.
-    fn evaluate(&mut self, payload: Vec<u8>, everywhere: bool, interrupt: &Interrupt)
-    -> Evaluation;
+    fn evaluate(&mut self, payload: Vec<u8>, everywhere: bool, interrupt: &Interrupt) -> Evaluation;
     /// Called after every task (R's `cleanup`).
     fn cleanup(&mut self) {}
 }
@@ -117,16 +122,24 @@ impl Daemon {
     /// Connects to the host at `url` and serves tasks until a limit is reached or the host
     /// goes (per `autoexit`). Fails if the first connection or handshake fails (with `retry`,
     /// only if the handshake is refused).
-    pub fn run(
-        url: &str,
-        options: DaemonOptions,
-        evaluator: &mut dyn Evaluator,
-    ) -> Result<ExitCode, Error> {
+    pub fn run(url: &str, options: DaemonOptions, evaluator: &mut dyn Evaluator) -> Result<ExitCode, Error> {
         let url = Url::parse(url)?;
-        let config = mirai_proto::Config {
-            max_frame: options.max_frame,
-            ..mirai_proto::Config::default()
+        let secret = match options.secret.clone() {
+            Some(s) => Some(s),
+            None => match std::env::var(auth::SECRET_ENV) {
+                Ok(hex) => Some(auth::from_hex(&hex)?),
+                Err(_) => None,
+            },
         };
+        let tls = if url.is_tls() {
+            let ca = options.tls_ca.clone().or_else(|| std::env::var(tls::CA_ENV).ok()).ok_or_else(|| {
+                Error::Tls(format!("{url}: the host's CA certificate is needed (tls_ca or {})", tls::CA_ENV))
+            })?;
+            Some(tls::client_config(&ca)?)
+        } else {
+            None
+        };
+        let config = mirai_proto::Config { max_frame: options.max_frame, ..mirai_proto::Config::default() };
         let ctx = Context {
             interrupt: Interrupt::new(options.interrupt_hook.clone()),
             evaluating: Arc::new(AtomicBool::new(false)),
@@ -135,14 +148,10 @@ impl Daemon {
                 _ => None,
             },
             label: options.label.clone(),
+            secret: secret.map(Arc::new),
+            tls,
         };
-        let mut runner = Runner {
-            options,
-            ctx,
-            started: Instant::now(),
-            tasks: 0,
-            evaluator,
-        };
+        let mut runner = Runner { options, ctx, started: Instant::now(), tasks: 0, evaluator };
         let mut session = runner.connect(&url, config, runner.options.retry)?;
         loop {
             match runner.serve(&session)? {
@@ -157,6 +166,21 @@ impl Daemon {
             }
         }
     }
+}
+
+/// A failed handshake, with a hint when the failure looks like TLS spoken to plain TCP or the
+/// other way round.
+fn handshake_error(url: &Url, e: Error) -> Error {
+    let text = e.to_string();
+    if url.is_tls() && (text.contains("InvalidContentType") || text.contains("corrupt message")) {
+        return Error::Tls(format!("{text} (is the host listening without TLS? dial tcp://)"));
+    }
+    if !url.is_tls() && matches!(url, Url::Tcp { .. }) {
+        return Error::Refused(format!(
+            "handshake with {url} failed: {text} (if the host uses TLS, dial tls+tcp://)"
+        ));
+    }
+    e
 }
 
 enum Outcome {
@@ -177,42 +201,34 @@ struct Runner<'a> {
 impl Runner<'_> {
     /// Dials and waits for the init bundle. With `retry`, failed dials are retried with
     /// exponential backoff (10 ms doubling to 1 s) until a host answers.
-    fn connect(
-        &mut self,
-        url: &Url,
-        config: mirai_proto::Config,
-        retry: bool,
-    ) -> Result<Session, Error> {
+    fn connect(&mut self, url: &Url, config: mirai_proto::Config, retry: bool) -> Result<Session, Error> {
         let mut backoff = Duration::from_millis(10);
         loop {
             match Session::open(url, config, self.ctx.clone()) {
-                Ok(session) => match session.recv(None) {
-                    Ok(Event::Init {
-                        daemon_id,
-                        rng_stream,
-                        blob,
-                    }) => {
-                        self.evaluator.init(&InitBundle {
-                            daemon_id,
-                            rng_stream,
-                            blob,
-                        });
-                        return Ok(session);
-                    }
-                    Ok(Event::Closed(Closed::Exit(reason, detail))) => {
-                        session.close(None);
-                        return Err(Error::Refused(format!(
-                            "host closed the handshake: {reason:?} {detail}"
-                        )));
-                    }
-                    Ok(Event::Closed(Closed::Failed(e))) if !retry => return Err(e),
-                    other => {
-                        session.close(None);
-                        if !retry {
-                            return Err(Error::Refused(format!("handshake failed: {other:?}")));
+                Ok(session) => {
+                    let failure = match session.recv(None) {
+                        Ok(Event::Init { daemon_id, rng_stream, blob }) => {
+                            self.evaluator.init(&InitBundle { daemon_id, rng_stream, blob });
+                            return Ok(session);
                         }
+                        Ok(Event::Closed(Closed::Exit(reason, detail))) => {
+                            // An explicit refusal: retrying cannot help.
+                            session.close(None);
+                            return Err(Error::Refused(format!(
+                                "host refused the daemon: {reason:?} {detail}"
+                            )));
+                        }
+                        Ok(Event::Closed(Closed::Failed(e))) => handshake_error(url, e),
+                        Ok(Event::Closed(Closed::Eof)) | Ok(Event::Task { .. }) | Err(_) => handshake_error(
+                            url,
+                            Error::Refused("the host closed the connection during the handshake".into()),
+                        ),
+                    };
+                    session.close(None);
+                    if !retry {
+                        return Err(failure);
                     }
-                },
+                }
                 Err(e) if !retry || matches!(e, Error::InvalidUrl(_) | Error::NotSupported(_)) => {
                     return Err(e);
                 }
@@ -227,28 +243,14 @@ impl Runner<'_> {
     fn serve(&mut self, session: &Session) -> Result<Outcome, Error> {
         loop {
             match session.recv(self.wait_limit()) {
-                Ok(Event::Task {
-                    id,
-                    everywhere,
-                    payload,
-                }) => {
+                Ok(Event::Task { id, everywhere, payload }) => {
                     let last = self.options.maxtasks.is_some_and(|m| self.tasks + 1 >= m)
-                        || self
-                            .options
-                            .walltime
-                            .is_some_and(|w| self.started.elapsed() >= w);
+                        || self.options.walltime.is_some_and(|w| self.started.elapsed() >= w);
                     self.ctx.evaluating.store(true, Ordering::Release);
-                    let result = self
-                        .evaluator
-                        .evaluate(payload, everywhere, &self.ctx.interrupt);
+                    let result = self.evaluator.evaluate(payload, everywhere, &self.ctx.interrupt);
                     self.ctx.evaluating.store(false, Ordering::Release);
                     self.tasks += 1;
-                    let reply = Message::Result {
-                        id,
-                        status: result.status,
-                        last,
-                        payload: result.payload,
-                    };
+                    let reply = Message::Result { id, status: result.status, last, payload: result.payload };
                     // A failed send means the host is gone; the I/O thread reports how.
                     let _ = session.send(reply);
                     self.evaluator.cleanup();
@@ -259,11 +261,8 @@ impl Runner<'_> {
                 Ok(Event::Init { .. }) => {}
                 Ok(Event::Closed(closed)) => return Ok(self.on_closed(closed)),
                 Err(RecvTimeoutError::Timeout) => {
-                    let reason = if self.walltime_passed() {
-                        ExitReason::WallTime
-                    } else {
-                        ExitReason::IdleTime
-                    };
+                    let reason =
+                        if self.walltime_passed() { ExitReason::WallTime } else { ExitReason::IdleTime };
                     return Ok(Outcome::Exit(ExitCode::IdleTime, Some(reason)));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -290,9 +289,7 @@ impl Runner<'_> {
 
     fn on_closed(&self, closed: Closed) -> Outcome {
         match (&closed, self.options.autoexit) {
-            (Closed::Exit(ExitReason::Shutdown, _), _) => {
-                Outcome::Exit(ExitCode::ConnectionEnded, None)
-            }
+            (Closed::Exit(ExitReason::Shutdown, _), _) => Outcome::Exit(ExitCode::ConnectionEnded, None),
             (_, AutoExit::Stay) => {
                 log::info!("host connection ended ({closed:?}); redialling");
                 Outcome::Reconnect
@@ -302,17 +299,12 @@ impl Runner<'_> {
     }
 
     fn walltime_passed(&self) -> bool {
-        self.options
-            .walltime
-            .is_some_and(|w| self.started.elapsed() >= w)
+        self.options.walltime.is_some_and(|w| self.started.elapsed() >= w)
     }
 
     /// How long to wait for each next task, as R's mirai does: the idle time, or the wall
     /// time when that is shorter (the wall time itself is only checked when a task arrives).
     fn wait_limit(&self) -> Option<Duration> {
-        [self.options.idletime, self.options.walltime]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.options.idletime, self.options.walltime].into_iter().flatten().min()
     }
 }

@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use mirai_proto::{Conn, ExitReason, Hello, Message, Role};
 
 use super::interrupt::Interrupt;
+use crate::auth;
 use crate::clock::{now_ms, until};
 use crate::error::Error;
 use crate::identity::local_identity;
@@ -26,16 +27,8 @@ const WAKER: Token = Token(1);
 /// What the I/O thread hands to the evaluating thread.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Init {
-        daemon_id: u64,
-        rng_stream: [u32; 6],
-        blob: Vec<u8>,
-    },
-    Task {
-        id: u64,
-        everywhere: bool,
-        payload: Vec<u8>,
-    },
+    Init { daemon_id: u64, rng_stream: [u32; 6], blob: Vec<u8> },
+    Task { id: u64, everywhere: bool, payload: Vec<u8> },
     Closed(Closed),
 }
 
@@ -60,6 +53,10 @@ pub(crate) struct Context {
     /// not returned within this grace period (R's mirai `autoexit = TRUE`).
     pub terminate_grace: Option<Duration>,
     pub label: String,
+    /// The host's secret, to answer its challenge.
+    pub secret: Option<Arc<Vec<u8>>>,
+    /// For `tls+tcp://`: the configuration trusting the host's CA.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub(crate) struct Session {
@@ -72,52 +69,31 @@ pub(crate) struct Session {
 
 impl Session {
     /// Dials `url` once and starts the I/O thread, which runs the handshake.
-    pub(crate) fn open(
-        url: &Url,
-        config: mirai_proto::Config,
-        ctx: Context,
-    ) -> Result<Session, Error> {
-        let mut stream = dial(url, Duration::from_secs(10))?;
+    pub(crate) fn open(url: &Url, config: mirai_proto::Config, ctx: Context) -> Result<Session, Error> {
+        let mut stream = dial(url, Duration::from_secs(10), ctx.tls.clone())?;
         let poll = Poll::new().map_err(|e| Error::io("cannot create poller", e))?;
         poll.registry()
             .register(&mut stream, STREAM, Interest::READABLE | Interest::WRITABLE)
             .map_err(|e| Error::io("cannot watch the connection", e))?;
-        let waker = Arc::new(
-            Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?,
-        );
-        let link = Arc::new(Mutex::new(Link::new(
-            stream,
-            Conn::daemon(config, now_ms()),
-        )));
+        let waker =
+            Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?);
+        let mut identity = local_identity();
+        identity.label = ctx.label.clone();
+        let hello = Hello { role: Role::Daemon, identity, auth: Vec::new() };
+        let link = Arc::new(Mutex::new(Link::new(stream, Conn::daemon(config, now_ms(), hello)?)));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let io = IoThread {
-            poll,
-            link: link.clone(),
-            stop: stop.clone(),
-            tx,
-            ctx,
-        };
+        let io = IoThread { poll, link: link.clone(), stop: stop.clone(), tx, ctx };
         let thread = std::thread::Builder::new()
             .name("mirai-daemon-io".into())
             .spawn(move || io.run())
             .map_err(|e| Error::io("cannot start daemon I/O thread", e))?;
-        Ok(Session {
-            link,
-            rx,
-            stop,
-            waker,
-            thread: Some(thread),
-        })
+        Ok(Session { link, rx, stop, waker, thread: Some(thread) })
     }
 
     /// Queues a message and writes what the socket takes now; the I/O thread writes the rest.
     pub(crate) fn send(&self, msg: Message) -> Result<(), Error> {
-        self.link
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(msg)
-            .map(|_| ())
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).send(msg).map(|_| ())
     }
 
     pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError> {
@@ -130,10 +106,7 @@ impl Session {
     /// Sends `Exit` (best effort) and closes the connection.
     pub(crate) fn close(mut self, reason: Option<ExitReason>) {
         if let Some(reason) = reason {
-            let _ = self.send(Message::Exit {
-                reason,
-                detail: String::new(),
-            });
+            let _ = self.send(Message::Exit { reason, detail: String::new() });
         }
         self.stop.store(true, Ordering::Release);
         let _ = self.waker.wake();
@@ -156,13 +129,7 @@ impl IoThread {
         let closed = self.serve();
         let stopped = self.stop.load(Ordering::Acquire);
         // A task handed to the evaluator (running, or about to start) has no result to send.
-        let task_pending = self
-            .link
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .proto
-            .in_flight()
-            .is_some();
+        let task_pending = self.link.lock().unwrap_or_else(|e| e.into_inner()).proto.in_flight().is_some();
         if !stopped
             && task_pending
             && let Some(grace) = self.ctx.terminate_grace
@@ -187,12 +154,7 @@ impl IoThread {
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let timeout = self
-                .link
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .proto
-                .poll_timeout();
+            let timeout = self.link.lock().unwrap_or_else(|e| e.into_inner()).proto.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout.map(until)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -203,27 +165,31 @@ impl IoThread {
                 return Closed::Eof;
             }
             let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
-            let mut ended = None;
+            // Why the stream ended, if it did; a message read before the end (an Exit saying
+            // why) takes precedence.
+            let mut io_end = None;
             for event in events.iter().filter(|e| e.token() == STREAM) {
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     match link.read_available(&mut buf) {
                         Ok(ReadEnd::Open) => {}
-                        Ok(ReadEnd::Eof) => ended = Some(Closed::Eof),
-                        Err(e) => ended = Some(Closed::Failed(e)),
+                        Ok(ReadEnd::Eof) => io_end = Some(Closed::Eof),
+                        Err(e) => io_end = Some(Closed::Failed(e)),
                     }
                 }
             }
             if let Err(e) = link.proto.handle_timeout(now_ms()) {
-                ended.get_or_insert(Closed::Failed(e.into()));
+                io_end.get_or_insert(Closed::Failed(e.into()));
             }
+            let mut msg_end = None;
             while let Some(msg) = link.proto.poll_event() {
                 if let Some(closed) = self.handle(&mut link, msg) {
-                    ended.get_or_insert(closed);
+                    msg_end.get_or_insert(closed);
                 }
             }
             if let Err(e) = link.flush() {
-                ended.get_or_insert(Closed::Failed(e));
+                io_end.get_or_insert(Closed::Failed(e));
             }
+            let ended = msg_end.or(io_end);
             if let Some(closed) = ended {
                 return closed;
             }
@@ -232,42 +198,20 @@ impl IoThread {
 
     fn handle(&self, link: &mut Link, msg: Message) -> Option<Closed> {
         match msg {
-            Message::Hello(_host) => {
-                let mut identity = local_identity();
-                identity.label = self.ctx.label.clone();
-                let hello = Hello {
-                    role: Role::Daemon,
-                    identity,
-                    auth: Vec::new(),
+            Message::Hello(host) => {
+                let proof = match &self.ctx.secret {
+                    Some(secret) => auth::proof(secret, &host.auth),
+                    None => Vec::new(),
                 };
-                link.proto
-                    .send(Message::Hello(hello))
-                    .err()
-                    .map(|e| Closed::Failed(e.into()))
+                link.proto.send(Message::Auth { proof }).err().map(|e| Closed::Failed(e.into()))
             }
-            Message::Init {
-                daemon_id,
-                rng_stream,
-                blob,
-            } => {
-                let _ = self.tx.send(Event::Init {
-                    daemon_id,
-                    rng_stream,
-                    blob,
-                });
+            Message::Init { daemon_id, rng_stream, blob } => {
+                let _ = self.tx.send(Event::Init { daemon_id, rng_stream, blob });
                 None
             }
-            Message::Task {
-                id,
-                everywhere,
-                payload,
-            } => {
+            Message::Task { id, everywhere, payload } => {
                 self.ctx.interrupt.reset();
-                let _ = self.tx.send(Event::Task {
-                    id,
-                    everywhere,
-                    payload,
-                });
+                let _ = self.tx.send(Event::Task { id, everywhere, payload });
                 None
             }
             Message::Cancel { .. } => {
@@ -276,7 +220,7 @@ impl IoThread {
                 None
             }
             Message::Exit { reason, detail } => Some(Closed::Exit(reason, detail)),
-            Message::Result { .. } | Message::Heartbeat => None,
+            Message::Result { .. } | Message::Heartbeat | Message::Auth { .. } => None,
         }
     }
 }

@@ -65,10 +65,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new() -> Self {
-        Dispatcher {
-            generation: 1,
-            ..Dispatcher::default()
-        }
+        Dispatcher { generation: 1, ..Dispatcher::default() }
     }
 
     /// A new task. Returns its assignment when a daemon can take it now; otherwise it queues.
@@ -81,23 +78,14 @@ impl Dispatcher {
         }
         self.queued_bytes += payload.len() as u64;
         self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
-        self.queue.insert(
-            id,
-            Queued {
-                everywhere,
-                payload,
-            },
-        );
+        self.queue.insert(id, Queued { everywhere, payload });
         None
     }
 
     /// A daemon finished its handshake: it becomes idle and takes queued work.
     pub fn connect(&mut self, daemon: DaemonKey) -> Vec<Assignment> {
         // One generation behind, so a daemon joining mid-barrier is eligible for it.
-        let slot = Slot {
-            busy: None,
-            sync_gen: self.generation.wrapping_sub(1),
-        };
+        let slot = Slot { busy: None, sync_gen: self.generation.wrapping_sub(1) };
         if self.slots.insert(daemon, slot).is_none() {
             self.cumulative += 1;
         }
@@ -190,22 +178,12 @@ impl Dispatcher {
     /// took a copy of the broadcast take nothing.
     fn take_eligible(&mut self) -> Option<DaemonKey> {
         let pos = self.idle.iter().position(|d| {
-            !(self.syncing
-                && self
-                    .slots
-                    .get(d)
-                    .is_some_and(|s| s.sync_gen == self.generation))
+            !(self.syncing && self.slots.get(d).is_some_and(|s| s.sync_gen == self.generation))
         })?;
         self.idle.remove(pos)
     }
 
-    fn assign(
-        &mut self,
-        daemon: DaemonKey,
-        id: u64,
-        everywhere: bool,
-        payload: Vec<u8>,
-    ) -> Assignment {
+    fn assign(&mut self, daemon: DaemonKey, id: u64, everywhere: bool, payload: Vec<u8>) -> Assignment {
         if let Some(slot) = self.slots.get_mut(&daemon) {
             slot.busy = Some(id);
             if everywhere {
@@ -220,12 +198,7 @@ impl Dispatcher {
             self.syncing = false;
             self.generation = self.generation.wrapping_add(1);
         }
-        Assignment {
-            daemon,
-            id,
-            everywhere,
-            payload,
-        }
+        Assignment { daemon, id, everywhere, payload }
     }
 }
 
@@ -258,16 +231,7 @@ mod tests {
         // An idle daemon takes a new task at once.
         assert_eq!(d.submit(5, false, vec![]).map(|a| a.daemon), Some(8));
         let c = d.counters();
-        assert_eq!(
-            (
-                c.connections,
-                c.cumulative,
-                c.awaiting,
-                c.executing,
-                c.completed
-            ),
-            (2, 2, 0, 1, 4)
-        );
+        assert_eq!((c.connections, c.cumulative, c.awaiting, c.executing, c.completed), (2, 2, 0, 1, 4));
     }
 
     #[test]
@@ -277,11 +241,7 @@ mod tests {
         d.submit(1, false, vec![]);
         d.submit(2, false, vec![]);
         assert_eq!(d.disconnect(1), Some(1));
-        assert_eq!(
-            d.counters().awaiting,
-            1,
-            "queued work waits for another daemon"
-        );
+        assert_eq!(d.counters().awaiting, 1, "queued work waits for another daemon");
         assert_eq!(ids(&d.connect(2)), vec![(2, 2)]);
     }
 
@@ -321,14 +281,8 @@ mod tests {
         let a = d.submit(101, true, vec![]).unwrap();
         let b = d.submit(102, true, vec![]).unwrap();
         assert_eq!((a.daemon, b.daemon), (2, 3));
-        assert!(
-            d.submit(103, false, vec![]).is_none(),
-            "last copy waits for an untagged daemon"
-        );
-        assert!(
-            d.submit(104, false, vec![]).is_none(),
-            "later tasks wait behind the barrier"
-        );
+        assert!(d.submit(103, false, vec![]).is_none(), "last copy waits for an untagged daemon");
+        assert!(d.submit(104, false, vec![]).is_none(), "later tasks wait behind the barrier");
         // Daemon 2 finishes its copy, but it is tagged: nothing moves.
         let (_, next) = d.complete(2, false);
         assert!(next.is_empty());

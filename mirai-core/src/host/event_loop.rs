@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
-use mirai_proto::{Conn, ErrorCode, ExitReason, Hello, Message, Role};
+use mirai_proto::{Conn, ErrorCode, ExitReason, Hello, Identity, Message, Role};
 use slab::Slab;
 
 use super::{Completions, Shared, WAKER};
+use crate::auth;
 use crate::clock::{now_ms, until};
 use crate::identity::local_identity;
 use crate::link::{Link, ReadEnd};
@@ -26,7 +27,7 @@ struct Loop {
     shared: Arc<Shared>,
     poll: Poll,
     listener: Listener,
-    links: Slab<Arc<Mutex<Link>>>,
+    links: Slab<LinkSlot>,
     /// Protocol deadlines (handshake, heartbeat, peer timeout) by connection; stale entries
     /// are re-checked against the connection when reached.
     link_timers: BinaryHeap<Reverse<(u64, usize)>>,
@@ -36,11 +37,15 @@ struct Loop {
     closing: Vec<usize>,
 }
 
+/// A connection, with the challenge its daemon must answer and who it said it was.
+struct LinkSlot {
+    link: Arc<Mutex<Link>>,
+    challenge: Vec<u8>,
+    identity: Option<Identity>,
+}
+
 pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
-    if let Err(e) = poll
-        .registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)
-    {
+    if let Err(e) = poll.registry().register(&mut listener, LISTENER, Interest::READABLE) {
         log::error!("host {}: cannot watch the listener: {e}", shared.url);
         return;
     }
@@ -60,13 +65,10 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
             if st.closing {
                 break;
             }
-            let next = [
-                lp.shared.next_deadline(&mut st),
-                lp.link_timers.peek().map(|r| r.0.0),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let next = [lp.shared.next_deadline(&mut st), lp.link_timers.peek().map(|r| r.0.0)]
+                .into_iter()
+                .flatten()
+                .min();
             st.wake_at = next;
             next.map(until)
         };
@@ -108,46 +110,26 @@ impl Loop {
             };
             let key = self.links.vacant_key();
             let token = Token(key + FIRST_LINK);
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                log::warn!(
-                    "host {}: cannot watch a new connection: {e}",
-                    self.shared.url
-                );
+            if let Err(e) =
+                self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
+                log::warn!("host {}: cannot watch a new connection: {e}", self.shared.url);
                 continue;
             }
-            let hello = Hello {
-                role: Role::Host,
-                identity: local_identity(),
-                auth: Vec::new(),
-            };
-            let proto = match Conn::host(self.shared.proto, now_ms(), hello) {
-                Ok(p) => p,
-                Err(e) => {
-                    log::warn!("host {}: {e}", self.shared.url);
-                    continue;
-                }
-            };
-            let mut link = Link::new(stream, proto);
-            let flushed = link.flush();
+            let challenge = if self.shared.secret.is_some() { auth::challenge() } else { Vec::new() };
+            // The daemon speaks first; nothing to send until its Hello arrives.
+            let link = Link::new(stream, Conn::host(self.shared.proto, now_ms()));
             if let Some(t) = link.proto.poll_timeout() {
                 self.link_timers.push(Reverse((t, key)));
             }
-            self.links.insert(Arc::new(Mutex::new(link)));
-            if let Err(e) = flushed {
-                log::warn!("host {}: new connection failed: {e}", self.shared.url);
-                self.closing.push(key);
-            }
+            self.links.insert(LinkSlot { link: Arc::new(Mutex::new(link)), challenge, identity: None });
         }
     }
 
     /// Handles readiness on one connection: read and flush under its own lock, then apply the
     /// decoded messages under the state lock.
     fn service(&mut self, key: usize, event: &Event) {
-        let Some(link) = self.links.get(key).cloned() else {
+        let Some(link) = self.links.get(key).map(|s| s.link.clone()) else {
             return;
         };
         let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,7 +163,8 @@ impl Loop {
 
         let mut completions = Completions::new();
         if !msgs.is_empty() {
-            let mut st = self.shared.lock();
+            let shared = self.shared.clone();
+            let mut st = shared.lock();
             for msg in msgs {
                 if !self.apply(&mut st, key, &link, msg, &mut completions) {
                     self.closing.push(key);
@@ -200,7 +183,7 @@ impl Loop {
 
     /// Applies one message from a daemon; false means close the connection.
     fn apply(
-        &self,
+        &mut self,
         st: &mut super::State,
         key: usize,
         link: &Arc<Mutex<Link>>,
@@ -208,31 +191,58 @@ impl Loop {
         completions: &mut Completions,
     ) -> bool {
         match msg {
-            Message::Hello(hello) => match self.shared.accept(st, key, link, hello.identity) {
-                Ok(()) => true,
-                Err(e) => {
-                    log::warn!("host {}: cannot initialise daemon: {e}", self.shared.url);
-                    false
+            Message::Hello(hello) => {
+                let Some(slot) = self.links.get_mut(key) else { return false };
+                slot.identity = Some(hello.identity);
+                let reply =
+                    Hello { role: Role::Host, identity: local_identity(), auth: slot.challenge.clone() };
+                let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
+                match guard.send(Message::Hello(reply)) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        log::warn!("host {}: closing connection {key}: {e}", self.shared.url);
+                        false
+                    }
                 }
-            },
-            Message::Result {
-                status,
-                last,
-                payload,
-                ..
-            } => {
-                self.shared
-                    .on_result(st, key, status.into(), last, payload, completions);
+            }
+            Message::Auth { proof } => {
+                let Some(slot) = self.links.get(key) else { return false };
+                let identity = slot.identity.clone().unwrap_or_default();
+                let genuine = match &self.shared.secret {
+                    None => true,
+                    Some(secret) => auth::verify(secret, &slot.challenge, &proof),
+                };
+                if !genuine {
+                    log::warn!(
+                        "host {}: connection {key} from {} pid {} failed authentication",
+                        self.shared.url,
+                        identity.hostname,
+                        identity.pid
+                    );
+                    let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = guard.send(Message::Exit {
+                        reason: ExitReason::AuthFailed,
+                        detail: "authentication failed".into(),
+                    });
+                    return false;
+                }
+                match self.shared.accept(st, key, link, identity) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log::warn!("host {}: cannot initialise daemon: {e}", self.shared.url);
+                        false
+                    }
+                }
+            }
+            Message::Result { status, last, payload, .. } => {
+                self.shared.on_result(st, key, status.into(), last, payload, completions);
                 true
             }
             Message::Exit { reason, detail } => {
                 let daemon = st.daemons.get(&key).map(|d| d.info.daemon_id);
                 match reason {
                     ExitReason::ProtocolViolation | ExitReason::VersionMismatch => {
-                        log::warn!(
-                            "host {}: daemon {daemon:?} left: {reason:?} {detail}",
-                            self.shared.url
-                        )
+                        log::warn!("host {}: daemon {daemon:?} left: {reason:?} {detail}", self.shared.url)
                     }
                     _ => log::debug!("daemon {daemon:?} left: {reason:?} {detail}"),
                 }
@@ -257,7 +267,7 @@ impl Loop {
                 break;
             }
             self.link_timers.pop();
-            let Some(link) = self.links.get(key) else {
+            let Some(link) = self.links.get(key).map(|s| &s.link) else {
                 continue;
             };
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,7 +300,7 @@ impl Loop {
         let mut completions = Completions::new();
         let mut st = self.shared.lock();
         for key in self.closing.drain(..) {
-            let Some(link) = self.links.try_remove(key) else {
+            let Some(LinkSlot { link, .. }) = self.links.try_remove(key) else {
                 continue;
             };
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
@@ -305,12 +315,9 @@ impl Loop {
 
     /// The host is closing: tell every daemon so and close every connection.
     fn shutdown(&mut self) {
-        for (_, link) in self.links.iter() {
-            let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = guard.send(Message::Exit {
-                reason: ExitReason::Closing,
-                detail: String::new(),
-            });
+        for (_, slot) in self.links.iter() {
+            let mut guard = slot.link.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = guard.send(Message::Exit { reason: ExitReason::Closing, detail: String::new() });
             let _ = self.poll.registry().deregister(&mut guard.stream);
             guard.stream.shutdown();
         }

@@ -24,12 +24,14 @@ use mirai_proto::{ErrorCode, ExitReason, Identity, Message};
 pub use dispatcher::Counters;
 use dispatcher::{Assignment, DaemonKey, Dispatcher};
 
+use crate::auth::Auth;
 use crate::clock::deadline_after;
 use crate::error::Error;
 use crate::link::Link;
 use crate::notify::Notifier;
 use crate::rng::{self, Stream};
 use crate::task::{Callback, Task, TaskCell, TaskStatus};
+use crate::tls::{self, ServerIdentity};
 use crate::transport::Listener;
 use crate::url::Url;
 
@@ -53,6 +55,11 @@ pub struct HostOptions {
     pub heartbeat: Option<Duration>,
     /// Drop a daemon that sent nothing (heartbeats included) for this long.
     pub peer_timeout: Option<Duration>,
+    /// Certificate, key and the CA daemons should trust, for `tls+tcp://`; `None` generates a
+    /// short-lived CA and a certificate for the URL's host at start.
+    pub tls: Option<ServerIdentity>,
+    /// How daemons prove they may connect.
+    pub auth: Auth,
 }
 
 impl Default for HostOptions {
@@ -65,6 +72,8 @@ impl Default for HostOptions {
             handshake_timeout: Duration::from_secs(30),
             heartbeat: None,
             peer_timeout: None,
+            tls: None,
+            auth: Auth::Random,
         }
     }
 }
@@ -134,6 +143,10 @@ pub(crate) struct Shared {
     notifier: Notifier,
     url: Url,
     proto: mirai_proto::Config,
+    /// Daemons must prove knowledge of this (None: authentication disabled).
+    secret: Option<Vec<u8>>,
+    /// The CA certificate daemons verify a TLS host with.
+    tls_ca: Option<String>,
 }
 
 /// A host. Dropping it closes it.
@@ -153,10 +166,20 @@ impl Host {
     /// free port, reported by [`Host::url`].
     pub fn listen(url: &str, options: HostOptions) -> Result<Host, Error> {
         let url = Url::parse(url)?;
-        let (listener, url) = Listener::bind(&url)?;
+        let secret = options.auth.resolve()?;
+        let (server_tls, tls_ca) = if url.is_tls() {
+            let identity = match options.tls {
+                Some(identity) => identity,
+                None => tls::generate(&url)?,
+            };
+            let config = tls::server_config(&identity.cert_chain_pem, &identity.key_pem)?;
+            (Some(config), Some(identity.ca_pem))
+        } else {
+            (None, None)
+        };
+        let (listener, url) = Listener::bind(&url, server_tls)?;
         let poll = Poll::new().map_err(|e| Error::io("cannot create poller", e))?;
-        let waker =
-            Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?;
         let notifier = Notifier::new().map_err(|e| Error::io("cannot create completion fd", e))?;
         let proto = mirai_proto::Config {
             max_frame: options.max_frame,
@@ -185,16 +208,15 @@ impl Host {
             notifier,
             url,
             proto,
+            secret,
+            tls_ca,
         });
         let loop_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("mirai-host".into())
             .spawn(move || event_loop::run(loop_shared, poll, listener))
             .map_err(|e| Error::io("cannot start host thread", e))?;
-        Ok(Host {
-            shared,
-            thread: Mutex::new(Some(thread)),
-        })
+        Ok(Host { shared, thread: Mutex::new(Some(thread)) })
     }
 
     /// The URL daemons dial, with the actual port when port 0 was asked for.
@@ -202,14 +224,46 @@ impl Host {
         self.shared.url.to_string()
     }
 
+    /// The secret daemons must prove they know (None when authentication is disabled).
+    /// Launchers hand it to daemons in the `MIRAI_SECRET` environment variable, hex-encoded.
+    pub fn secret(&self) -> Option<&[u8]> {
+        self.shared.secret.as_deref()
+    }
+
+    /// The CA certificate (PEM) daemons need to verify this host, for `tls+tcp://` hosts.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.shared.tls_ca.as_deref()
+    }
+
+    /// Environment variables a daemon of this host needs: the secret and the TLS CA.
+    pub fn daemon_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(secret) = self.secret() {
+            env.push((crate::auth::SECRET_ENV.to_string(), crate::auth::to_hex(secret)));
+        }
+        if let Some(ca) = self.tls_ca_pem() {
+            env.push((crate::tls::CA_ENV.to_string(), ca.to_string()));
+        }
+        env
+    }
+
+    /// Starts `n` local daemon processes from `template`, with this host's URL filled in and
+    /// the secret and TLS CA passed in their environment.
+    pub fn launch_local(
+        &self,
+        n: usize,
+        template: &crate::launch::CommandTemplate,
+    ) -> Result<Vec<crate::launch::LocalDaemon>, Error> {
+        let mut t = template.clone();
+        t.env.extend(self.daemon_env());
+        crate::launch::spawn_local(&self.url(), &t, n)
+    }
+
     /// Submits a task and returns its handle at once. Blocks only while the queue is at its
     /// memory cap.
     pub fn submit(&self, payload: Vec<u8>, options: SubmitOptions) -> Result<Task, Error> {
         let mut st = self.shared.lock();
-        while !st.closing
-            && st.memory_limit > 0
-            && st.dispatcher.queued_bytes().0 >= st.memory_limit
-        {
+        while !st.closing && st.memory_limit > 0 && st.dispatcher.queued_bytes().0 >= st.memory_limit {
             st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         self.shared.submit_locked(&mut st, payload, false, options)
@@ -230,22 +284,14 @@ impl Host {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
         loop {
-            if st.closing
-                || st.memory_limit == 0
-                || st.dispatcher.queued_bytes().0 < st.memory_limit
-            {
+            if st.closing || st.memory_limit == 0 || st.dispatcher.queued_bytes().0 < st.memory_limit {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            st = self
-                .shared
-                .cv
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = self.shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
@@ -254,18 +300,11 @@ impl Host {
     /// submitted later are dispatched only after every copy has been.
     pub fn everywhere(&self, payload: &[u8], min: usize) -> Result<Vec<Task>, Error> {
         let mut st = self.shared.lock();
-        let n = (st.dispatcher.counters().connections as usize)
-            .max(min)
-            .max(1);
+        let n = (st.dispatcher.counters().connections as usize).max(min).max(1);
         (0..n)
             .map(|i| {
                 let marked = i + 1 < n;
-                self.shared.submit_locked(
-                    &mut st,
-                    payload.to_vec(),
-                    marked,
-                    SubmitOptions::default(),
-                )
+                self.shared.submit_locked(&mut st, payload.to_vec(), marked, SubmitOptions::default())
             })
             .collect()
     }
@@ -279,11 +318,7 @@ impl Host {
     pub fn memory(&self) -> Memory {
         let st = self.shared.lock();
         let (used, peak) = st.dispatcher.queued_bytes();
-        Memory {
-            used,
-            peak,
-            limit: (st.memory_limit > 0).then_some(st.memory_limit),
-        }
+        Memory { used, peak, limit: (st.memory_limit > 0).then_some(st.memory_limit) }
     }
 
     /// The daemons connected now, in order of connection.
@@ -310,11 +345,7 @@ impl Host {
                     if left.is_zero() {
                         return false;
                     }
-                    self.shared
-                        .cv
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
+                    self.shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
                 }
             };
         }
@@ -350,10 +381,7 @@ impl Host {
         let st = self.shared.lock();
         for d in st.daemons.values() {
             let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = link.send(Message::Exit {
-                reason: ExitReason::Shutdown,
-                detail: String::new(),
-            });
+            let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
         }
     }
 
@@ -369,11 +397,7 @@ impl Host {
                 st.dispatcher.clear_queue();
                 let mut c: Completions = Vec::new();
                 for (_, e) in st.tasks.drain() {
-                    c.push((
-                        e.cell,
-                        TaskStatus::Failed(ErrorCode::ConnectionReset),
-                        Vec::new(),
-                    ));
+                    c.push((e.cell, TaskStatus::Failed(ErrorCode::ConnectionReset), Vec::new()));
                 }
                 c
             }
@@ -415,13 +439,7 @@ impl Shared {
         st.next_task += 1;
         let id = st.next_task;
         let cell = TaskCell::new(id, options.notify, options.callback);
-        st.tasks.insert(
-            id,
-            TaskEntry {
-                cell: cell.clone(),
-                daemon: None,
-            },
-        );
+        st.tasks.insert(id, TaskEntry { cell: cell.clone(), daemon: None });
         if let Some(timeout) = options.timeout {
             let deadline = deadline_after(timeout);
             st.timers.push(Reverse((deadline, id)));
@@ -432,10 +450,7 @@ impl Shared {
         if let Some(a) = st.dispatcher.submit(id, everywhere, payload) {
             self.assign(st, a);
         }
-        Ok(Task {
-            cell,
-            host: Arc::downgrade(self),
-        })
+        Ok(Task { cell, host: Arc::downgrade(self) })
     }
 
     /// Sends an assigned task to its daemon.
@@ -447,17 +462,9 @@ impl Shared {
             return;
         };
         let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-        let msg = Message::Task {
-            id: a.id,
-            everywhere: a.everywhere,
-            payload: a.payload,
-        };
+        let msg = Message::Task { id: a.id, everywhere: a.everywhere, payload: a.payload };
         if let Err(e) = link.send(msg) {
-            log::warn!(
-                "daemon {}: cannot send task {}: {e}",
-                d.info.daemon_id,
-                a.id
-            );
+            log::warn!("daemon {}: cannot send task {}: {e}", d.info.daemon_id, a.id);
             st.dead.push(a.daemon);
             let _ = self.waker.wake();
         }
@@ -474,9 +481,7 @@ impl Shared {
             Some(key) => {
                 if let Some(d) = st.daemons.get(&key) {
                     let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-                    if link.proto.in_flight() == Some(id)
-                        && link.send(Message::Cancel { id }).is_err()
-                    {
+                    if link.proto.in_flight() == Some(id) && link.send(Message::Cancel { id }).is_err() {
                         drop(link);
                         st.dead.push(key);
                         let _ = self.waker.wake();
@@ -504,28 +509,13 @@ impl Shared {
         st.next_daemon += 1;
         st.stream = rng::next_stream(st.stream);
         let daemon_id = st.next_daemon;
-        link.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Message::Init {
-                daemon_id,
-                rng_stream: st.stream,
-                blob: st.init_blob.clone(),
-            })?;
-        log::debug!(
-            "daemon {daemon_id} connected: {} pid {}",
-            identity.hostname,
-            identity.pid
-        );
-        st.daemons.insert(
-            key,
-            DaemonEntry {
-                link: link.clone(),
-                info: DaemonInfo {
-                    daemon_id,
-                    identity,
-                },
-            },
-        );
+        link.lock().unwrap_or_else(|e| e.into_inner()).send(Message::Init {
+            daemon_id,
+            rng_stream: st.stream,
+            blob: st.init_blob.clone(),
+        })?;
+        log::debug!("daemon {daemon_id} connected: {} pid {}", identity.hostname, identity.pid);
+        st.daemons.insert(key, DaemonEntry { link: link.clone(), info: DaemonInfo { daemon_id, identity } });
         for a in st.dispatcher.connect(key) {
             self.assign(st, a);
         }
@@ -552,10 +542,7 @@ impl Shared {
         if last {
             if let Some(d) = st.daemons.remove(&key) {
                 let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = link.send(Message::Exit {
-                    reason: ExitReason::Shutdown,
-                    detail: String::new(),
-                });
+                let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
             }
             self.cv.notify_all();
         }
@@ -570,11 +557,7 @@ impl Shared {
         if let Some(id) = st.dispatcher.disconnect(key)
             && let Some(e) = st.tasks.remove(&id)
         {
-            out.push((
-                e.cell,
-                TaskStatus::Failed(ErrorCode::ConnectionReset),
-                Vec::new(),
-            ));
+            out.push((e.cell, TaskStatus::Failed(ErrorCode::ConnectionReset), Vec::new()));
         }
         if known {
             self.cv.notify_all();

@@ -1,11 +1,14 @@
 //! Helpers for tests that run real daemon processes against a real host.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use mirai_core::launch::{CommandTemplate, LocalDaemon, spawn_local};
+use mirai_core::launch::{CommandTemplate, LocalDaemon};
 use mirai_core::{Host, HostOptions, SubmitOptions, Task, TaskStatus};
+use mirai_proto::{Config, Conn, Hello, Identity, Message, Role};
 
 /// Generous bound for anything that should happen "at once"; only hit when something hangs.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -17,11 +20,7 @@ pub fn daemon_bin() -> &'static str {
 /// A fresh abstract-socket URL, unique per test process and call.
 pub fn unique_url() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "abstract://mirai-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("abstract://mirai-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn template(args: &[&str]) -> CommandTemplate {
@@ -33,7 +32,7 @@ pub fn template(args: &[&str]) -> CommandTemplate {
 /// Starts `n` test daemons with `args` against `host` and waits until all are connected.
 pub fn launch(host: &Host, n: usize, args: &[&str]) -> Vec<LocalDaemon> {
     let before = host.counters().connections;
-    let daemons = spawn_local(&host.url(), &template(args), n).expect("spawn daemons");
+    let daemons = host.launch_local(n, &template(args)).expect("spawn daemons");
     assert!(
         host.wait_connections(before + n as u64, Some(PATIENCE)),
         "daemons did not connect: {:?}",
@@ -47,17 +46,12 @@ pub fn host() -> Host {
 }
 
 pub fn submit(host: &Host, text: &str) -> Task {
-    host.submit(text.as_bytes().to_vec(), SubmitOptions::default())
-        .expect("submit")
+    host.submit(text.as_bytes().to_vec(), SubmitOptions::default()).expect("submit")
 }
 
 /// Waits for a task and returns its status and payload as text.
 pub fn outcome(task: &Task) -> (TaskStatus, String) {
-    assert!(
-        task.wait(Some(PATIENCE)),
-        "task {} did not resolve",
-        task.id()
-    );
+    assert!(task.wait(Some(PATIENCE)), "task {} did not resolve", task.id());
     let payload = task.take_payload().unwrap_or_default();
     (task.status().unwrap(), String::from_utf8(payload).unwrap())
 }
@@ -66,5 +60,34 @@ pub fn value(task: &Task) -> String {
     match outcome(task) {
         (TaskStatus::Value, text) => text,
         other => panic!("task {} ended {other:?}", task.id()),
+    }
+}
+
+/// Runs a daemon's side of the handshake by hand over a blocking socket, answering the host's
+/// challenge with `answer(challenge)`. Returns the socket once accepted, or the host's `Exit`.
+pub fn raw_handshake(port: u16, answer: impl Fn(&[u8]) -> Vec<u8>) -> Result<TcpStream, Message> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let identity = Identity { pid: 1, hostname: "raw".into(), label: "raw".into() };
+    let hello = Hello { role: Role::Daemon, identity, auth: vec![] };
+    let mut conn = Conn::daemon(Config::default(), 0, hello).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut out = [&[][..]; 4];
+        let k = conn.transmit(&mut out);
+        let bytes: Vec<u8> = out[..k].concat();
+        s.write_all(&bytes).unwrap();
+        conn.transmitted(bytes.len());
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "host closed the connection without a word");
+        conn.feed(0, &buf[..n]).unwrap();
+        while let Some(msg) = conn.poll_event() {
+            match msg {
+                Message::Hello(host) => conn.send(Message::Auth { proof: answer(&host.auth) }).unwrap(),
+                Message::Init { .. } => return Ok(s),
+                exit @ Message::Exit { .. } => return Err(exit),
+                _ => {}
+            }
+        }
     }
 }

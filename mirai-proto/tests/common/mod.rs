@@ -4,27 +4,15 @@
 use mirai_proto::{Config, Conn, Hello, Identity, Message, ProtoError, Role};
 
 pub fn identity(label: &str) -> Identity {
-    Identity {
-        pid: 42,
-        hostname: "node".into(),
-        label: label.into(),
-    }
+    Identity { pid: 42, hostname: "node".into(), label: label.into() }
 }
 
 pub fn host_hello(challenge: &[u8]) -> Hello {
-    Hello {
-        role: Role::Host,
-        identity: identity("host"),
-        auth: challenge.to_vec(),
-    }
+    Hello { role: Role::Host, identity: identity("host"), auth: challenge.to_vec() }
 }
 
 pub fn daemon_hello(proof: &[u8]) -> Hello {
-    Hello {
-        role: Role::Daemon,
-        identity: identity("daemon"),
-        auth: proof.to_vec(),
-    }
+    Hello { role: Role::Daemon, identity: identity("daemon"), auth: proof.to_vec() }
 }
 
 /// Everything a conn has queued for transmission, taken out as one byte vector.
@@ -52,63 +40,21 @@ pub fn every_message() -> Vec<Message> {
     vec![
         Message::Hello(host_hello(b"challenge-bytes")),
         Message::Hello(daemon_hello(&[7u8; 32])),
-        Message::Init {
-            daemon_id: 3,
-            rng_stream: [1, 2, 3, 4, 5, u32::MAX],
-            blob: b"init".to_vec(),
-        },
-        Message::Init {
-            daemon_id: 0,
-            rng_stream: [0; 6],
-            blob: Vec::new(),
-        },
-        Message::Task {
-            id: 1,
-            everywhere: false,
-            payload: b"task payload".to_vec(),
-        },
-        Message::Task {
-            id: u64::MAX,
-            everywhere: true,
-            payload: vec![0xAB; 10_000],
-        },
-        Message::Task {
-            id: 9,
-            everywhere: false,
-            payload: Vec::new(),
-        },
-        Message::Result {
-            id: 1,
-            status: Status::Value,
-            last: false,
-            payload: b"42".to_vec(),
-        },
-        Message::Result {
-            id: 2,
-            status: Status::Error,
-            last: true,
-            payload: b"boom".to_vec(),
-        },
-        Message::Result {
-            id: 3,
-            status: Status::Interrupted,
-            last: false,
-            payload: Vec::new(),
-        },
+        Message::Init { daemon_id: 3, rng_stream: [1, 2, 3, 4, 5, u32::MAX], blob: b"init".to_vec() },
+        Message::Init { daemon_id: 0, rng_stream: [0; 6], blob: Vec::new() },
+        Message::Task { id: 1, everywhere: false, payload: b"task payload".to_vec() },
+        Message::Task { id: u64::MAX, everywhere: true, payload: vec![0xAB; 10_000] },
+        Message::Task { id: 9, everywhere: false, payload: Vec::new() },
+        Message::Result { id: 1, status: Status::Value, last: false, payload: b"42".to_vec() },
+        Message::Result { id: 2, status: Status::Error, last: true, payload: b"boom".to_vec() },
+        Message::Result { id: 3, status: Status::Interrupted, last: false, payload: Vec::new() },
         Message::Cancel { id: 77 },
-        Message::Exit {
-            reason: ExitReason::Shutdown,
-            detail: String::new(),
-        },
-        Message::Exit {
-            reason: ExitReason::MaxTasks,
-            detail: "after 3 tasks".into(),
-        },
-        Message::Exit {
-            reason: ExitReason::AuthFailed,
-            detail: "bad proof".into(),
-        },
+        Message::Exit { reason: ExitReason::Shutdown, detail: String::new() },
+        Message::Exit { reason: ExitReason::MaxTasks, detail: "after 3 tasks".into() },
+        Message::Exit { reason: ExitReason::AuthFailed, detail: "bad proof".into() },
         Message::Heartbeat,
+        Message::Auth { proof: vec![9; 32] },
+        Message::Auth { proof: Vec::new() },
     ]
 }
 
@@ -133,14 +79,9 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(config: Config) -> Self {
-        let host = Conn::host(config, 0, host_hello(b"nonce")).expect("host");
-        let daemon = Conn::daemon(config, 0);
-        Pair {
-            host,
-            daemon,
-            now: 0,
-            chunk: usize::MAX,
-        }
+        let host = Conn::host(config, 0);
+        let daemon = Conn::daemon(config, 0, daemon_hello(b"")).expect("daemon");
+        Pair { host, daemon, now: 0, chunk: usize::MAX }
     }
 
     /// Moves bytes both ways until neither side has anything to send.
@@ -160,32 +101,27 @@ impl Pair {
         }
     }
 
-    /// Runs the handshake: host hello, daemon hello with a proof, host Init.
-    pub fn handshake(&mut self) {
+    /// The handshake up to the host holding the daemon's proof: daemon hello, host hello with
+    /// the challenge, daemon proof.
+    pub fn introduce(&mut self) {
+        self.drive().unwrap();
+        assert!(matches!(self.host.poll_event(), Some(Message::Hello(h)) if h.role == Role::Daemon));
+        self.host.send(Message::Hello(host_hello(b"nonce"))).unwrap();
         self.drive().unwrap();
         match self.daemon.poll_event() {
             Some(Message::Hello(h)) => assert_eq!(h.auth, b"nonce"),
             other => panic!("daemon expected Hello, got {other:?}"),
         }
-        self.daemon
-            .send(Message::Hello(daemon_hello(b"proof")))
-            .unwrap();
+        self.daemon.send(Message::Auth { proof: b"proof".to_vec() }).unwrap();
         self.drive().unwrap();
-        match self.host.poll_event() {
-            Some(Message::Hello(h)) => assert_eq!(h.auth, b"proof"),
-            other => panic!("host expected Hello, got {other:?}"),
-        }
-        self.host
-            .send(Message::Init {
-                daemon_id: 1,
-                rng_stream: [1; 6],
-                blob: b"blob".to_vec(),
-            })
-            .unwrap();
+        assert_eq!(self.host.poll_event(), Some(Message::Auth { proof: b"proof".to_vec() }));
+    }
+
+    /// The whole handshake: introductions, then the host's Init.
+    pub fn handshake(&mut self) {
+        self.introduce();
+        self.host.send(Message::Init { daemon_id: 1, rng_stream: [1; 6], blob: b"blob".to_vec() }).unwrap();
         self.drive().unwrap();
-        assert!(matches!(
-            self.daemon.poll_event(),
-            Some(Message::Init { daemon_id: 1, .. })
-        ));
+        assert!(matches!(self.daemon.poll_event(), Some(Message::Init { daemon_id: 1, .. })));
     }
 }

@@ -1,0 +1,150 @@
+//! Zero-config TLS: certificates made at host start (a short-lived CA and a leaf signed by it),
+//! rustls configurations for both ends, and PEM handling for user-supplied material. The host's
+//! private keys never leave the host; daemons get only the CA certificate.
+
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use time::{Duration as Days, OffsetDateTime};
+
+use crate::error::Error;
+use crate::identity::hostname;
+use crate::url::Url;
+
+/// Environment variable through which launchers hand daemons the CA certificate (PEM).
+pub const CA_ENV: &str = "MIRAI_TLS_CA";
+
+/// How long generated certificates are valid: enough for any pool, short enough that a leaked
+/// CA certificate soon means nothing. A day of slack before now tolerates clock skew.
+const VALIDITY_DAYS: i64 = 30;
+
+/// A host's TLS material, in PEM.
+#[derive(Clone)]
+pub struct ServerIdentity {
+    /// The certificate chain, leaf first.
+    pub cert_chain_pem: String,
+    pub key_pem: String,
+    /// The certificate daemons must trust: the generated CA, or what the user supplied.
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity").field("ca_pem", &self.ca_pem).finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Tls(format!("{what}: {e}"))
+}
+
+/// The names a certificate for `url` must carry: its host, or for a listener on every interface,
+/// this machine's name and the loopback addresses.
+fn names_for(url: &Url) -> Vec<String> {
+    match url {
+        Url::Tcp { host, .. } if !host.is_empty() => {
+            vec![host.trim_start_matches('[').trim_end_matches(']').to_string()]
+        }
+        _ => {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+            let h = hostname();
+            if !h.is_empty() {
+                names.push(h);
+            }
+            names
+        }
+    }
+}
+
+/// Generates a CA and a leaf for `url`'s host, valid from a day ago for 30 days.
+pub fn generate(url: &Url) -> Result<ServerIdentity, Error> {
+    let now = OffsetDateTime::now_utc();
+    let names = names_for(url);
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| tls_err("CA parameters", e))?;
+    // A unique name: verifiers look issuers up by name, so two hosts' CAs must not share one.
+    let tag = crate::auth::to_hex(&crate::auth::random(8));
+    ca.distinguished_name.push(DnType::CommonName, format!("mirai ephemeral CA {tag}"));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let (not_before, not_after) = (now - Days::days(1), now + Days::days(VALIDITY_DAYS));
+    ca.not_before = not_before;
+    ca.not_after = not_after;
+    let ca_key = KeyPair::generate().map_err(|e| tls_err("CA key", e))?;
+    let ca = CertifiedIssuer::self_signed(ca, ca_key).map_err(|e| tls_err("CA certificate", e))?;
+
+    let mut leaf = CertificateParams::new(names.clone()).map_err(|e| tls_err("certificate parameters", e))?;
+    leaf.distinguished_name.push(DnType::CommonName, names[0].clone());
+    leaf.not_before = not_before;
+    leaf.not_after = not_after;
+    let leaf_key = KeyPair::generate().map_err(|e| tls_err("key", e))?;
+    let leaf = leaf.signed_by(&leaf_key, &ca).map_err(|e| tls_err("certificate", e))?;
+
+    Ok(ServerIdentity {
+        cert_chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
+        key_pem: leaf_key.serialize_pem(),
+        ca_pem: ca.pem(),
+    })
+}
+
+/// Certificates from PEM text.
+fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(&format!("reading the {what}"), e))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("the {what} holds no PEM certificate")));
+    }
+    Ok(certs)
+}
+
+/// The host's rustls configuration from a PEM chain and key. Encrypted keys are refused with a
+/// clear message.
+pub fn server_config(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, Error> {
+    if key_pem.contains("ENCRYPTED PRIVATE KEY") || key_pem.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(Error::NotSupported(
+            "encrypted private keys: decrypt it first, e.g. `openssl pkey -in key.pem -out plain.pem`".into(),
+        ));
+    }
+    let chain = certs(cert_chain_pem, "certificate chain")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| tls_err("reading the private key", e))?;
+    ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err("TLS versions", e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map(Arc::new)
+        .map_err(|e| tls_err("certificate and key", e))
+}
+
+/// A daemon's rustls configuration: trust exactly the given CA certificate(s).
+pub fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>, Error> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca_pem, "CA certificate")? {
+        roots.add(cert).map_err(|e| tls_err("CA certificate", e))?;
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err("TLS versions", e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The name a daemon checks the host's certificate against: the URL's host.
+pub fn server_name(url: &Url) -> Result<ServerName<'static>, Error> {
+    let Url::Tcp { host, .. } = url else {
+        return Err(Error::InvalidUrl(format!("{url}: TLS needs a tls+tcp:// URL")));
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = if bare.is_empty() { "127.0.0.1" } else { bare };
+    ServerName::try_from(bare.to_string()).map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))
+}

@@ -1,0 +1,229 @@
+//! TLS with generated and user-supplied certificates, and daemon authentication, over real
+//! handshakes.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+use mirai_core::auth::{Auth, proof};
+use mirai_core::tls::{ServerIdentity, generate};
+use mirai_core::{Daemon, DaemonOptions, Error, Evaluation, Evaluator, Host, HostOptions, Interrupt, Url};
+use mirai_proto::{ExitReason, Message, Status};
+
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        LOGS.lock().unwrap().push(record.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static LOGGER: Capture = Capture;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+}
+
+fn logged(needle: &str) -> bool {
+    for _ in 0..2000 {
+        if LOGS.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+struct Echo;
+
+impl Evaluator for Echo {
+    fn evaluate(&mut self, payload: Vec<u8>, _: bool, _: &Interrupt) -> Evaluation {
+        Evaluation { status: Status::Value, payload }
+    }
+}
+
+/// Runs a daemon in this process against `url`; returns how it ended.
+fn run_daemon(url: &str, options: DaemonOptions) -> Result<mirai_core::ExitCode, Error> {
+    let url = url.to_string();
+    std::thread::spawn(move || Daemon::run(&url, options, &mut Echo)).join().unwrap()
+}
+
+fn port_of(host: &Host) -> u16 {
+    host.url().rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn tls_host_serves_daemons_given_its_ca() {
+    for url in ["tls+tcp://127.0.0.1:0", "tls+tcp://localhost:0"] {
+        let host = Host::listen(url, HostOptions::default()).unwrap();
+        assert!(host.url().starts_with("tls+tcp://"));
+        let ca = host.tls_ca_pem().unwrap();
+        assert!(ca.contains("BEGIN CERTIFICATE") && !ca.contains("PRIVATE KEY"));
+        let _d = launch(&host, 2, &[]);
+        let tasks: Vec<_> = (0..100).map(|i| submit(&host, &format!("echo:{i}"))).collect();
+        for (i, t) in tasks.iter().enumerate() {
+            assert_eq!(value(t), i.to_string(), "{url}");
+        }
+        // A large payload crosses TLS records and partial writes intact.
+        let big = format!("echo:{}", "x".repeat(5 << 20));
+        assert_eq!(value(&submit(&host, &big)).len(), 5 << 20);
+    }
+}
+
+fn tls_failure(host: &Host, url: &str, ca: &str) -> String {
+    let options = DaemonOptions {
+        tls_ca: Some(ca.to_string()),
+        secret: host.secret().map(<[u8]>::to_vec),
+        ..DaemonOptions::default()
+    };
+    match run_daemon(url, options) {
+        Err(e) => e.to_string(),
+        Ok(code) => panic!("daemon connected to {url} ({code:?})"),
+    }
+}
+
+#[test]
+fn wrong_ca_is_refused() {
+    let host = Host::listen("tls+tcp://127.0.0.1:0", HostOptions::default()).unwrap();
+    let other = generate(&Url::parse("tls+tcp://127.0.0.1:0").unwrap()).unwrap();
+    let msg = tls_failure(&host, &host.url(), &other.ca_pem);
+    assert!(msg.contains("UnknownIssuer"), "{msg}");
+    assert_eq!(host.counters().cumulative, 0);
+}
+
+#[test]
+fn name_mismatch_is_refused() {
+    let host = Host::listen("tls+tcp://localhost:0", HostOptions::default()).unwrap();
+    let url = format!("tls+tcp://127.0.0.1:{}", port_of(&host));
+    let msg = tls_failure(&host, &url, host.tls_ca_pem().unwrap());
+    assert!(msg.contains("not valid for name"), "{msg}");
+}
+
+#[test]
+fn expired_certificate_is_refused() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    ca.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    leaf.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    let identity =
+        ServerIdentity { cert_chain_pem: cert.pem(), key_pem: key.serialize_pem(), ca_pem: ca.pem() };
+    let options = HostOptions { tls: Some(identity), ..HostOptions::default() };
+    let host = Host::listen("tls+tcp://127.0.0.1:0", options).unwrap();
+    let msg = tls_failure(&host, &host.url(), host.tls_ca_pem().unwrap());
+    assert!(msg.contains("certificate expired"), "{msg}");
+}
+
+#[test]
+fn user_supplied_certificate_and_bad_material() {
+    let mine = generate(&Url::parse("tls+tcp://127.0.0.1:0").unwrap()).unwrap();
+    let options = HostOptions { tls: Some(mine.clone()), ..HostOptions::default() };
+    let host = Host::listen("tls+tcp://127.0.0.1:0", options).unwrap();
+    assert_eq!(host.tls_ca_pem(), Some(mine.ca_pem.as_str()));
+    let _d = launch(&host, 1, &[]);
+    assert_eq!(value(&submit(&host, "echo:mine")), "mine");
+
+    let encrypted = ServerIdentity {
+        key_pem: "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n".into(),
+        ..mine.clone()
+    };
+    let err =
+        Host::listen("tls+tcp://127.0.0.1:0", HostOptions { tls: Some(encrypted), ..HostOptions::default() })
+            .err()
+            .unwrap();
+    assert!(matches!(err, Error::NotSupported(_)) && err.to_string().contains("encrypted"), "{err}");
+
+    let garbage = ServerIdentity { cert_chain_pem: "not a certificate".into(), ..mine };
+    let err =
+        Host::listen("tls+tcp://127.0.0.1:0", HostOptions { tls: Some(garbage), ..HostOptions::default() })
+            .err()
+            .unwrap();
+    assert!(err.to_string().contains("no PEM certificate"), "{err}");
+}
+
+#[test]
+fn plaintext_and_tls_mixups_fail_clearly() {
+    // A plaintext daemon at a TLS port.
+    let tls_host = Host::listen("tls+tcp://127.0.0.1:0", HostOptions::default()).unwrap();
+    let plain_url = format!("tcp://127.0.0.1:{}", port_of(&tls_host));
+    let options = DaemonOptions { secret: tls_host.secret().map(<[u8]>::to_vec), ..DaemonOptions::default() };
+    let msg = run_daemon(&plain_url, options).unwrap_err().to_string();
+    assert!(msg.contains("tls+tcp://"), "the error suggests TLS: {msg}");
+    assert_eq!(tls_host.counters().cumulative, 0);
+
+    // A TLS daemon at a plaintext port.
+    let plain_host = Host::listen("tcp://127.0.0.1:0", HostOptions::default()).unwrap();
+    let tls_url = format!("tls+tcp://127.0.0.1:{}", port_of(&plain_host));
+    let msg = tls_failure(&plain_host, &tls_url, tls_host.tls_ca_pem().unwrap());
+    assert!(msg.contains("without TLS"), "the error suggests plain TCP: {msg}");
+
+    // TLS URL but no CA given.
+    let msg = run_daemon(&tls_host.url(), DaemonOptions::default()).unwrap_err().to_string();
+    assert!(msg.contains("CA certificate"), "{msg}");
+}
+
+#[test]
+fn daemons_must_prove_the_secret() {
+    capture_logs();
+    let host = Host::listen("tcp://127.0.0.1:0", HostOptions::default()).unwrap();
+    let _d = launch(&host, 1, &[]);
+    let port = port_of(&host);
+    let before = host.counters();
+
+    // No proof, and a proof made with the wrong secret.
+    let refused = |r: Result<std::net::TcpStream, Message>| match r {
+        Err(Message::Exit { reason: ExitReason::AuthFailed, .. }) => {}
+        Err(other) => panic!("expected AuthFailed, got {other:?}"),
+        Ok(_) => panic!("accepted without the secret"),
+    };
+    refused(raw_handshake(port, |_| Vec::new()));
+    refused(raw_handshake(port, |c| proof(b"not the secret at all", c)));
+
+    // A proof recorded from one connection, replayed on another.
+    let secret = host.secret().unwrap().to_vec();
+    let recorded = Mutex::new(Vec::new());
+    let accepted = raw_handshake(port, |c| {
+        let p = proof(&secret, c);
+        *recorded.lock().unwrap() = p.clone();
+        p
+    });
+    assert!(accepted.is_ok());
+    let replay = recorded.lock().unwrap().clone();
+    refused(raw_handshake(port, move |_| replay.clone()));
+    assert!(logged("failed authentication"));
+
+    // Refusals touched no counter; the one good connection counted.
+    let after = host.counters();
+    assert_eq!(after.cumulative, before.cumulative + 1);
+    assert_eq!(value(&submit(&host, "echo:still here")), "still here");
+
+    // A daemon given no secret at all is told why.
+    let msg = run_daemon(&host.url(), DaemonOptions::default()).unwrap_err().to_string();
+    assert!(msg.contains("AuthFailed"), "{msg}");
+}
+
+#[test]
+fn authentication_can_be_turned_off_explicitly() {
+    let options = HostOptions { auth: Auth::Disabled, ..HostOptions::default() };
+    let host = Host::listen("tcp://127.0.0.1:0", options).unwrap();
+    assert!(host.secret().is_none());
+    let _daemon = raw_handshake(port_of(&host), |_| Vec::new()).expect("accepted without a proof");
+    assert!(host.wait_connections(1, Some(PATIENCE)));
+    let short = HostOptions { auth: Auth::Secret(b"short".to_vec()), ..HostOptions::default() };
+    assert!(matches!(Host::listen("tcp://127.0.0.1:0", short), Err(Error::InvalidArgument(_))));
+}
