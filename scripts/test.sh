@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== format"
+echo "== format and lints"
 cargo fmt --all -- --check
+cargo clippy -q --workspace --all-targets -- -D warnings
 
 echo "== mirai-proto builds without std (no_std + alloc)"
 cargo build -q -p mirai-proto --no-default-features

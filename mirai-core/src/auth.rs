@@ -90,7 +90,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 pub fn from_hex(text: &str) -> Result<Vec<u8>, Error> {
     let text = text.trim();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(Error::InvalidArgument("a hex secret needs an even number of digits".into()));
     }
     (0..text.len())
