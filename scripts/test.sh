@@ -19,6 +19,16 @@ fi
 echo "== tests"
 cargo test --workspace
 
+echo "== C programs against libmirai.a and libmirai.so (under valgrind when present)"
+bash mirai-ffi/tests/c/run.sh
+
+echo "== install route and pkg-config"
+prefix="$(mktemp -d)"
+bash scripts/install.sh "$prefix" >/dev/null
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig" gcc -Wall -Werror -std=c11 -o "$prefix/quickstart" examples/quickstart.c \
+  $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs mirai) -Wl,-rpath,"$prefix/lib"
+rm -rf "$prefix"
+
 echo "== fuzz the decoder (release build, bounded run)"
 MIRAI_FUZZ_CASES="${MIRAI_FUZZ_CASES:-200000}" \
   cargo test -q --release -p mirai-proto --test fuzz_decoder -- --nocapture 2>&1 | grep -E 'fuzz:|test result'

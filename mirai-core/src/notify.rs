@@ -46,11 +46,16 @@ impl Notifier {
         self.cv.notify_all();
     }
 
-    /// Takes every queued completion, in order, and clears the fd's readiness.
-    pub(crate) fn take(&self) -> Vec<u64> {
+    /// Takes up to `max` queued completions, in order; the fd stays readable while any remain.
+    pub(crate) fn take(&self, max: usize) -> Vec<u64> {
         let mut st = self.lock();
         self.fd.clear();
-        st.queue.drain(..).collect()
+        let n = max.min(st.queue.len());
+        let out = st.queue.drain(..n).collect();
+        if !st.queue.is_empty() {
+            self.fd.raise();
+        }
+        out
     }
 
     pub(crate) fn fd(&self) -> RawFd {

@@ -309,6 +309,11 @@ impl Host {
             .collect()
     }
 
+    /// Whether the host has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closing
+    }
+
     /// The dispatcher's counters.
     pub fn counters(&self) -> Counters {
         self.shared.lock().dispatcher.counters()
@@ -370,9 +375,10 @@ impl Host {
         self.shared.notifier.fd()
     }
 
-    /// The ids of `notify` tasks that resolved since the last call, in order of resolution.
-    pub fn take_completions(&self) -> Vec<u64> {
-        self.shared.notifier.take()
+    /// The ids of `notify` tasks that resolved since the last call, in order of resolution, at
+    /// most `max` of them (the fd stays readable while more wait).
+    pub fn take_completions(&self, max: usize) -> Vec<u64> {
+        self.shared.notifier.take(max)
     }
 
     /// Tells every connected daemon to exit, even those that would stay for a new host

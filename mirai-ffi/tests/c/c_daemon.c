@@ -1,0 +1,164 @@
+/* A daemon written in C, with its own evaluator, serving a host in the same program: init
+ * bundle, values and errors, cancellation through the interrupt hook, maxtasks.
+ * The daemon runs on a second thread here; a language binding runs it on its main thread. */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "check.h"
+
+typedef struct {
+  atomic_int interrupts;
+  atomic_int cleanups;
+  uint64_t daemon_id;
+  uint32_t stream[6];
+} state;
+
+static void on_init(void *userdata, uint64_t daemon_id, const uint32_t *stream,
+                    const uint8_t *blob, size_t len) {
+  state *s = userdata;
+  s->daemon_id = daemon_id;
+  memcpy(s->stream, stream, sizeof s->stream);
+  CHECK(len == 4 && memcmp(blob, "init", 4) == 0);
+}
+
+/* "sleep": waits up to 60 s unless cancelled; "fail": an error; otherwise echo uppercased. */
+static mirai_eval_status evaluate(void *userdata, const uint8_t *data, size_t len,
+                                  bool everywhere, const mirai_interrupt *intr,
+                                  mirai_output *out) {
+  (void)userdata;
+  (void)everywhere;
+  if (len == 5 && memcmp(data, "sleep", 5) == 0) {
+    if (mirai_interrupt_sleep(intr, 60000)) {
+      CHECK(mirai_interrupt_is_set(intr));
+      return MIRAI_EVAL_STATUS_INTERRUPTED;
+    }
+    return MIRAI_EVAL_STATUS_VALUE;
+  }
+  if (len == 4 && memcmp(data, "fail", 4) == 0) {
+    CHECK_OK(mirai_output_set(out, (const uint8_t *)"it failed", 9));
+    return MIRAI_EVAL_STATUS_ERROR;
+  }
+  char upper[64];
+  CHECK(len < sizeof upper);
+  for (size_t i = 0; i < len; i++) {
+    upper[i] = (data[i] >= 'a' && data[i] <= 'z') ? (char)(data[i] - 32) : (char)data[i];
+  }
+  CHECK_OK(mirai_output_set(out, (const uint8_t *)upper, len));
+  return MIRAI_EVAL_STATUS_VALUE;
+}
+
+static void on_cleanup(void *userdata) {
+  atomic_fetch_add(&((state *)userdata)->cleanups, 1);
+}
+
+/* Runs on the daemon's I/O thread when the running task is cancelled. */
+static void on_interrupt(void *userdata) {
+  atomic_fetch_add(&((state *)userdata)->interrupts, 1);
+}
+
+typedef struct {
+  const char *url;
+  const char *secret_hex;
+  uint64_t maxtasks;
+  state st;
+  int exit_code;
+  mirai_result result;
+} daemon_args;
+
+static void *daemon_main(void *arg) {
+  daemon_args *a = arg;
+  mirai_daemon_options opts;
+  CHECK_OK(mirai_daemon_options_init(&opts));
+  opts.secret_hex = a->secret_hex;
+  opts.maxtasks = a->maxtasks;
+  opts.label = "c_daemon test";
+  mirai_evaluator ev = {.userdata = &a->st,
+                        .init = on_init,
+                        .evaluate = evaluate,
+                        .cleanup = on_cleanup,
+                        .interrupt = on_interrupt};
+  a->result = mirai_daemon_run(a->url, &opts, &ev, &a->exit_code);
+  return NULL;
+}
+
+static mirai_host *host_with_blob(void) {
+  mirai_host_options o;
+  CHECK_OK(mirai_host_options_init(&o));
+  o.init_blob = (const uint8_t *)"init";
+  o.init_blob_len = 4;
+  o.stream_set = true;
+  for (int i = 0; i < 6; i++) o.stream[i] = (uint32_t)(i + 1);
+  mirai_host *host = NULL;
+  CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", &o, &host));
+  return host;
+}
+
+int main(void) {
+  mirai_host *host = host_with_blob();
+  daemon_args a = {.url = mirai_host_url(host), .secret_hex = mirai_host_secret_hex(host)};
+  CHECK(a.secret_hex != NULL && strlen(a.secret_hex) == 64);
+  pthread_t thread;
+  CHECK(pthread_create(&thread, NULL, daemon_main, &a) == 0);
+  CHECK_OK(mirai_host_wait_connections(host, 1, 30000));
+
+  mirai_bytes out;
+  mirai_task *t = submit_text(host, "hello", NULL);
+  CHECK(finish(t, &out, NULL) == MIRAI_STATUS_VALUE && bytes_are(&out, "HELLO"));
+  mirai_bytes_free(&out);
+  mirai_task_free(t);
+  CHECK(a.st.daemon_id == 1);
+  CHECK(a.st.stream[0] != 1); /* jumped once from the host's base stream */
+
+  t = submit_text(host, "fail", NULL);
+  CHECK(finish(t, &out, NULL) == MIRAI_STATUS_ERROR && bytes_are(&out, "it failed"));
+  mirai_bytes_free(&out);
+  mirai_task_free(t);
+
+  /* Cancel a running task: the hook fires on the daemon, the host resolves 20 at once. */
+  t = submit_text(host, "sleep", NULL);
+  mirai_counters c;
+  do {
+    CHECK_OK(mirai_host_counters(host, &c));
+  } while (c.executing == 0);
+  CHECK(mirai_task_cancel(t));
+  int32_t code = 0;
+  CHECK(finish(t, NULL, &code) == MIRAI_STATUS_FAILED && code == 20);
+  mirai_task_free(t);
+  t = submit_text(host, "again", NULL);
+  CHECK(finish(t, &out, NULL) == MIRAI_STATUS_VALUE && bytes_are(&out, "AGAIN"));
+  mirai_bytes_free(&out);
+  mirai_task_free(t);
+  CHECK(atomic_load(&a.st.interrupts) == 1);
+  CHECK(atomic_load(&a.st.cleanups) == 4);
+
+  /* Closing the host ends the daemon with exit code 0. */
+  mirai_host_free(host);
+  CHECK(pthread_join(thread, NULL) == 0);
+  CHECK(a.result == MIRAI_RESULT_OK && a.exit_code == 0);
+
+  /* maxtasks: the daemon retires after two tasks with exit code 3. */
+  host = host_with_blob();
+  daemon_args b = {.url = mirai_host_url(host), .secret_hex = mirai_host_secret_hex(host), .maxtasks = 2};
+  CHECK(pthread_create(&thread, NULL, daemon_main, &b) == 0);
+  for (int i = 0; i < 2; i++) {
+    t = submit_text(host, "x", NULL);
+    CHECK(finish(t, NULL, NULL) == MIRAI_STATUS_VALUE);
+    mirai_task_free(t);
+  }
+  CHECK(pthread_join(thread, NULL) == 0);
+  CHECK(b.result == MIRAI_RESULT_OK && b.exit_code == 3);
+  mirai_host_free(host);
+
+  /* A wrong secret is refused with a clear code. */
+  host = host_with_blob();
+  daemon_args w = {.url = mirai_host_url(host),
+                   .secret_hex = "00000000000000000000000000000000"};
+  daemon_main(&w);
+  CHECK(w.result == MIRAI_RESULT_AUTHENTICATION_FAILED);
+  mirai_host_free(host);
+
+  puts("c_daemon: ok");
+  return 0;
+}

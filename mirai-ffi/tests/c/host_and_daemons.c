@@ -1,0 +1,231 @@
+/* A host with standalone mirai-daemon processes: echo and exec evaluators, a plugin evaluator,
+ * callbacks, the completion fd, everywhere, cancellation, timeouts, and error paths.
+ * Usage: host_and_daemons PATH/TO/mirai-daemon PATH/TO/plugin.so */
+#define _POSIX_C_SOURCE 200809L
+#include <poll.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static atomic_int callbacks;
+
+static void on_done(void *userdata, uint64_t id, mirai_status status,
+                    int32_t code) {
+  (void)id;
+  (void)code;
+  CHECK(userdata == &callbacks);
+  CHECK(status == MIRAI_STATUS_VALUE);
+  atomic_fetch_add(&callbacks, 1);
+}
+
+static mirai_host *start(const char *daemon, const char *evaluator,
+                         const char *plugin, size_t n) {
+  mirai_host *host = NULL;
+  char url[64];
+  snprintf(url, sizeof url, "abstract://mirai-c-test-%d-%s", (int)getpid(),
+           evaluator);
+  CHECK_OK(mirai_host_listen(url, NULL, &host));
+  const char *argv[] = {daemon, "{url}", "--evaluator", evaluator, "--plugin",
+                        plugin};
+  size_t argc = plugin ? 6 : 4;
+  CHECK_OK(mirai_host_launch_local(host, argv, argc, n, true));
+  CHECK_OK(mirai_host_wait_connections(host, n, 30000));
+  return host;
+}
+
+static void echo_daemons(const char *daemon) {
+  mirai_host *host = start(daemon, "echo", NULL, 3);
+  mirai_counters c;
+  CHECK_OK(mirai_host_counters(host, &c));
+  CHECK(c.connections == 3 && c.cumulative == 3);
+
+  /* 200 tasks with a callback each, and completions through the fd. */
+  enum { N = 200 };
+  mirai_task *tasks[N];
+  mirai_submit_options opts;
+  CHECK_OK(mirai_submit_options_init(&opts));
+  opts.callback = on_done;
+  opts.userdata = &callbacks;
+  opts.notify = true;
+  for (int i = 0; i < N; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "task %d", i);
+    tasks[i] = submit_text(host, text, &opts);
+    CHECK(mirai_task_id(tasks[i]) == (uint64_t)i + 1);
+  }
+  size_t seen = 0;
+  int fd = mirai_host_completion_fd(host);
+  CHECK(fd >= 0);
+  while (seen < N) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    CHECK(poll(&p, 1, 30000) == 1);
+    uint64_t ids[64];
+    size_t n = 0;
+    CHECK_OK(mirai_host_take_completions(host, ids, 64, &n));
+    seen += n;
+  }
+  CHECK(seen == N);
+  for (int i = 0; i < N; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "task %d", i);
+    mirai_bytes out;
+    CHECK(finish(tasks[i], &out, NULL) == MIRAI_STATUS_VALUE);
+    CHECK(bytes_are(&out, text));
+    mirai_bytes_free(&out);
+    CHECK(out.data == NULL && out.len == 0);
+    /* The result is moved out, not copied: a second take is refused. */
+    CHECK(mirai_task_take_result(tasks[i], &out) == MIRAI_RESULT_INCORRECT_STATE);
+    mirai_task_free(tasks[i]);
+  }
+  /* Callbacks run on the host's I/O thread after resolution; closing joins it. */
+  CHECK_OK(mirai_host_close(host));
+  CHECK(atomic_load(&callbacks) == N);
+
+  /* Use after close: a clear code, no crash. Task handles outlive the host's closing. */
+  mirai_task *late = NULL;
+  CHECK(mirai_host_submit(host, (const uint8_t *)"x", 1, NULL, &late) ==
+        MIRAI_RESULT_OBJECT_CLOSED);
+  CHECK(late == NULL);
+  CHECK_OK(mirai_host_close(host));
+  mirai_host_free(host);
+}
+
+static void exec_daemons(const char *daemon) {
+  mirai_host *host = start(daemon, "exec", NULL, 2);
+  mirai_bytes out;
+
+  mirai_task *hello = submit_text(host, "{\"argv\": [\"echo\", \"hello\"]}", NULL);
+  CHECK(finish(hello, &out, NULL) == MIRAI_STATUS_VALUE);
+  CHECK(strstr((const char *)out.data, "\"stdout\":\"hello\\n\"") != NULL);
+  mirai_bytes_free(&out);
+  mirai_task_free(hello);
+
+  /* everywhere: one copy per daemon, on distinct daemons (distinct pids). */
+  mirai_task **copies = NULL;
+  size_t n = 0;
+  const char *pid = "{\"argv\": [\"sh\", \"-c\", \"echo $PPID\"]}";
+  CHECK_OK(mirai_host_everywhere(host, (const uint8_t *)pid, strlen(pid), 1,
+                                 &copies, &n));
+  CHECK(n == 2);
+  mirai_bytes a, b;
+  CHECK(finish(copies[0], &a, NULL) == MIRAI_STATUS_VALUE);
+  CHECK(finish(copies[1], &b, NULL) == MIRAI_STATUS_VALUE);
+  CHECK(a.len != b.len || memcmp(a.data, b.data, a.len) != 0);
+  mirai_bytes_free(&a);
+  mirai_bytes_free(&b);
+  mirai_task_array_free(copies, n);
+
+  /* Cancel a running command: resolves 20 at once, the daemon stays. */
+  mirai_task *sleeper = submit_text(host, "{\"argv\": [\"sleep\", \"60\"]}", NULL);
+  mirai_counters c;
+  do {
+    CHECK_OK(mirai_host_counters(host, &c));
+  } while (c.executing == 0);
+  CHECK(mirai_task_cancel(sleeper));
+  CHECK(!mirai_task_cancel(sleeper));
+  int32_t code = 0;
+  CHECK(finish(sleeper, NULL, &code) == MIRAI_STATUS_FAILED && code == 20);
+  mirai_task_free(sleeper);
+
+  /* A timeout resolves 5. */
+  mirai_submit_options opts;
+  CHECK_OK(mirai_submit_options_init(&opts));
+  opts.timeout_ms = 200;
+  mirai_task *slow = submit_text(host, "{\"argv\": [\"sleep\", \"60\"]}", &opts);
+  CHECK(finish(slow, NULL, &code) == MIRAI_STATUS_FAILED && code == 5);
+  mirai_task_free(slow);
+
+  /* A malformed request is an evaluation error, with the message as its bytes. */
+  mirai_task *bad = submit_text(host, "{\"args\": 1}", NULL);
+  CHECK(finish(bad, &out, NULL) == MIRAI_STATUS_ERROR);
+  CHECK(strstr((const char *)out.data, "invalid exec request") != NULL);
+  mirai_bytes_free(&out);
+  mirai_task_free(bad);
+
+  CHECK_OK(mirai_host_counters(host, &c));
+  CHECK(c.connections == 2);
+  mirai_host_free(host);
+}
+
+static void plugin_daemons(const char *daemon, const char *plugin) {
+  mirai_host *host = start(daemon, "plugin", plugin, 2);
+  for (int x = 1; x <= 9; x++) {
+    char text[8], want[8];
+    snprintf(text, sizeof text, "%d", x);
+    snprintf(want, sizeof want, "%d", x * x);
+    mirai_task *t = submit_text(host, text, NULL);
+    mirai_bytes out;
+    CHECK(finish(t, &out, NULL) == MIRAI_STATUS_VALUE);
+    CHECK(bytes_are(&out, want));
+    mirai_bytes_free(&out);
+    mirai_task_free(t);
+  }
+  mirai_task *t = submit_text(host, "not a number", NULL);
+  CHECK(finish(t, NULL, NULL) == MIRAI_STATUS_ERROR);
+  mirai_task_free(t);
+  mirai_host_free(host);
+}
+
+static void error_paths(void) {
+  mirai_host *host = (mirai_host *)0x1;
+  CHECK(mirai_host_listen("tcp://nowhere", NULL, &host) ==
+        MIRAI_RESULT_ADDRESS_INVALID);
+  CHECK(host == (mirai_host *)0x1); /* out-parameters untouched on failure */
+  char why[256];
+  size_t len = mirai_last_error(why, sizeof why);
+  CHECK(len > 0 && strstr(why, "tcp://nowhere") != NULL);
+  CHECK(mirai_last_error(NULL, 0) == len);
+  char tiny[4];
+  mirai_last_error(tiny, sizeof tiny);
+  CHECK(strlen(tiny) == 3);
+
+  CHECK(mirai_host_listen(NULL, NULL, &host) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_listen("tcp://127.0.0.1:0", NULL, NULL) ==
+        MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_submit(NULL, (const uint8_t *)"x", 1, NULL, NULL) ==
+        MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_counters(NULL, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_task_wait(NULL, 0) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_task_status(NULL, NULL, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(!mirai_task_cancel(NULL));
+  CHECK(!mirai_task_is_resolved(NULL));
+  CHECK(mirai_host_url(NULL) == NULL);
+  CHECK(mirai_host_completion_fd(NULL) == -1);
+  CHECK(mirai_daemon_run("tcp://127.0.0.1:1", NULL, NULL, NULL) ==
+        MIRAI_RESULT_NULL_PARAMETER);
+  mirai_host_free(NULL);
+  mirai_task_free(NULL);
+  mirai_task_array_free(NULL, 3);
+  mirai_bytes_free(NULL);
+
+  /* Payload given as NULL with a length. */
+  CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", NULL, &host));
+  mirai_task *t = NULL;
+  CHECK(mirai_host_submit(host, NULL, 5, NULL, &t) == MIRAI_RESULT_NULL_PARAMETER);
+  /* An empty payload is fine; with no daemon it stays queued, then the close resolves it. */
+  CHECK_OK(mirai_host_submit(host, NULL, 0, NULL, &t));
+  CHECK(!mirai_task_is_resolved(t));
+  CHECK(mirai_task_wait(t, 10) == MIRAI_RESULT_TIMED_OUT);
+  mirai_bytes out;
+  CHECK(mirai_task_take_result(t, &out) == MIRAI_RESULT_INCORRECT_STATE);
+  mirai_host_free(host);
+  int32_t code = 0;
+  mirai_status status;
+  CHECK_OK(mirai_task_status(t, &status, &code));
+  CHECK(status == MIRAI_STATUS_FAILED && code == 19);
+  mirai_task_free(t);
+
+  CHECK(strcmp(mirai_strerror(MIRAI_RESULT_TIMED_OUT), "Timed out") == 0);
+  CHECK(strcmp(mirai_version(), MIRAI_VERSION) == 0);
+}
+
+int main(int argc, char **argv) {
+  CHECK(argc == 3);
+  error_paths();
+  echo_daemons(argv[1]);
+  exec_daemons(argv[1]);
+  plugin_daemons(argv[1], argv[2]);
+  puts("host_and_daemons: ok");
+  return 0;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds libmirai and mirai-daemon, compiles every C test against both the static and the
+# shared library with -Wall -Werror -std=c11, and runs each, under valgrind when it is present.
+# Usage: bash mirai-ffi/tests/c/run.sh
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+cd "$root"
+
+cargo build -q -p mirai-ffi -p mirai-daemon
+target="${CARGO_TARGET_DIR:-$root/target}/debug"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+
+cflags=(-Wall -Wextra -Werror -std=c11 -g -I "$root/include")
+# From `rustc --print=native-static-libs`: what libmirai.a needs from the system.
+static_libs=(-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
+
+gcc "${cflags[@]}" -shared -fPIC -o "$out/plugin_square.so" "$here/plugin_square.c"
+
+run() {
+  local name="$1"; shift
+  if command -v valgrind >/dev/null; then
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+      --show-leak-kinds=definite,indirect "$@"
+  else
+    "$@"
+  fi
+}
+
+passed=0
+failed=0
+for test in host_and_daemons c_daemon; do
+  gcc "${cflags[@]}" -pthread -o "$out/$test-static" "$here/$test.c" "$target/libmirai.a" "${static_libs[@]}"
+  gcc "${cflags[@]}" -pthread -o "$out/$test-shared" "$here/$test.c" -L "$target" -lmirai -Wl,-rpath,"$target"
+  for variant in static shared; do
+    args=()
+    [ "$test" = host_and_daemons ] && args=("$target/mirai-daemon" "$out/plugin_square.so")
+    if run "$test" "$out/$test-$variant" "${args[@]}"; then
+      echo "ok: $test ($variant)"
+      passed=$((passed + 1))
+    else
+      echo "FAILED: $test ($variant)"
+      failed=$((failed + 1))
+    fi
+  done
+done
+echo "c-tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
