@@ -577,6 +577,11 @@ enum mirai_result mirai_task_take_result(const struct mirai_task *task, struct m
 bool mirai_task_cancel(const struct mirai_task *task);
 
 /*
+ A second handle to the same task (free each with `mirai_task_free`). NULL if `task` is NULL.
+ */
+struct mirai_task *mirai_task_clone(const struct mirai_task *task);
+
+/*
  Frees a task handle (the task itself goes on). NULL is a no-op.
  */
 void mirai_task_free(struct mirai_task *task);

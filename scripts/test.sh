@@ -29,6 +29,10 @@ PKG_CONFIG_PATH="$prefix/lib/pkgconfig" gcc -Wall -Werror -std=c11 -o "$prefix/q
   $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs mirai) -Wl,-rpath,"$prefix/lib"
 rm -rf "$prefix"
 
+echo "== Julia binding: generated wrappers current, every file parses"
+python3 bindings/julia/gen/generate.py --check
+python3 bindings/julia/gen/check_syntax.py
+
 echo "== fuzz the decoder (release build, bounded run)"
 MIRAI_FUZZ_CASES="${MIRAI_FUZZ_CASES:-200000}" \
   cargo test -q --release -p mirai-proto --test fuzz_decoder -- --nocapture 2>&1 | grep -E 'fuzz:|test result'

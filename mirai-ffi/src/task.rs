@@ -125,6 +125,14 @@ pub extern "C" fn mirai_task_cancel(task: *const mirai_task) -> bool {
     guard_value(false, || deref(task, "task").is_ok_and(|t| t.task.cancel()))
 }
 
+/// A second handle to the same task (free each with `mirai_task_free`). NULL if `task` is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_task_clone(task: *const mirai_task) -> *mut mirai_task {
+    guard_value(std::ptr::null_mut(), || {
+        deref(task, "task").map(|t| mirai_task::new(t.task.clone())).unwrap_or(std::ptr::null_mut())
+    })
+}
+
 /// Frees a task handle (the task itself goes on). NULL is a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_task_free(task: *mut mirai_task) {
