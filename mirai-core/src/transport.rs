@@ -213,6 +213,16 @@ impl Stream {
         };
     }
 
+    /// The descriptor, for reading straight into a buffer, when bytes on the socket are the
+    /// plaintext (not for TLS).
+    pub fn plain_fd(&self) -> Option<RawFd> {
+        match self {
+            Stream::Tcp(s) => Some(s.as_raw_fd()),
+            Stream::Unix(s) => Some(s.as_raw_fd()),
+            Stream::Tls(_) => None,
+        }
+    }
+
     fn source(&mut self) -> &mut dyn Source {
         match self {
             Stream::Tcp(s) => s,

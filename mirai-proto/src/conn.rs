@@ -198,6 +198,40 @@ impl Conn {
         self.decoder.window()
     }
 
+    /// Payload bytes of the frame being received that have arrived so far.
+    pub fn recv_payload_received(&self) -> usize {
+        self.decoder.payload_received()
+    }
+
+    /// The uninitialised rest of the payload being received, to read into directly; see
+    /// [`Self::recv_assume_filled`].
+    pub fn recv_spare(&mut self) -> Option<&mut [core::mem::MaybeUninit<u8>]> {
+        if !self.is_readable() {
+            return None;
+        }
+        self.decoder.spare()
+    }
+
+    /// Records that `n` bytes were read into the last [`Self::recv_spare`] slice.
+    ///
+    /// # Safety
+    /// As [`Decoder::assume_filled`]: those bytes were initialised and `n` is within the slice.
+    #[allow(unsafe_code)]
+    pub unsafe fn recv_assume_filled(&mut self, now: u64, n: usize) -> Result<(), ProtoError> {
+        if self.check_open()? {
+            return Ok(());
+        }
+        if n > 0 {
+            self.last_recv = now;
+        }
+        // SAFETY: forwarded from the caller.
+        match unsafe { self.decoder.assume_filled(n) } {
+            Ok(Some(msg)) => self.receive(msg),
+            Ok(None) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
     /// Records that `n` bytes were read into the last [`Self::recv_window`].
     pub fn recv_commit(&mut self, now: u64, n: usize) -> Result<(), ProtoError> {
         if self.check_open()? {

@@ -5,6 +5,7 @@
 //! Large payloads can bypass the caller's read buffer entirely through [`Decoder::window`].
 
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 
 use crate::error::ProtoError;
 use crate::frame::{FrameHeader, HEADER_LEN};
@@ -120,6 +121,46 @@ impl Decoder {
         }
         self.close_window(n);
         if matches!(self.phase, Phase::Payload { need, .. } if need == self.payload.len()) {
+            return self.finish_frame().map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Payload bytes of the current frame received so far.
+    pub fn payload_received(&self) -> usize {
+        match self.phase {
+            Phase::Payload { .. } => self.window_start.unwrap_or(self.payload.len()),
+            _ => 0,
+        }
+    }
+
+    /// The rest of the payload buffer, uninitialised, for a runtime that can read into such
+    /// memory directly (saving [`Self::window`]'s zero-fill); follow with [`Self::assume_filled`].
+    pub fn spare(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
+        let remaining = self.payload_remaining();
+        if remaining == 0 {
+            return None;
+        }
+        self.close_window(0);
+        Some(&mut self.payload.spare_capacity_mut()[..remaining])
+    }
+
+    /// Records that the first `n` bytes of the last [`Self::spare`] slice were written; returns
+    /// the message if that completed it.
+    ///
+    /// # Safety
+    /// Those `n` bytes must have been initialised (for instance by a successful `read(2)`), and
+    /// `n` must not exceed the slice's length.
+    #[allow(unsafe_code)]
+    pub unsafe fn assume_filled(&mut self, n: usize) -> Result<Option<Message>, ProtoError> {
+        let remaining = self.payload_remaining();
+        if n > remaining {
+            return Err(ProtoError::InvalidState { action: "fill more than the payload", state: "Payload" });
+        }
+        // SAFETY: the caller initialised these `n` bytes of the spare capacity, which the
+        // payload buffer reserved in full when the frame started.
+        unsafe { self.payload.set_len(self.payload.len() + n) };
+        if n == remaining {
             return self.finish_frame().map(Some);
         }
         Ok(None)
