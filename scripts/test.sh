@@ -33,6 +33,13 @@ echo "== Julia binding: generated wrappers current, every file parses"
 python3 bindings/julia/gen/generate.py --check
 python3 bindings/julia/gen/check_syntax.py
 
+echo "== benchmarks, smoke mode (each once; NNG comparators need cmake)"
+bench_log="$(mktemp)"
+cargo bench -q -p mirai-benches --features nng -- --test > "$bench_log" 2>&1 || { cat "$bench_log"; exit 1; }
+echo "bench smoke: $(grep -c '^Success' "$bench_log") benchmarks ran once"
+grep '^scale/' "$bench_log"
+rm -f "$bench_log"
+
 echo "== fuzz the decoder (release build, bounded run)"
 MIRAI_FUZZ_CASES="${MIRAI_FUZZ_CASES:-200000}" \
   cargo test -q --release -p mirai-proto --test fuzz_decoder -- --nocapture 2>&1 | grep -E 'fuzz:|test result'
