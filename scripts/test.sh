@@ -16,6 +16,19 @@ if cargo tree -q -p mirai-proto --no-default-features -e normal,features | grep 
   exit 1
 fi
 
+echo "== services for the launcher tests: a loopback sshd and a single-node Slurm"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  bash ci/slurm-sshd.sh install
+  trap 'bash ci/slurm-sshd.sh down >/dev/null 2>&1 || true' EXIT
+  bash ci/slurm-sshd.sh up
+  # shellcheck disable=SC1091
+  . /tmp/ci-slurm-sshd/env
+  export MIRAI_TEST_SERVICES=1
+else
+  echo "not root: the SSH and Slurm launcher tests are skipped"
+  export MIRAI_SKIP_SERVICES=1
+fi
+
 echo "== tests"
 cargo test --workspace
 

@@ -27,6 +27,8 @@ pub enum Error {
     Refused(String),
     /// TLS failed: bad certificate material, or a handshake the peer or we rejected.
     Tls(String),
+    /// A launcher (ssh, a scheduler's submit command, an HTTP API) failed.
+    Launch(String),
 }
 
 impl Error {
@@ -55,6 +57,7 @@ impl Error {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Error::Refused(_) => ErrorCode::AuthenticationFailed,
             Error::Tls(_) => ErrorCode::Cryptographic,
+            Error::Launch(_) => ErrorCode::ConnectionRefused,
         }
     }
 }
@@ -72,6 +75,7 @@ impl fmt::Display for Error {
             Error::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Error::Refused(m) => write!(f, "refused: {m}"),
             Error::Tls(m) => write!(f, "TLS: {m}"),
+            Error::Launch(m) => write!(f, "launch failed: {m}"),
         }
     }
 }

@@ -334,6 +334,31 @@ impl Host {
         list
     }
 
+    /// Like `wait_connections`, but also gives up when `stop()` holds; `stop` is re-checked
+    /// whenever the host's waiters are woken (see [`Host::waker`]).
+    pub(crate) fn wait_connections_unless(&self, n: u64, deadline: Instant, stop: impl Fn() -> bool) -> bool {
+        let mut st = self.shared.lock();
+        while st.dispatcher.counters().connections < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if st.closing || stop() || left.is_zero() {
+                return false;
+            }
+            st = self.shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+
+    /// A function that wakes this host's waiters, for events the host does not see itself.
+    pub(crate) fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let shared = Arc::downgrade(&self.shared);
+        Arc::new(move || {
+            if let Some(s) = shared.upgrade() {
+                let _guard = s.lock();
+                s.cv.notify_all();
+            }
+        })
+    }
+
     /// Blocks until at least `n` daemons are connected, or `timeout` passes, or the host closes.
     /// Returns whether `n` were reached.
     pub fn wait_connections(&self, n: u64, timeout: Option<Duration>) -> bool {
