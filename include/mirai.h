@@ -122,6 +122,28 @@ typedef enum mirai_status {
 } mirai_status;
 
 /*
+ A batch scheduler.
+ */
+typedef enum mirai_scheduler {
+  /*
+   `sbatch` / `scancel`
+   */
+  MIRAI_SCHEDULER_SLURM = 0,
+  /*
+   `qsub` / `qdel` (SGE)
+   */
+  MIRAI_SCHEDULER_SGE = 1,
+  /*
+   `qsub` / `qdel` (PBS)
+   */
+  MIRAI_SCHEDULER_PBS = 2,
+  /*
+   `bsub` / `bkill`
+   */
+  MIRAI_SCHEDULER_LSF = 3,
+} mirai_scheduler;
+
+/*
  A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
  */
 typedef struct mirai_host mirai_host;
@@ -130,6 +152,11 @@ typedef struct mirai_host mirai_host;
  The cancellation state of the running task, lent to the evaluator.
  */
 typedef struct mirai_interrupt mirai_interrupt;
+
+/*
+ Jobs submitted by `mirai_host_launch_cluster`. Freeing cancels them.
+ */
+typedef struct mirai_jobs mirai_jobs;
 
 /*
  Where the evaluator puts its result bytes (`mirai_output_set`).
@@ -537,6 +564,92 @@ enum mirai_result mirai_host_close(const struct mirai_host *host);
  Closes (if needed) and frees the host. NULL is a no-op.
  */
 void mirai_host_free(struct mirai_host *host);
+
+/*
+ Starts one daemon per `ssh://[user@]host[:port]` remote. With `tunnel`, daemons dial back
+ through `-R` (the host must listen on 127.0.0.1; `tunnel_port` 0 uses the host's port on the
+ remote side too). `ssh_options` (may be empty) go to ssh first, e.g. `-F`, `config-file`.
+ The secret and CA travel on ssh's stdin. Wait with `mirai_host_wait_launched`.
+ */
+enum mirai_result mirai_host_launch_ssh(const struct mirai_host *host,
+                                        const char *const *remotes,
+                                        size_t n_remotes,
+                                        bool tunnel,
+                                        uint16_t tunnel_port,
+                                        uint32_t timeout_s,
+                                        const char *const *ssh_options,
+                                        size_t n_options,
+                                        const char *const *daemon_argv,
+                                        size_t daemon_argc);
+
+/*
+ Starts `n` daemons through `command args...`, where the argument `"."` is replaced by the
+ daemon's command line (shell-quoted as one word when `quote`). The secret and CA go in the
+ command's environment.
+ */
+enum mirai_result mirai_host_launch_remote(const struct mirai_host *host,
+                                           const char *command,
+                                           const char *const *args,
+                                           size_t n_args,
+                                           bool quote,
+                                           const char *const *daemon_argv,
+                                           size_t daemon_argc,
+                                           size_t n);
+
+/*
+ Submits a job array of `n` daemons to a batch scheduler. `options` are directive lines
+ without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
+ NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
+ `mirai_jobs_free` cancels them.
+ */
+enum mirai_result mirai_host_launch_cluster(const struct mirai_host *host,
+                                            enum mirai_scheduler scheduler,
+                                            const char *const *options,
+                                            size_t n_options,
+                                            const char *submit_command,
+                                            const char *cancel_command,
+                                            const char *const *daemon_argv,
+                                            size_t daemon_argc,
+                                            size_t n,
+                                            struct mirai_jobs **out);
+
+/*
+ Cancels the jobs (idempotent).
+ */
+enum mirai_result mirai_jobs_cancel(struct mirai_jobs *jobs);
+
+/*
+ Cancels (if not yet) and frees the jobs. NULL is a no-op.
+ */
+void mirai_jobs_free(struct mirai_jobs *jobs);
+
+/*
+ Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (plain http://),
+ with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
+ JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
+ `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
+ */
+enum mirai_result mirai_host_launch_http(const struct mirai_host *host,
+                                         const char *url,
+                                         const char *method,
+                                         const char *const *headers,
+                                         size_t n_headers,
+                                         const char *body,
+                                         const char *cookie,
+                                         const char *token,
+                                         const char *const *daemon_argv,
+                                         size_t daemon_argc,
+                                         size_t n);
+
+/*
+ Waits until `n` daemons are connected. Fails early (`MIRAI_RESULT_CONNECTION_REFUSED`, with
+ the launcher's error output in `mirai_last_error`) when a process of the most recent
+ `mirai_host_launch_*` call exits in failure first; `MIRAI_RESULT_TIMED_OUT` after
+ `timeout_ms` (negative waits forever).
+ */
+enum mirai_result mirai_host_wait_launched(const struct mirai_host *host,
+                                           uint64_t n,
+                                           int64_t timeout_ms);
 
 /*
  The task's id: unique and increasing within its host. 0 if `task` is NULL.

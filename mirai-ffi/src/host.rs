@@ -14,11 +14,18 @@ use crate::task::{mirai_task, mirai_task_callback, split_status};
 
 /// A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
 pub struct mirai_host {
-    host: Host,
+    pub(crate) host: Host,
     url: CString,
     secret_hex: Option<CString>,
     tls_ca: Option<CString>,
-    launched: Mutex<Vec<LocalDaemon>>,
+    /// Processes started by each launch call, most recent last.
+    pub(crate) launches: Mutex<Vec<Vec<LocalDaemon>>>,
+}
+
+impl mirai_host {
+    pub(crate) fn record_launch(&self, launched: Vec<LocalDaemon>) {
+        self.launches.lock().unwrap_or_else(|e| e.into_inner()).push(launched);
+    }
 }
 
 /// Settings for `mirai_host_listen`. Initialise with `mirai_host_options_init`, then change
@@ -193,7 +200,7 @@ pub extern "C" fn mirai_host_listen(
             url: cstring(&host.url())?,
             secret_hex: host.secret().map(|s| cstring(&mirai_core::auth::to_hex(s))).transpose()?,
             tls_ca: host.tls_ca_pem().map(cstring).transpose()?,
-            launched: Mutex::new(Vec::new()),
+            launches: Mutex::new(Vec::new()),
             host,
         };
         put(out, Box::into_raw(Box::new(handle)), "out")
@@ -455,7 +462,7 @@ pub extern "C" fn mirai_host_launch_local(
         let mut template = CommandTemplate::new(args[0], &args[1..]);
         template.inherit_output = inherit_output;
         let daemons = h.host.launch_local(n, &template)?;
-        h.launched.lock().unwrap_or_else(|e| e.into_inner()).extend(daemons);
+        h.record_launch(daemons);
         Ok(())
     })
 }

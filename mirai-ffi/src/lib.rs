@@ -17,6 +17,7 @@ mod boundary;
 mod bytes;
 mod daemon;
 mod host;
+mod launch;
 mod task;
 
 pub use boundary::{mirai_last_error, mirai_result, mirai_strerror, mirai_version};
@@ -24,4 +25,5 @@ pub use bytes::{mirai_bytes, mirai_bytes_free};
 pub use daemon::CEvaluator;
 pub use daemon::*;
 pub use host::*;
+pub use launch::*;
 pub use task::*;

@@ -78,6 +78,16 @@ Where a task stands.
 end
 
 """
+A batch scheduler.
+"""
+@enum mirai_scheduler::Cint begin
+    MIRAI_SCHEDULER_SLURM = 0
+    MIRAI_SCHEDULER_SGE = 1
+    MIRAI_SCHEDULER_PBS = 2
+    MIRAI_SCHEDULER_LSF = 3
+end
+
+"""
 A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
 """
 mutable struct mirai_host end
@@ -86,6 +96,11 @@ mutable struct mirai_host end
 The cancellation state of the running task, lent to the evaluator.
 """
 mutable struct mirai_interrupt end
+
+"""
+Jobs submitted by `mirai_host_launch_cluster`. Freeing cancels them.
+"""
+mutable struct mirai_jobs end
 
 """
 Where the evaluator puts its result bytes (`mirai_output_set`).
@@ -445,6 +460,69 @@ function mirai_host_free(host)
 end
 
 """
+Starts one daemon per `ssh://[user@]host[:port]` remote. With `tunnel`, daemons dial back
+through `-R` (the host must listen on 127.0.0.1; `tunnel_port` 0 uses the host's port on the
+remote side too). `ssh_options` (may be empty) go to ssh first, e.g. `-F`, `config-file`.
+The secret and CA travel on ssh's stdin. Wait with `mirai_host_wait_launched`.
+"""
+function mirai_host_launch_ssh(host, remotes, n_remotes, tunnel, tunnel_port, timeout_s, ssh_options, n_options, daemon_argv, daemon_argc)
+    ccall((:mirai_host_launch_ssh, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Ptr{Cchar}}, Csize_t, Bool, UInt16, UInt32, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Ptr{Cchar}}, Csize_t), host, remotes, n_remotes, tunnel, tunnel_port, timeout_s, ssh_options, n_options, daemon_argv, daemon_argc)
+end
+
+"""
+Starts `n` daemons through `command args...`, where the argument `"."` is replaced by the
+daemon's command line (shell-quoted as one word when `quote`). The secret and CA go in the
+command's environment.
+"""
+function mirai_host_launch_remote(host, command, args, n_args, quote, daemon_argv, daemon_argc, n)
+    ccall((:mirai_host_launch_remote, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Bool, Ptr{Ptr{Cchar}}, Csize_t, Csize_t), host, command, args, n_args, quote, daemon_argv, daemon_argc, n)
+end
+
+"""
+Submits a job array of `n` daemons to a batch scheduler. `options` are directive lines
+without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
+NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
+`mirai_jobs_free` cancels them.
+"""
+function mirai_host_launch_cluster(host, scheduler, options, n_options, submit_command, cancel_command, daemon_argv, daemon_argc, n, out_)
+    ccall((:mirai_host_launch_cluster, libmirai), mirai_result, (Ptr{mirai_host}, mirai_scheduler, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Csize_t, Ptr{Ptr{mirai_jobs}}), host, scheduler, options, n_options, submit_command, cancel_command, daemon_argv, daemon_argc, n, out_)
+end
+
+"""
+Cancels the jobs (idempotent).
+"""
+function mirai_jobs_cancel(jobs)
+    ccall((:mirai_jobs_cancel, libmirai), mirai_result, (Ptr{mirai_jobs},), jobs)
+end
+
+"""
+Cancels (if not yet) and frees the jobs. NULL is a no-op.
+"""
+function mirai_jobs_free(jobs)
+    ccall((:mirai_jobs_free, libmirai), Cvoid, (Ptr{mirai_jobs},), jobs)
+end
+
+"""
+Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (plain http://),
+with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
+JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
+`Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
+"""
+function mirai_host_launch_http(host, url, method, headers, n_headers, body, cookie, token, daemon_argv, daemon_argc, n)
+    ccall((:mirai_host_launch_http, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Csize_t), host, url, method, headers, n_headers, body, cookie, token, daemon_argv, daemon_argc, n)
+end
+
+"""
+Waits until `n` daemons are connected. Fails early (`MIRAI_RESULT_CONNECTION_REFUSED`, with
+the launcher's error output in `mirai_last_error`) when a process of the most recent
+`mirai_host_launch_*` call exits in failure first; `MIRAI_RESULT_TIMED_OUT` after
+`timeout_ms` (negative waits forever).
+"""
+function mirai_host_wait_launched(host, n, timeout_ms)
+    ccall((:mirai_host_wait_launched, libmirai), mirai_result, (Ptr{mirai_host}, UInt64, Int64), host, n, timeout_ms)
+end
+
+"""
 The task's id: unique and increasing within its host. 0 if `task` is NULL.
 """
 function mirai_task_id(task)
@@ -513,6 +591,6 @@ function mirai_task_array_free(tasks, n)
     ccall((:mirai_task_array_free, libmirai), Cvoid, (Ptr{Ptr{mirai_task}}, Csize_t), tasks, n)
 end
 
-export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_init, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_local, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_init, mirai_host_race, mirai_host_secret_hex, mirai_host_submit, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_last_error, mirai_memory, mirai_output, mirai_output_set, mirai_plugin_evaluate_fn, mirai_result, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_init, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
+export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_SCHEDULER_LSF, MIRAI_SCHEDULER_PBS, MIRAI_SCHEDULER_SGE, MIRAI_SCHEDULER_SLURM, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_init, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_cluster, mirai_host_launch_http, mirai_host_launch_local, mirai_host_launch_remote, mirai_host_launch_ssh, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_init, mirai_host_race, mirai_host_secret_hex, mirai_host_submit, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_host_wait_launched, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_jobs, mirai_jobs_cancel, mirai_jobs_free, mirai_last_error, mirai_memory, mirai_output, mirai_output_set, mirai_plugin_evaluate_fn, mirai_result, mirai_scheduler, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_init, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
 
 end # module

@@ -1,6 +1,6 @@
 /* A host with standalone mirai-daemon processes: echo and exec evaluators, a plugin evaluator,
  * callbacks, the completion fd, everywhere, cancellation, timeouts, and error paths.
- * Usage: host_and_daemons PATH/TO/mirai-daemon PATH/TO/plugin.so */
+ * Usage: host_and_daemons PATH/TO/mirai-daemon PATH/TO/plugin.so PATH/TO/fake-sbatch */
 #define _POSIX_C_SOURCE 200809L
 #include <poll.h>
 #include <stdatomic.h>
@@ -167,6 +167,48 @@ static void plugin_daemons(const char *daemon, const char *plugin) {
   mirai_host_free(host);
 }
 
+/* Launchers through the C ABI: a generic remote command, a failing one, and a Slurm-style
+ * job through a stand-in sbatch (argv[3]) whose job is cancelled with `kill`. */
+static void launchers(const char *daemon, const char *fake_sbatch) {
+  mirai_host *host = NULL;
+  char url[64];
+  snprintf(url, sizeof url, "abstract://mirai-c-launch-%d", (int)getpid());
+  CHECK_OK(mirai_host_listen(url, NULL, &host));
+  const char *argv[] = {daemon, "{url}"};
+
+  const char *via_sh[] = {"-c", "."};
+  CHECK_OK(mirai_host_launch_remote(host, "sh", via_sh, 2, false, argv, 2, 2));
+  CHECK_OK(mirai_host_wait_launched(host, 2, 30000));
+
+  const char *failing[] = {"-c", "echo nope >&2; exit 3", "."};
+  CHECK_OK(mirai_host_launch_remote(host, "sh", failing, 3, false, argv, 2, 1));
+  CHECK(mirai_host_wait_launched(host, 3, 30000) == MIRAI_RESULT_CONNECTION_REFUSED);
+  char why[512];
+  mirai_last_error(why, sizeof why);
+  CHECK(strstr(why, "nope") != NULL);
+
+  mirai_jobs *jobs = NULL;
+  const char *options[] = {"--partition=debug"};
+  CHECK_OK(mirai_host_launch_cluster(host, MIRAI_SCHEDULER_SLURM, options, 1, fake_sbatch,
+                                     "kill", argv, 2, 1, &jobs));
+  CHECK_OK(mirai_host_wait_connections(host, 3, 30000));
+  mirai_task *t = submit_text(host, "through a job", NULL);
+  mirai_bytes out;
+  CHECK(finish(t, &out, NULL) == MIRAI_STATUS_VALUE && bytes_are(&out, "through a job"));
+  mirai_bytes_free(&out);
+  mirai_task_free(t);
+  CHECK_OK(mirai_jobs_cancel(jobs));
+  CHECK_OK(mirai_jobs_cancel(jobs)); /* idempotent */
+  mirai_jobs_free(jobs);
+
+  CHECK(mirai_host_launch_ssh(NULL, NULL, 0, false, 0, 10, NULL, 0, argv, 2) ==
+        MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_launch_remote(host, "sh", via_sh, 2, false, NULL, 0, 1) ==
+        MIRAI_RESULT_NULL_PARAMETER);
+  mirai_jobs_free(NULL);
+  mirai_host_free(host);
+}
+
 static void error_paths(void) {
   mirai_host *host = (mirai_host *)0x1;
   CHECK(mirai_host_listen("tcp://nowhere", NULL, &host) ==
@@ -221,11 +263,12 @@ static void error_paths(void) {
 }
 
 int main(int argc, char **argv) {
-  CHECK(argc == 3);
+  CHECK(argc == 4);
   error_paths();
   echo_daemons(argv[1]);
   exec_daemons(argv[1]);
   plugin_daemons(argv[1], argv[2]);
+  launchers(argv[1], argv[3]);
   puts("host_and_daemons: ok");
   return 0;
 }

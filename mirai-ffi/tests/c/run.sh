@@ -17,6 +17,9 @@ cflags=(-Wall -Wextra -Werror -std=c11 -g -I "$root/include")
 static_libs=(-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc)
 
 gcc "${cflags[@]}" -shared -fPIC -o "$out/plugin_square.so" "$here/plugin_square.c"
+# A stand-in sbatch for the cluster launcher test (runs the job script here, in the background).
+printf '#!/bin/sh\nexec %s slurm\n' "$root/mirai-core/tests/data/fake-submit.sh" > "$out/fake-sbatch"
+chmod +x "$out/fake-sbatch"
 
 run() {
   local name="$1"; shift
@@ -35,7 +38,7 @@ for test in host_and_daemons c_daemon; do
   gcc "${cflags[@]}" -pthread -o "$out/$test-shared" "$here/$test.c" -L "$target" -lmirai -Wl,-rpath,"$target"
   for variant in static shared; do
     args=()
-    [ "$test" = host_and_daemons ] && args=("$target/mirai-daemon" "$out/plugin_square.so")
+    [ "$test" = host_and_daemons ] && args=("$target/mirai-daemon" "$out/plugin_square.so" "$out/fake-sbatch")
     if run "$test" "$out/$test-$variant" "${args[@]}"; then
       echo "ok: $test ($variant)"
       passed=$((passed + 1))

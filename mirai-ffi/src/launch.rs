@@ -1,0 +1,230 @@
+//! Launchers for remote daemons: SSH (optionally tunnelled), HPC schedulers, an HTTP API, or
+//! any command that takes the daemon's command line. The daemon command is an argv whose
+//! `{url}` is replaced; the host's secret and TLS CA are passed by each launcher's safest route.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use mirai_core::launch::cluster::{self, ClusterConfig, Jobs, Scheduler};
+use mirai_core::launch::http::{HttpConfig, launch_http};
+use mirai_core::launch::remote::{RemoteConfig, SshConfig, launch_remote, launch_ssh};
+use mirai_core::launch::{CommandTemplate, Target, wait_for_daemons};
+
+use crate::boundary::{Failure, c_str, deref, guard, guard_value, mirai_result, opt_c_str, put};
+use crate::host::mirai_host;
+
+/// A batch scheduler.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum mirai_scheduler {
+    /// `sbatch` / `scancel`
+    Slurm = 0,
+    /// `qsub` / `qdel` (SGE)
+    Sge = 1,
+    /// `qsub` / `qdel` (PBS)
+    Pbs = 2,
+    /// `bsub` / `bkill`
+    Lsf = 3,
+}
+
+/// Jobs submitted by `mirai_host_launch_cluster`. Freeing cancels them.
+pub struct mirai_jobs {
+    jobs: Jobs,
+}
+
+fn strings(ptr: *const *const c_char, n: usize, what: &'static str) -> Result<Vec<String>, Failure> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if ptr.is_null() {
+        return Err(Failure::Null(what));
+    }
+    // SAFETY: the caller promises `n` string pointers at `ptr`.
+    let items = unsafe { std::slice::from_raw_parts(ptr, n) };
+    items.iter().map(|&p| c_str(p, what).map(str::to_string)).collect()
+}
+
+fn daemon(argv: *const *const c_char, argc: usize) -> Result<CommandTemplate, Failure> {
+    let args = strings(argv, argc, "daemon_argv")?;
+    let Some((program, rest)) = args.split_first() else { return Err(Failure::Null("daemon_argv")) };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    Ok(CommandTemplate::new(program.clone(), &rest))
+}
+
+/// Starts one daemon per `ssh://[user@]host[:port]` remote. With `tunnel`, daemons dial back
+/// through `-R` (the host must listen on 127.0.0.1; `tunnel_port` 0 uses the host's port on the
+/// remote side too). `ssh_options` (may be empty) go to ssh first, e.g. `-F`, `config-file`.
+/// The secret and CA travel on ssh's stdin. Wait with `mirai_host_wait_launched`.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_launch_ssh(
+    host: *const mirai_host,
+    remotes: *const *const c_char,
+    n_remotes: usize,
+    tunnel: bool,
+    tunnel_port: u16,
+    timeout_s: u32,
+    ssh_options: *const *const c_char,
+    n_options: usize,
+    daemon_argv: *const *const c_char,
+    daemon_argc: usize,
+) -> mirai_result {
+    guard(|| {
+        let h = deref(host, "host")?;
+        let config = SshConfig {
+            remotes: strings(remotes, n_remotes, "remotes")?,
+            tunnel,
+            tunnel_port: (tunnel_port > 0).then_some(tunnel_port),
+            timeout: timeout_s,
+            command: "ssh".into(),
+            options: strings(ssh_options, n_options, "ssh_options")?,
+        };
+        let launched = launch_ssh(&Target::of(&h.host), &daemon(daemon_argv, daemon_argc)?, &config)?;
+        h.record_launch(launched);
+        Ok(())
+    })
+}
+
+/// Starts `n` daemons through `command args...`, where the argument `"."` is replaced by the
+/// daemon's command line (shell-quoted as one word when `quote`). The secret and CA go in the
+/// command's environment.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_launch_remote(
+    host: *const mirai_host,
+    command: *const c_char,
+    args: *const *const c_char,
+    n_args: usize,
+    quote: bool,
+    daemon_argv: *const *const c_char,
+    daemon_argc: usize,
+    n: usize,
+) -> mirai_result {
+    guard(|| {
+        let h = deref(host, "host")?;
+        let config = RemoteConfig {
+            command: c_str(command, "command")?.to_string(),
+            args: strings(args, n_args, "args")?,
+            quote,
+        };
+        let launched = launch_remote(&Target::of(&h.host), &daemon(daemon_argv, daemon_argc)?, &config, n)?;
+        h.record_launch(launched);
+        Ok(())
+    })
+}
+
+/// Submits a job array of `n` daemons to a batch scheduler. `options` are directive lines
+/// without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
+/// NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
+/// `mirai_jobs_free` cancels them.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_launch_cluster(
+    host: *const mirai_host,
+    scheduler: mirai_scheduler,
+    options: *const *const c_char,
+    n_options: usize,
+    submit_command: *const c_char,
+    cancel_command: *const c_char,
+    daemon_argv: *const *const c_char,
+    daemon_argc: usize,
+    n: usize,
+    out: *mut *mut mirai_jobs,
+) -> mirai_result {
+    guard(|| {
+        let h = deref(host, "host")?;
+        if out.is_null() {
+            return Err(Failure::Null("out"));
+        }
+        let config = ClusterConfig {
+            scheduler: match scheduler {
+                mirai_scheduler::Slurm => Scheduler::Slurm,
+                mirai_scheduler::Sge => Scheduler::Sge,
+                mirai_scheduler::Pbs => Scheduler::Pbs,
+                mirai_scheduler::Lsf => Scheduler::Lsf,
+            },
+            options: strings(options, n_options, "options")?,
+            submit_command: opt_c_str(submit_command, "submit_command")?.map(str::to_string),
+            cancel_command: opt_c_str(cancel_command, "cancel_command")?.map(str::to_string),
+        };
+        let jobs = cluster::submit(&Target::of(&h.host), &daemon(daemon_argv, daemon_argc)?, &config, n)?;
+        put(out, Box::into_raw(Box::new(mirai_jobs { jobs })), "out")
+    })
+}
+
+/// Cancels the jobs (idempotent).
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_jobs_cancel(jobs: *mut mirai_jobs) -> mirai_result {
+    guard(|| {
+        // SAFETY: NULL or a pointer from mirai_host_launch_cluster.
+        let j = unsafe { jobs.as_mut() }.ok_or(Failure::Null("jobs"))?;
+        j.jobs.cancel()?;
+        Ok(())
+    })
+}
+
+/// Cancels (if not yet) and frees the jobs. NULL is a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_jobs_free(jobs: *mut mirai_jobs) {
+    guard_value((), || {
+        if !jobs.is_null() {
+            // SAFETY: a pointer from mirai_host_launch_cluster, freed once.
+            drop(unsafe { Box::from_raw(jobs) });
+        }
+    })
+}
+
+/// Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (plain http://),
+/// with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
+/// JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
+/// `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_launch_http(
+    host: *const mirai_host,
+    url: *const c_char,
+    method: *const c_char,
+    headers: *const *const c_char,
+    n_headers: usize,
+    body: *const c_char,
+    cookie: *const c_char,
+    token: *const c_char,
+    daemon_argv: *const *const c_char,
+    daemon_argc: usize,
+    n: usize,
+) -> mirai_result {
+    guard(|| {
+        let h = deref(host, "host")?;
+        let headers = strings(headers, n_headers, "headers")?
+            .into_iter()
+            .map(|line| match line.split_once(':') {
+                Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+                None => {
+                    Err(Failure::Code(mirai_result::InvalidArgument, format!("header '{line}' has no ':'")))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = HttpConfig {
+            url: c_str(url, "url")?.to_string(),
+            method: c_str(method, "method")?.to_string(),
+            headers,
+            body: c_str(body, "body")?.to_string(),
+            cookie: opt_c_str(cookie, "cookie")?.map(str::to_string),
+            token: opt_c_str(token, "token")?.map(str::to_string),
+        };
+        launch_http(&Target::of(&h.host), &daemon(daemon_argv, daemon_argc)?, &config, n)?;
+        Ok(())
+    })
+}
+
+/// Waits until `n` daemons are connected. Fails early (`MIRAI_RESULT_CONNECTION_REFUSED`, with
+/// the launcher's error output in `mirai_last_error`) when a process of the most recent
+/// `mirai_host_launch_*` call exits in failure first; `MIRAI_RESULT_TIMED_OUT` after
+/// `timeout_ms` (negative waits forever).
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_wait_launched(host: *const mirai_host, n: u64, timeout_ms: i64) -> mirai_result {
+    guard(|| {
+        let h = deref(host, "host")?;
+        let timeout = u64::try_from(timeout_ms).map_or(Duration::MAX, Duration::from_millis);
+        let launches = h.launches.lock().unwrap_or_else(|e| e.into_inner());
+        let latest = launches.last().map_or(&[][..], |l| &l[..]);
+        wait_for_daemons(&h.host, n, latest, timeout)?;
+        Ok(())
+    })
+}
