@@ -19,6 +19,8 @@ fi
 echo "== services for the launcher tests: a loopback sshd and a single-node Slurm"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   bash ci/slurm-sshd.sh install
+  # Stop what an earlier run may have left up, start afresh, and stop again on exit.
+  bash ci/slurm-sshd.sh down >/dev/null 2>&1 || true
   trap 'bash ci/slurm-sshd.sh down >/dev/null 2>&1 || true' EXIT
   bash ci/slurm-sshd.sh up
   # shellcheck disable=SC1091

@@ -4,44 +4,12 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use common::*;
 use mirai_core::auth::{Auth, proof};
 use mirai_core::tls::{ServerIdentity, generate};
 use mirai_core::{Daemon, DaemonOptions, Error, Evaluation, Evaluator, Host, HostOptions, Interrupt, Url};
 use mirai_proto::{ExitReason, Message, Status};
-
-static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOGS.lock().unwrap().push(record.args().to_string());
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    static LOGGER: Capture = Capture;
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Debug);
-    }
-}
-
-fn logged(needle: &str) -> bool {
-    for _ in 0..2000 {
-        if LOGS.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
 
 struct Echo;
 

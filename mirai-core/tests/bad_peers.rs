@@ -5,45 +5,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 use mirai_core::{ErrorCode, Host, HostOptions, TaskStatus};
 use mirai_proto::decoder::Decoder;
 use mirai_proto::{ExitReason, Kind, Message};
-
-static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        LOGS.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    static LOGGER: Capture = Capture;
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Debug);
-    }
-}
-
-fn logged(needle: &str) -> bool {
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        if LOGS.lock().unwrap().iter().any(|l| l.contains(needle)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    false
-}
 
 /// A TCP host with one real daemon, so we can check it keeps working.
 fn tcp_host(options: HostOptions) -> (Host, Vec<mirai_core::launch::LocalDaemon>, u16) {

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -90,4 +91,39 @@ pub fn raw_handshake(port: u16, answer: impl Fn(&[u8]) -> Vec<u8>) -> Result<Tcp
             }
         }
     }
+}
+
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Collects this test process's log lines, so tests can check what the host logged.
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        LOGS.lock().unwrap().push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+/// Starts collecting log lines (once per test process).
+pub fn capture_logs() {
+    static LOGGER: Capture = Capture;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+}
+
+/// Whether a collected log line contains `needle`, waiting for it up to `PATIENCE`.
+pub fn logged(needle: &str) -> bool {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while std::time::Instant::now() < deadline {
+        if LOGS.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
