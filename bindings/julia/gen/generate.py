@@ -101,7 +101,13 @@ def split_params(params):
     return out
 
 
-JULIA_RESERVED = {"end", "function", "type", "module", "begin", "local", "global", "export", "out"}
+# Julia keywords (and `out`, kept apart from Base.out-style names) get a trailing underscore.
+JULIA_RESERVED = {
+    "abstract", "baremodule", "begin", "break", "catch", "const", "continue", "do", "else",
+    "elseif", "end", "export", "false", "finally", "for", "function", "global", "if", "import",
+    "let", "local", "macro", "module", "mutable", "out", "primitive", "quote", "return", "struct",
+    "true", "try", "type", "using", "while",
+}
 
 
 def jl_name(name):

@@ -474,8 +474,8 @@ Starts `n` daemons through `command args...`, where the argument `"."` is replac
 daemon's command line (shell-quoted as one word when `quote`). The secret and CA go in the
 command's environment.
 """
-function mirai_host_launch_remote(host, command, args, n_args, quote, daemon_argv, daemon_argc, n)
-    ccall((:mirai_host_launch_remote, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Bool, Ptr{Ptr{Cchar}}, Csize_t, Csize_t), host, command, args, n_args, quote, daemon_argv, daemon_argc, n)
+function mirai_host_launch_remote(host, command, args, n_args, quote_, daemon_argv, daemon_argc, n)
+    ccall((:mirai_host_launch_remote, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Bool, Ptr{Ptr{Cchar}}, Csize_t, Csize_t), host, command, args, n_args, quote_, daemon_argv, daemon_argc, n)
 end
 
 """
