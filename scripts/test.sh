@@ -44,6 +44,16 @@ PKG_CONFIG_PATH="$prefix/lib/pkgconfig" gcc -Wall -Werror -std=c11 -o "$prefix/q
   $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs mirai) -Wl,-rpath,"$prefix/lib"
 rm -rf "$prefix"
 
+echo "== R package (bindings/r): install into a temporary library and run its tests"
+if command -v Rscript >/dev/null; then
+  rlib="$(mktemp -d)"
+  R CMD INSTALL --no-test-load -l "$rlib" bindings/r > "$rlib/install.log" 2>&1 || { cat "$rlib/install.log"; exit 1; }
+  R_LIBS="$rlib" Rscript bindings/r/tests/tests.R
+  rm -rf "$rlib"
+else
+  echo "R is not installed: the R package tests are skipped (apt-get install r-base-dev)"
+fi
+
 echo "== Julia binding: generated wrappers current, every file parses"
 python3 bindings/julia/gen/generate.py --check
 python3 bindings/julia/gen/check_syntax.py

@@ -1,0 +1,79 @@
+# The daemon: libmirai's runtime calling back into R to evaluate each task.
+
+#' Run a daemon: dial `url` and evaluate tasks until a limit is reached or the host goes.
+#' Returns the exit code invisibly: 0 connection ended, 1 idletime, 2 walltime, 3 maxtasks.
+daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TRUE,
+                   cleanup = TRUE, output = FALSE, idletime = Inf, walltime = Inf,
+                   maxtasks = Inf, tlscert = NULL, rs = NULL) {
+  if (!is.character(url) || !grepl("://", url, fixed = TRUE)) stop("`url` must be a valid URL")
+  if (!output) {
+    devnull <- file(nullfile(), open = "w")
+    sink(devnull)
+    sink(devnull, type = "message")
+    on.exit({ sink(type = "message"); sink(); close(devnull) }, add = TRUE)
+  }
+  .state$daemon <- TRUE
+  on.exit(.state$daemon <- FALSE, add = TRUE)
+  snapshot <- NULL
+  take_snapshot <- function() snapshot <<- list(globals = ls(.GlobalEnv, all.names = TRUE), search = search(), options = options())
+  take_snapshot()
+  evaluate <- function(raw, everywhere) {
+    result <- eval_task(raw, global = everywhere)
+    if (everywhere) take_snapshot()
+    status <- if (inherits(result, "miraiInterrupt")) 2L else if (inherits(result, "miraiError")) 1L else 0L
+    list(status, serialize(result, NULL))
+  }
+  init <- function(id, stream) {
+    if (!is.null(rs)) assign(".Random.seed", as.integer(rs), envir = .GlobalEnv)
+    else assign(".Random.seed", c(10407L, as.integer(ifelse(stream > .Machine$integer.max, stream - 2^32, stream))), envir = .GlobalEnv)
+  }
+  clean <- function() {
+    if (!isTRUE(cleanup)) return(invisible())
+    extra <- setdiff(ls(.GlobalEnv, all.names = TRUE), c(snapshot$globals, ".Random.seed"))
+    rm(list = extra, envir = .GlobalEnv)
+    for (s in setdiff(search(), snapshot$search)) detach(s, character.only = TRUE)
+    options(snapshot$options)
+  }
+  opts <- c(as.numeric(isTRUE(asyncdial)), if (isTRUE(autoexit)) 0 else if (is.na(autoexit)) 1 else 2,
+            as.numeric(maxtasks), as.numeric(idletime), as.numeric(walltime))
+  invisible(.Call(rmirai_daemon, url, opts, evaluate, init, clean))
+}
+
+#' Evaluates one task: `._globals_.` into the global environment, the rest of the list as the
+#' local environment of `._expr_.` (an `everywhere` task runs in the global environment, so what
+#' it defines stays). Errors become miraiError, interrupts miraiInterrupt.
+eval_task <- function(raw, global = FALSE) {
+  calls <- NULL
+  tryCatch(
+    withCallingHandlers({
+      task <- unserialize(raw)
+      globals <- task[["._globals_."]]
+      for (name in names(globals)) assign(name, globals[[name]], envir = .GlobalEnv)
+      expr <- task[["._expr_."]]
+      task[["._expr_."]] <- NULL
+      task[["._globals_."]] <- NULL
+      if (global) {
+        for (name in names(task)) assign(name, task[[name]], envir = .GlobalEnv)
+        eval(expr, envir = .GlobalEnv)
+      } else {
+        eval(expr, envir = list2env(task, parent = .GlobalEnv))
+      }
+    }, error = function(e) calls <<- sys.calls()),
+    error = function(e) mirai_error(e, calls),
+    interrupt = function(e) structure("", class = c("miraiInterrupt", "errorValue", "try-error"))
+  )
+}
+
+mirai_error <- function(e, calls) {
+  call <- conditionCall(e)
+  # An error raised by the expression itself carries the evaluator's own call: report none.
+  if (is.call(call) && identical(call[[1L]], quote(eval))) call <- NULL
+  msg <- if (is.null(call)) sprintf("Error: %s", conditionMessage(e))
+         else sprintf("Error in %s: %s", paste(deparse(call, nlines = 1L), collapse = ""), conditionMessage(e))
+  trace <- lapply(rev(calls)[-seq_len(2L)], function(x) { attributes(x) <- NULL; x })
+  out <- structure(msg, class = c("miraiError", "errorValue", "try-error"))
+  for (name in names(e)) attr(out, name) <- if (name == "call") { attributes(call) <- NULL; call } else e[[name]]
+  attr(out, "condition.class") <- class(e)
+  attr(out, "stack.trace") <- trace
+  out
+}

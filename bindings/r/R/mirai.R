@@ -1,0 +1,146 @@
+# mirai for R on libmirai: compute profiles, daemons, mirai objects.
+
+.state <- new.env(parent = emptyenv())
+.state$cp <- "default"
+.state$profiles <- new.env(parent = emptyenv())
+.state$daemon <- FALSE
+
+nng_messages <- c(
+  "Interrupted", "Out of memory", "Invalid argument", "Resource busy", "Timed out",
+  "Connection refused", "Object closed", "Try again", "Not supported", "Address in use",
+  "Incorrect state", "Entry not found", "Protocol error", "Destination unreachable",
+  "Address invalid", "Permission denied", "Message too large", "Connection aborted",
+  "Connection reset", "Operation canceled", "Out of files", "Out of space",
+  "Resource already exists", "Read only resource", "Write only resource", "Cryptographic error",
+  "Peer could not be authenticated", "Option requires argument", "Ambiguous option",
+  "Incorrect type", "Connection shutdown"
+)
+
+profile_name <- function(.compute) if (is.null(.compute)) .state$cp else .compute
+
+get_profile <- function(.compute) {
+  name <- profile_name(.compute)
+  if (exists(name, envir = .state$profiles, inherits = FALSE)) get(name, envir = .state$profiles) else NULL
+}
+
+random_name <- function(n = 12L) paste(sample(c(letters, LETTERS, 0:9), n, replace = TRUE), collapse = "")
+
+#' URL for local daemons: an abstract socket (Linux) or a TCP loopback address.
+local_url <- function(tcp = FALSE, port = 0) {
+  if (tcp) sprintf("tcp://127.0.0.1:%d", as.integer(port))
+  else if (Sys.info()[["sysname"]] == "Linux") sprintf("abstract://%s", random_name())
+  else sprintf("ipc:///tmp/%s", random_name())
+}
+
+#' URL at which remote daemons can reach this machine.
+host_url <- function(tls = FALSE, port = 0) {
+  node <- Sys.info()[["nodename"]]
+  `names<-`(sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", node, as.integer(port)), node)
+}
+
+daemon_call <- function(url, dots) {
+  args <- if (length(dots)) paste0(",", names(dots), "=", vapply(dots, deparse, ""), collapse = "") else ""
+  sprintf("mirai::daemon(\"%s\"%s)", url, args)
+}
+
+#' Set or reset daemons for a compute profile.
+daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
+                    seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
+                    .compute = NULL) {
+  name <- profile_name(.compute)
+  if (missing(n) && is.null(url)) stop("`n` must be numeric, did you mean to provide `url`?")
+  if (!missing(n) && is.null(n)) {
+    p <- get_profile(name)
+    if (!is.null(p)) .Call(rmirai_close, p$host, TRUE)
+    return(daemons(0L, .compute = name))
+  }
+  if (!missing(n) && !is.numeric(n)) stop("`n` must be numeric, did you mean to provide `url`?")
+  if (!missing(n) && n < 0) stop("`n` must be zero or greater")
+  if (!is.null(url) && !is.character(url)) stop("`url` must be of type character")
+  if (!isTRUE(dispatcher) && !isFALSE(dispatcher)) stop("`dispatcher` must be either TRUE or FALSE")
+  if (!missing(n) && n == 0 && is.null(url)) {
+    p <- get_profile(name)
+    if (is.null(p)) return(invisible(FALSE))
+    .Call(rmirai_close, p$host, FALSE)
+    rm(list = name, envir = .state$profiles)
+    return(invisible(FALSE))
+  }
+  if (isTRUE(.state$daemon_map)) stop("cannot create local daemons from within mirai map")
+  if (!is.null(get_profile(name))) daemons(0L, .compute = name)
+  dots <- Filter(function(x) is.logical(x) || is.numeric(x), list(...))
+  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, if (is.null(memory)) 0 else memory)
+  p <- new.env(parent = emptyenv())
+  p$host <- host
+  p$url <- .Call(rmirai_url, host)
+  p$dots <- dots
+  p$dispatcher <- dispatcher
+  assign(name, p, envir = .state$profiles)
+  if (is.null(url) && !missing(n) && n > 0) {
+    launch_local(n, .compute = name)
+    .Call(rmirai_wait_connections, host, n)
+  }
+  invisible(structure(TRUE, class = c("miraiDaemons", name)))
+}
+
+#' Launch more local daemons for a profile.
+launch_local <- function(n = 1L, ..., .compute = NULL) {
+  p <- get_profile(.compute)
+  if (is.null(p)) stop("daemons must be set to launch daemons")
+  dots <- list(...)
+  if (length(dots)) p$dots <- Filter(function(x) is.logical(x) || is.numeric(x), dots)
+  rscript <- file.path(R.home("bin"), "Rscript")
+  .Call(rmirai_launch, p$host, c(rscript, "-e", daemon_call("{url}", p$dots)), as.integer(n))
+  invisible(n)
+}
+
+daemons_set <- function(.compute = NULL) !is.null(get_profile(.compute))
+
+require_daemons <- function(.compute = NULL, call = environment()) {
+  if (daemons_set(.compute)) return(invisible(TRUE))
+  name <- profile_name(.compute)
+  stop(if (name == "default") "No daemons set." else sprintf("No daemons set for the '%s' compute profile.", name),
+       " Use e.g. mirai::daemons(6) to set 6 local daemons.", call. = FALSE)
+}
+
+#' Status of a compute profile.
+status <- function(.compute = NULL) {
+  p <- get_profile(.compute)
+  if (is.null(p)) return(list(connections = 0L, daemons = 0L))
+  info <- .Call(rmirai_counters, p$host)
+  list(connections = info[1L], daemons = p$url, mirai = c(awaiting = info[3L], executing = info[4L], completed = info[5L]))
+}
+
+#' Counters of a compute profile.
+info <- function(.compute = NULL) {
+  p <- get_profile(.compute)
+  if (is.null(p)) return(NULL)
+  `names<-`(.Call(rmirai_counters, p$host), c("connections", "cumulative", "awaiting", "executing", "completed"))
+}
+
+with.miraiDaemons <- function(data, expr, ...) {
+  name <- class(data)[2L]
+  prev <- .state$cp
+  .state$cp <- name
+  on.exit({ daemons(0L, .compute = name); .state$cp <- prev })
+  expr
+}
+
+with_daemons <- function(.compute, expr) {
+  require_daemons(.compute)
+  prev <- .state$cp
+  .state$cp <- .compute
+  on.exit(.state$cp <- prev)
+  expr
+}
+
+local_daemons <- function(.compute, frame = parent.frame()) {
+  require_daemons(.compute)
+  prev <- .state$cp
+  .state$cp <- .compute
+  do.call(on.exit, list(substitute(.state$cp <- prev, list(prev = prev)), add = TRUE), envir = frame)
+  invisible()
+}
+
+on_daemon <- function() isTRUE(.state$daemon)
+
+nextcode <- function(xc) sprintf("%d | %s", as.integer(xc), nng_messages[as.integer(xc)])

@@ -1,0 +1,193 @@
+# mirai objects: submission, collection, cancellation, maps and broadcasts.
+
+.unresolved <- structure(NA, class = "unresolvedValue")
+
+error_value <- function(code) structure(as.integer(code), class = c("errorValue", "try-error"))
+
+#' Evaluate an expression asynchronously on a daemon.
+mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+  if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
+  expr <- substitute(.expr)
+  if (is.symbol(expr)) {
+    value <- tryCatch(eval(expr, parent.frame()), error = function(e) NULL)
+    if (is.language(value)) expr <- value
+  }
+  globals <- list(...)
+  if (length(globals) == 1L && is.environment(globals[[1L]]) && is.null(names(globals))) {
+    globals <- as.list.environment(globals[[1L]], all.names = TRUE)
+    globals[[".Random.seed"]] <- NULL
+  } else if (length(globals) && (is.null(names(globals)) || any(!nzchar(names(globals))))) {
+    stop("all `...` arguments must be named, unless supplying an environment")
+  }
+  if (is.environment(.args)) .args <- as.list.environment(.args, all.names = TRUE)
+  if (length(.args) && (is.null(names(.args)) || any(!nzchar(names(.args))))) {
+    stop("all items in `.args` must be named, unless supplying an environment")
+  }
+  p <- get_profile(.compute)
+  if (is.null(p)) require_daemons(.compute)
+  task <- c(.args, list(._expr_. = expr, ._globals_. = globals))
+  handle <- .Call(rmirai_submit, p$host, serialize(task, NULL), .timeout)
+  make_mirai(handle, p)
+}
+
+make_mirai <- function(handle, p) {
+  env <- new.env(parent = emptyenv())
+  env$handle <- handle
+  env$profile <- p
+  makeActiveBinding("data", function() {
+    if (exists("value", envir = env, inherits = FALSE)) return(env$value)
+    if (!.Call(rmirai_resolved, handle)) return(.unresolved)
+    collect_value(env)
+  }, env)
+  structure(env, class = c("mirai", "recvAio"))
+}
+
+collect_value <- function(env) {
+  if (exists("value", envir = env, inherits = FALSE)) return(env$value)
+  .Call(rmirai_wait, env$handle)
+  res <- .Call(rmirai_result, env$handle)
+  value <- if (res[[1L]] == 4L) error_value(res[[2L]]) else unserialize(res[[3L]])
+  assign("value", value, envir = env)
+  value
+}
+
+`[.mirai` <- function(x, i) collect_value(x)
+
+`[.mirai_map` <- function(x, ...) {
+  opts <- vapply(as.list(substitute(list(...)))[-1L], deparse, "")
+  collect_map(x, opts)
+}
+
+collect_map <- function(x, opts) {
+  flat <- ".flat" %in% opts
+  stop_at <- ".stop" %in% opts
+  progress <- ".progress" %in% opts
+  n <- length(x)
+  out <- vector("list", n)
+  for (i in seq_len(n)) {
+    out[[i]] <- collect_value(x[[i]])
+    if (progress) cat(sprintf("\r[ %d / %d %s ]", i, n, strrep(".", i * 10L %/% n)), file = stderr())
+    if ((stop_at || flat) && is_error_value(out[[i]])) {
+      stop_mirai(x)
+      msg <- if (is_mirai_error(out[[i]])) as.character(out[[i]]) else nextcode(out[[i]])
+      stop(sprintf("In index %d:\n%s", i, msg), call. = FALSE)
+    }
+  }
+  if (progress) cat("\n", file = stderr())
+  names(out) <- names(x)
+  if (flat) {
+    types <- unique(vapply(out, typeof, ""))
+    if (length(types) > 1L) stop(sprintf("cannot flatten outputs of differing type: %s", paste(types, collapse = " / ")))
+    out <- unlist(out, recursive = FALSE)
+  }
+  out
+}
+
+print.mirai <- function(x, ...) {
+  cat(if (unresolved(x)) "< mirai [] >\n" else "< mirai [$data] >\n")
+  invisible(x)
+}
+
+print.mirai_map <- function(x, ...) {
+  done <- sum(!vapply(x, unresolved, logical(1L)))
+  cat(sprintf("< mirai map [%d/%d] >\n", done, length(x)))
+  invisible(x)
+}
+
+print.errorValue <- function(x, ...) {
+  cat(sprintf("'errorValue' int %s\n", nextcode(x)))
+  invisible(x)
+}
+
+print.miraiError <- function(x, ...) {
+  cat(sprintf("'miraiError' chr %s\n", x))
+  invisible(x)
+}
+
+print.miraiInterrupt <- function(x, ...) {
+  cat("'miraiInterrupt' chr \"\"\n")
+  invisible(x)
+}
+
+print.unresolvedValue <- function(x, ...) {
+  cat("'unresolved' logi NA\n")
+  invisible(x)
+}
+
+`$.miraiError` <- function(x, name) attr(x, name, exact = TRUE)
+conditionMessage.miraiError <- function(c) attr(c, "message", exact = TRUE)
+conditionCall.miraiError <- function(c) attr(c, "call", exact = TRUE)
+
+unresolved <- function(x) {
+  if (inherits(x, "mirai")) return(!exists("value", envir = x, inherits = FALSE) && !.Call(rmirai_resolved, x$handle))
+  if (inherits(x, "unresolvedValue")) return(TRUE)
+  if (is.list(x)) return(any(vapply(x, unresolved, logical(1L))))
+  FALSE
+}
+
+call_mirai <- function(x) {
+  if (inherits(x, "mirai")) collect_value(x) else lapply(x, call_mirai)
+  invisible(x)
+}
+
+collect_mirai <- function(x, options = NULL) {
+  if (inherits(x, "mirai")) return(collect_value(x))
+  if (is.list(options)) options <- names(options)[vapply(options, isTRUE, logical(1L))]
+  collect_map(x, options)
+}
+
+stop_mirai <- function(x) {
+  if (is.null(x)) return(FALSE)
+  if (inherits(x, "mirai")) return(.Call(rmirai_cancel, x$handle))
+  # Last to first, as R's mirai does (unclassed: `[` on a mirai_map collects it).
+  x <- unclass(x)
+  out <- logical(length(x))
+  for (i in rev(seq_along(x))) out[i] <- stop_mirai(x[[i]])
+  out
+}
+
+race_mirai <- function(x, .compute = NULL) {
+  p <- get_profile(.compute)
+  if (is.null(p)) stop("daemons must be set to use race_mirai()")
+  if (!length(x)) return(invisible(0L))
+  invisible(.Call(rmirai_race, p$host, lapply(x, function(m) m$handle)))
+}
+
+is_mirai <- function(x) inherits(x, "mirai")
+is_mirai_map <- function(x) inherits(x, "mirai_map")
+is_mirai_error <- function(x) inherits(x, "miraiError")
+is_mirai_interrupt <- function(x) inherits(x, "miraiInterrupt")
+is_error_value <- function(x) inherits(x, "errorValue")
+
+#' Apply a function over a list or vector, or over the rows of a data frame or matrix.
+mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = NULL) {
+  require_daemons(.compute)
+  if (!is.function(.f)) stop("`.f` must be of type function, not ", typeof(.f))
+  rows <- is.data.frame(.x) || is.matrix(.x)
+  items <- if (rows) lapply(seq_len(nrow(.x)), function(i) as.list(if (is.data.frame(.x)) .x[i, , drop = FALSE] else .x[i, ])) else as.list(.x)
+  out <- lapply(items, function(item) {
+    args <- if (rows) c(item, .args) else c(list(item), .args)
+    mirai(do.call(.f, args, quote = TRUE), ..., .args = list(.f = .f, args = args, .mirai_within_map = TRUE), .compute = .compute)
+  })
+  names(out) <- if (rows) rownames(.x) else names(.x)
+  if (rows && is.data.frame(.x) && identical(names(out), as.character(seq_len(nrow(.x))))) names(out) <- NULL
+  structure(out, class = "mirai_map")
+}
+
+#' Evaluate an expression once on every connected daemon.
+everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
+  require_daemons(.compute)
+  p <- get_profile(.compute)
+  expr <- substitute(.expr)
+  if (is.symbol(expr)) {
+    value <- tryCatch(eval(expr, parent.frame()), error = function(e) NULL)
+    if (is.language(value)) expr <- value
+  }
+  globals <- list(...)
+  if (length(globals) == 1L && is.environment(globals[[1L]]) && is.null(names(globals))) {
+    globals <- as.list.environment(globals[[1L]], all.names = TRUE)
+  }
+  task <- c(as.list(.args), list(._expr_. = expr, ._globals_. = globals))
+  handles <- .Call(rmirai_everywhere, p$host, serialize(task, NULL), as.integer(.min))
+  invisible(structure(lapply(handles, make_mirai, p = p), class = "mirai_map"))
+}

@@ -1,0 +1,290 @@
+/* The R package's C layer over libmirai: hosts and tasks as external pointers with
+ * finalizers, interruptible waits, and the daemon loop calling back into R. */
+#define R_NO_REMAP
+#define STRICT_R_HEADERS
+#include <R.h>
+#include <Rinternals.h>
+#include <R_ext/Rdynload.h>
+#include <R_ext/Utils.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+
+#include "mirai.h"
+
+/* R's flag for a pending user interrupt (declared in R_ext/GraphicsDevice.h; R's own SIGINT
+ * handler sets it, from whichever thread takes the signal). */
+LibExtern int R_interrupts_pending;
+
+/* Slice for interruptible waits: R's mirai re-checks for interrupts every 400 ms. */
+#define SLICE_MS 400
+
+static SEXP host_tag, task_tag;
+
+static void fail(mirai_result r) {
+  char why[1024];
+  mirai_last_error(why, sizeof why);
+  Rf_error("%s", why[0] ? why : mirai_strerror(r));
+}
+
+static mirai_host *host_of(SEXP h) {
+  if (TYPEOF(h) != EXTPTRSXP || R_ExternalPtrTag(h) != host_tag || !R_ExternalPtrAddr(h))
+    Rf_error("invalid or closed host");
+  return (mirai_host *)R_ExternalPtrAddr(h);
+}
+
+static mirai_task *task_of(SEXP t) {
+  if (TYPEOF(t) != EXTPTRSXP || R_ExternalPtrTag(t) != task_tag || !R_ExternalPtrAddr(t))
+    Rf_error("invalid task");
+  return (mirai_task *)R_ExternalPtrAddr(t);
+}
+
+static void host_finalizer(SEXP h) {
+  mirai_host_free((mirai_host *)R_ExternalPtrAddr(h));
+  R_ClearExternalPtr(h);
+}
+
+static void task_finalizer(SEXP t) {
+  mirai_task_free((mirai_task *)R_ExternalPtrAddr(t));
+  R_ClearExternalPtr(t);
+}
+
+static SEXP wrap_task(mirai_task *task) {
+  SEXP t = PROTECT(R_MakeExternalPtr(task, task_tag, R_NilValue));
+  R_RegisterCFinalizerEx(t, task_finalizer, TRUE);
+  UNPROTECT(1);
+  return t;
+}
+
+static SEXP rmirai_listen(SEXP url, SEXP memory) {
+  mirai_host_options o;
+  mirai_host_options_init(&o);
+  double mem = Rf_asReal(memory);
+  if (R_FINITE(mem) && mem > 0) o.memory_limit = (uint64_t)(mem * 1e6);
+  mirai_host *host = NULL;
+  mirai_result r = mirai_host_listen(CHAR(STRING_ELT(url, 0)), &o, &host);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP h = PROTECT(R_MakeExternalPtr(host, host_tag, R_NilValue));
+  R_RegisterCFinalizerEx(h, host_finalizer, TRUE);
+  UNPROTECT(1);
+  return h;
+}
+
+static SEXP rmirai_url(SEXP h) { return Rf_mkString(mirai_host_url(host_of(h))); }
+
+static SEXP rmirai_secret(SEXP h) {
+  const char *s = mirai_host_secret_hex(host_of(h));
+  return s ? Rf_mkString(s) : R_NilValue;
+}
+
+static SEXP rmirai_launch(SEXP h, SEXP argv, SEXP n) {
+  R_xlen_t argc = XLENGTH(argv);
+  const char **args = (const char **)R_alloc((size_t)argc, sizeof(char *));
+  for (R_xlen_t i = 0; i < argc; i++) args[i] = CHAR(STRING_ELT(argv, i));
+  mirai_result r = mirai_host_launch_local(host_of(h), args, (size_t)argc, (size_t)Rf_asInteger(n), true);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return R_NilValue;
+}
+
+/* Waits for n connections in slices, so the user can interrupt. */
+static SEXP rmirai_wait_connections(SEXP h, SEXP n) {
+  mirai_host *host = host_of(h);
+  for (;;) {
+    mirai_result r = mirai_host_wait_connections(host, (uint64_t)Rf_asReal(n), SLICE_MS);
+    if (r == MIRAI_RESULT_OK) return Rf_ScalarLogical(TRUE);
+    if (r != MIRAI_RESULT_TIMED_OUT) fail(r);
+    R_CheckUserInterrupt();
+  }
+}
+
+static SEXP rmirai_submit(SEXP h, SEXP payload, SEXP timeout) {
+  mirai_submit_options o;
+  mirai_submit_options_init(&o);
+  if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
+  mirai_task *task = NULL;
+  mirai_result r = mirai_host_submit(host_of(h), RAW(payload), (size_t)XLENGTH(payload), &o, &task);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return wrap_task(task);
+}
+
+static SEXP rmirai_everywhere(SEXP h, SEXP payload, SEXP min) {
+  mirai_task **tasks = NULL;
+  size_t n = 0;
+  mirai_result r = mirai_host_everywhere(host_of(h), RAW(payload), (size_t)XLENGTH(payload),
+                                         (size_t)Rf_asInteger(min), &tasks, &n);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP out = PROTECT(Rf_allocVector(VECSXP, (R_xlen_t)n));
+  for (size_t i = 0; i < n; i++) SET_VECTOR_ELT(out, (R_xlen_t)i, wrap_task(mirai_task_clone(tasks[i])));
+  mirai_task_array_free(tasks, n);
+  UNPROTECT(1);
+  return out;
+}
+
+static SEXP rmirai_resolved(SEXP t) { return Rf_ScalarLogical(mirai_task_is_resolved(task_of(t))); }
+
+static SEXP rmirai_wait(SEXP t) {
+  mirai_task *task = task_of(t);
+  while (mirai_task_wait(task, SLICE_MS) == MIRAI_RESULT_TIMED_OUT) R_CheckUserInterrupt();
+  return R_NilValue;
+}
+
+/* list(status, code, raw result): status 1 value, 2 error, 3 interrupted, 4 failed (code). */
+static SEXP rmirai_result(SEXP t) {
+  mirai_task *task = task_of(t);
+  mirai_status status;
+  int32_t code = 0;
+  mirai_result r = mirai_task_status(task, &status, &code);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  mirai_bytes bytes = {NULL, 0};
+  r = mirai_task_take_result(task, &bytes);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP out = PROTECT(Rf_allocVector(VECSXP, 3));
+  SET_VECTOR_ELT(out, 0, Rf_ScalarInteger((int)status));
+  SET_VECTOR_ELT(out, 1, Rf_ScalarInteger(code));
+  SEXP raw = Rf_allocVector(RAWSXP, (R_xlen_t)bytes.len);
+  SET_VECTOR_ELT(out, 2, raw);
+  if (bytes.len) memcpy(RAW(raw), bytes.data, bytes.len);
+  mirai_bytes_free(&bytes);
+  UNPROTECT(1);
+  return out;
+}
+
+static SEXP rmirai_cancel(SEXP t) { return Rf_ScalarLogical(mirai_task_cancel(task_of(t))); }
+
+static SEXP rmirai_counters(SEXP h) {
+  mirai_counters c;
+  mirai_result r = mirai_host_counters(host_of(h), &c);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP out = PROTECT(Rf_allocVector(INTSXP, 5));
+  INTEGER(out)[0] = (int)c.connections;
+  INTEGER(out)[1] = (int)c.cumulative;
+  INTEGER(out)[2] = (int)c.awaiting;
+  INTEGER(out)[3] = (int)c.executing;
+  INTEGER(out)[4] = (int)c.completed;
+  UNPROTECT(1);
+  return out;
+}
+
+static SEXP rmirai_race(SEXP h, SEXP tasks) {
+  R_xlen_t n = XLENGTH(tasks);
+  const mirai_task **list = (const mirai_task **)R_alloc((size_t)n, sizeof(mirai_task *));
+  for (R_xlen_t i = 0; i < n; i++) list[i] = task_of(VECTOR_ELT(tasks, i));
+  size_t index = 0;
+  for (;;) {
+    mirai_result r = mirai_host_race(host_of(h), list, (size_t)n, SLICE_MS, &index);
+    if (r == MIRAI_RESULT_OK) return Rf_ScalarInteger((int)index + 1);
+    if (r != MIRAI_RESULT_TIMED_OUT) fail(r);
+    R_CheckUserInterrupt();
+  }
+}
+
+static SEXP rmirai_close(SEXP h, SEXP exit_daemons) {
+  mirai_host *host = host_of(h);
+  if (Rf_asLogical(exit_daemons) == TRUE) mirai_host_exit_daemons(host);
+  mirai_host_free(host);
+  R_ClearExternalPtr(h);
+  return R_NilValue;
+}
+
+/* ---- daemon ------------------------------------------------------------------------------- */
+
+typedef struct {
+  SEXP evaluate; /* function(raw, everywhere) -> list(status, raw) */
+  SEXP init;     /* function(daemon_id, stream) */
+  SEXP cleanup;  /* function() */
+  pthread_t main_thread;
+} evaluator;
+
+static void on_init(void *userdata, uint64_t id, const uint32_t *stream, const uint8_t *blob, size_t len) {
+  (void)blob;
+  (void)len;
+  evaluator *ev = userdata;
+  SEXP s = PROTECT(Rf_allocVector(REALSXP, 6));
+  for (int i = 0; i < 6; i++) REAL(s)[i] = (double)stream[i];
+  SEXP call = PROTECT(Rf_lang3(ev->init, Rf_ScalarReal((double)id), s));
+  R_tryEvalSilent(call, R_GlobalEnv, NULL);
+  UNPROTECT(2);
+}
+
+static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t len, bool everywhere,
+                                     const mirai_interrupt *intr, mirai_output *out) {
+  (void)intr;
+  evaluator *ev = userdata;
+  SEXP raw = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t)len));
+  if (len) memcpy(RAW(raw), data, len);
+  SEXP call = PROTECT(Rf_lang3(ev->evaluate, raw, Rf_ScalarLogical(everywhere)));
+  int failed = 0;
+  /* The R evaluator catches errors and interrupts itself; this guards against anything else. */
+  SEXP res = R_tryEvalSilent(call, R_GlobalEnv, &failed);
+  mirai_eval_status status = MIRAI_EVAL_STATUS_ERROR;
+  if (!failed && TYPEOF(res) == VECSXP && XLENGTH(res) == 2) {
+    PROTECT(res);
+    status = (mirai_eval_status)Rf_asInteger(VECTOR_ELT(res, 0));
+    SEXP bytes = VECTOR_ELT(res, 1);
+    mirai_output_set(out, RAW(bytes), (size_t)XLENGTH(bytes));
+    UNPROTECT(1);
+  }
+  UNPROTECT(2);
+  /* A cancel that arrived as the evaluation ended must not interrupt whatever runs next. */
+  R_interrupts_pending = 0;
+  return status;
+}
+
+static void on_cleanup(void *userdata) {
+  evaluator *ev = userdata;
+  SEXP call = PROTECT(Rf_lang1(ev->cleanup));
+  R_tryEvalSilent(call, R_GlobalEnv, NULL);
+  UNPROTECT(1);
+}
+
+/* Runs on libmirai's I/O thread when the running task is cancelled: interrupt R's main thread
+ * as a user's Ctrl-C would. The signal also wakes blocking calls (Sys.sleep, waits on
+ * connections), which a flag alone would not. */
+static void on_interrupt(void *userdata) {
+  evaluator *ev = userdata;
+  pthread_kill(ev->main_thread, SIGINT);
+}
+
+static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cleanup) {
+  mirai_daemon_options o;
+  mirai_daemon_options_init(&o);
+  /* opts: c(retry, autoexit(0 exit, 1 finish, 2 stay), maxtasks, idletime, walltime) */
+  o.retry = REAL(opts)[0] != 0;
+  o.autoexit = (mirai_autoexit)(int)REAL(opts)[1];
+  o.maxtasks = R_FINITE(REAL(opts)[2]) ? (uint64_t)REAL(opts)[2] : 0;
+  o.idletime_ms = R_FINITE(REAL(opts)[3]) ? (int64_t)REAL(opts)[3] : -1;
+  o.walltime_ms = R_FINITE(REAL(opts)[4]) ? (int64_t)REAL(opts)[4] : -1;
+  o.label = "R mirai daemon";
+  evaluator ev = {evaluate, init, cleanup, pthread_self()};
+  mirai_evaluator c = {&ev, on_init, on_evaluate, on_cleanup, on_interrupt};
+  int code = 0;
+  mirai_result r = mirai_daemon_run(CHAR(STRING_ELT(url, 0)), &o, &c, &code);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return Rf_ScalarInteger(code);
+}
+
+static const R_CallMethodDef calls[] = {
+    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 2},
+    {"rmirai_url", (DL_FUNC)&rmirai_url, 1},
+    {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
+    {"rmirai_launch", (DL_FUNC)&rmirai_launch, 3},
+    {"rmirai_wait_connections", (DL_FUNC)&rmirai_wait_connections, 2},
+    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 3},
+    {"rmirai_everywhere", (DL_FUNC)&rmirai_everywhere, 3},
+    {"rmirai_resolved", (DL_FUNC)&rmirai_resolved, 1},
+    {"rmirai_wait", (DL_FUNC)&rmirai_wait, 1},
+    {"rmirai_result", (DL_FUNC)&rmirai_result, 1},
+    {"rmirai_cancel", (DL_FUNC)&rmirai_cancel, 1},
+    {"rmirai_counters", (DL_FUNC)&rmirai_counters, 1},
+    {"rmirai_race", (DL_FUNC)&rmirai_race, 2},
+    {"rmirai_close", (DL_FUNC)&rmirai_close, 2},
+    {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 5},
+    {NULL, NULL, 0}};
+
+void R_init_mirai(DllInfo *dll) {
+  host_tag = Rf_install("mirai_host");
+  task_tag = Rf_install("mirai_task");
+  R_registerRoutines(dll, NULL, calls, NULL, NULL);
+  R_useDynamicSymbols(dll, FALSE);
+  R_forceSymbols(dll, TRUE);
+}

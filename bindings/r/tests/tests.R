@@ -1,0 +1,123 @@
+# Tests of the mirai R package on libmirai. Run: Rscript bindings/r/tests/tests.R
+library(mirai)
+
+passed <- 0L
+failed <- 0L
+check <- function(what, ok) {
+  if (isTRUE(ok)) {
+    passed <<- passed + 1L
+  } else {
+    failed <<- failed + 1L
+    cat("FAILED:", what, "\n")
+  }
+}
+check_error <- function(what, expr, pattern) {
+  msg <- tryCatch({ expr; NA_character_ }, error = function(e) conditionMessage(e))
+  check(what, !is.na(msg) && grepl(pattern, msg, fixed = TRUE))
+}
+
+# No daemons.
+check("info() is NULL without daemons", is.null(info()))
+check("status() without daemons", identical(status(), list(connections = 0L, daemons = 0L)))
+check("daemons(0) without daemons", identical(daemons(0), FALSE))
+check_error("missing expression", mirai(), "missing expression, perhaps wrap in {}?")
+check_error("unnamed dots", mirai(1, 2), "all `...` arguments must be named, unless supplying an environment")
+check_error("unnamed .args", mirai(1, .args = list(2)), "all items in `.args` must be named, unless supplying an environment")
+check_error("n < 0", daemons(-1), "zero or greater")
+check_error("non-numeric n", daemons("a"), "must be numeric")
+check_error("bad dispatcher", daemons(1, dispatcher = "x"), "`dispatcher` must be either TRUE or FALSE")
+check_error("url not character", daemons(url = 1), "must be of type character")
+check_error("mirai_map without daemons", mirai_map(1:2, identity), "No daemons set")
+check_error("require_daemons", require_daemons(), "No daemons set.")
+check_error("invalid URL", daemons(url = "nonsense"), "invalid URL")
+check("on_daemon() is FALSE on the host", !on_daemon())
+check("nextcode", identical(nextcode(c(5, 19, 20)), c("5 | Timed out", "19 | Connection reset", "20 | Operation canceled")))
+check("local_url", grepl("^abstract://[A-Za-z0-9]{12}$", local_url()))
+check("local_url tcp", identical(local_url(tcp = TRUE, port = 5555), "tcp://127.0.0.1:5555"))
+
+# Daemons and mirai.
+daemons(2)
+check("two daemons connected", status()$connections == 2L)
+check("daemons_set", daemons_set())
+m <- mirai(x + y, x = 1, .args = list(y = 2))
+check("a mirai is a mirai", is_mirai(m))
+check("value", identical(m[], 3))
+check("$data once resolved", identical(m$data, 3))
+check("call_mirai returns the mirai", identical(call_mirai(m), m))
+check("unresolved FALSE once done", !unresolved(m))
+lang <- quote(a * 2)
+check("a symbol naming a language object", identical(mirai(lang, a = 4)[], 8))
+e <- mirai(stop("boom"))[]
+check("miraiError", is_mirai_error(e) && is_error_value(e) && !is_mirai_interrupt(e))
+check("miraiError text", identical(as.character(e), "Error: boom"))
+check("miraiError condition class", "simpleError" %in% e$condition.class)
+check("on_daemon() TRUE remotely", isTRUE(mirai(mirai::on_daemon())[]))
+
+# Maps.
+mp <- mirai_map(1:9, function(x) x^2)
+check("map flat", identical(mp[.flat], (1:9)^2))
+named <- mirai_map(c(a = 1, b = 2), function(x) x + 1)[]
+check("map keeps names", identical(names(named), c("a", "b")))
+df <- data.frame(x = 1:3, y = 4:6)
+check("map over data frame rows", identical(unlist(mirai_map(df, function(x, y) x + y)[]), c(5L, 7L, 9L)))
+check_error("map .stop", mirai_map(list(1, "a", 2), function(x) x + 1)[.stop], "In index 2")
+check_error("map .flat with mixed types", mirai_map(list(1, "a"), identity)[.flat], "differing type")
+
+# everywhere.
+pids <- everywhere(Sys.getpid())[]
+check("everywhere reaches each daemon once", length(unique(unlist(pids))) == 2L)
+everywhere(helper <- function(x) x * 10)
+check("everywhere state survives cleanup", identical(mirai(helper(2))[], 20))
+
+# Cancellation, timeouts, lost daemons.
+slow <- mirai(Sys.sleep(100))
+Sys.sleep(0.3)
+check("stop_mirai a running task", isTRUE(stop_mirai(slow)))
+check("cancelled resolves 20", identical(unclass(slow[]), 20L))
+check("stop_mirai a resolved task", !stop_mirai(slow))
+check("daemon still there", identical(mirai(1)[], 1))
+to <- mirai(Sys.sleep(10), .timeout = 200)[]
+check("timeout resolves 5", is_error_value(to) && identical(unclass(to), 5L))
+check("stop_mirai(NULL)", identical(stop_mirai(NULL), FALSE))
+all_pids <- unlist(everywhere(Sys.getpid())[])
+doomed <- mirai(Sys.sleep(100))
+Sys.sleep(0.3)
+idle_pid <- mirai(Sys.getpid())[]
+tools::pskill(setdiff(all_pids, idle_pid), tools::SIGKILL)
+check("killed daemon gives 19", identical(unclass(doomed[]), 19L))
+daemons(0)
+
+# race_mirai and counters.
+daemons(2)
+r <- list(mirai(Sys.sleep(2)), mirai(1))
+check("race_mirai", identical(race_mirai(r), 2L))
+check("race_mirai empty", identical(race_mirai(list()), 0L))
+i <- info()
+check("info names", identical(names(i), c("connections", "cumulative", "awaiting", "executing", "completed")))
+
+# Two profiles at once.
+daemons(1, .compute = "other")
+check("second profile", status(.compute = "other")$connections == 1L)
+check("second profile value", identical(mirai(2 + 2, .compute = "other")[], 4))
+check("with_daemons", identical(with_daemons("other", mirai(3)[]), 3))
+daemons(0, .compute = "other")
+check("second profile reset", !daemons_set(.compute = "other"))
+
+# Per-daemon RNG streams follow parallel::nextRNGStream.
+seeds <- everywhere(.Random.seed)[]
+check("daemon streams are L'Ecuyer-CMRG", all(vapply(seeds, function(s) s[1] == 10407L, logical(1))))
+check("daemon streams differ", length(unique(seeds)) == 2L)
+daemons(0)
+
+# Daemon limits.
+daemons(1, maxtasks = 2)
+check("maxtasks daemon serves", identical(mirai(1)[], 1) && identical(mirai(2)[], 2))
+Sys.sleep(0.5)
+check("maxtasks daemon left", status()$connections == 0L)
+daemons(0)
+
+with(daemons(1), check("with(daemons())", identical(mirai(7)[], 7)))
+check("with() resets", !daemons_set())
+
+cat(sprintf("r-tests: %d passed, %d failed\n", passed, failed))
+if (failed > 0L) quit(status = 1L)
