@@ -108,6 +108,10 @@ fn killed_daemon_resolves_nineteen_and_the_queue_moves_on() {
 fn everywhere_reaches_each_daemon_once() {
     let host = host();
     let _d = launch(&host, 3, &[]);
+    // Every copy, the last included, tells its evaluator it is a broadcast copy.
+    let flags: Vec<String> = host.everywhere(b"everywhere", 1).unwrap().iter().map(value).collect();
+    assert_eq!(flags, ["true", "true", "true"]);
+    assert_eq!(value(&submit(&host, "everywhere")), "false");
     let copies = host.everywhere(b"pid", 1).unwrap();
     assert_eq!(copies.len(), 3);
     let mut pids: Vec<String> = copies.iter().map(value).collect();

@@ -102,7 +102,8 @@ fn slurm_jobs_serve_and_are_cancelled() {
         return;
     }
     let host = Host::listen("tcp://127.0.0.1:0", HostOptions::default()).unwrap();
-    let config = ClusterConfig::new(Scheduler::Slurm, &["--partition=debug", "--ntasks=1"]);
+    let config =
+        ClusterConfig::new(Scheduler::Slurm, &["--partition=debug", "--ntasks=1", "--output=/dev/null"]);
     let mut jobs = submit(&Target::of(&host), &daemon(), &config, 2).unwrap();
     assert!(host.wait_connections(2, Some(Duration::from_secs(60))), "Slurm daemons: {:?}", host.counters());
     let tasks: Vec<_> = (0..20).map(|i| submit_text(&host, &format!("echo:{i}"))).collect();

@@ -62,7 +62,7 @@ impl Kind {
 
 /// Flag bits, per kind.
 pub mod flags {
-    /// On `Task`: one copy of an `everywhere` broadcast (the dispatcher's barrier marker).
+    /// On `Task`: one copy of an `everywhere` broadcast (every copy carries it).
     pub const EVERYWHERE: u8 = 0x01;
     /// On `Result`: the daemon is retiring (maxtasks or walltime reached) after this reply.
     pub const LAST: u8 = 0x01;

@@ -4,30 +4,34 @@
 
 error_value <- function(code) structure(as.integer(code), class = c("errorValue", "try-error"))
 
-#' Evaluate an expression asynchronously on a daemon.
-mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
-  if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
-  expr <- substitute(.expr)
+# The serialized task for `expr`: a symbol bound to a language object in `caller` stands for that
+# object; `...` (named, or one environment) goes to the daemon's global environment; `.args`
+# (named, or an environment) becomes the local environment of the expression.
+build_task <- function(expr, globals, .args, caller) {
   if (is.symbol(expr)) {
-    value <- tryCatch(eval(expr, parent.frame()), error = function(e) NULL)
+    value <- tryCatch(eval(expr, caller), error = function(e) NULL)
     if (is.language(value)) expr <- value
   }
-  globals <- list(...)
   if (length(globals) == 1L && is.environment(globals[[1L]]) && is.null(names(globals))) {
     globals <- as.list.environment(globals[[1L]], all.names = TRUE)
     globals[[".Random.seed"]] <- NULL
   } else if (length(globals) && (is.null(names(globals)) || any(!nzchar(names(globals))))) {
-    stop("all `...` arguments must be named, unless supplying an environment")
+    stop("all `...` arguments must be named, unless supplying an environment", call. = FALSE)
   }
   if (is.environment(.args)) .args <- as.list.environment(.args, all.names = TRUE)
   if (length(.args) && (is.null(names(.args)) || any(!nzchar(names(.args))))) {
-    stop("all items in `.args` must be named, unless supplying an environment")
+    stop("all items in `.args` must be named, unless supplying an environment", call. = FALSE)
   }
+  serialize(c(.args, list(._expr_. = expr, ._globals_. = globals)), NULL)
+}
+
+#' Evaluate an expression asynchronously on a daemon.
+mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+  if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
+  task <- build_task(substitute(.expr), list(...), .args, parent.frame())
   p <- get_profile(.compute)
   if (is.null(p)) require_daemons(.compute)
-  task <- c(.args, list(._expr_. = expr, ._globals_. = globals))
-  handle <- .Call(rmirai_submit, p$host, serialize(task, NULL), .timeout)
-  make_mirai(handle, p)
+  make_mirai(.Call(rmirai_submit, p$host, task, .timeout), p)
 }
 
 make_mirai <- function(handle, p) {
@@ -178,16 +182,7 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
 everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   require_daemons(.compute)
   p <- get_profile(.compute)
-  expr <- substitute(.expr)
-  if (is.symbol(expr)) {
-    value <- tryCatch(eval(expr, parent.frame()), error = function(e) NULL)
-    if (is.language(value)) expr <- value
-  }
-  globals <- list(...)
-  if (length(globals) == 1L && is.environment(globals[[1L]]) && is.null(names(globals))) {
-    globals <- as.list.environment(globals[[1L]], all.names = TRUE)
-  }
-  task <- c(as.list(.args), list(._expr_. = expr, ._globals_. = globals))
-  handles <- .Call(rmirai_everywhere, p$host, serialize(task, NULL), as.integer(.min))
+  task <- build_task(substitute(.expr), list(...), .args, parent.frame())
+  handles <- .Call(rmirai_everywhere, p$host, task, as.integer(.min))
   invisible(structure(lapply(handles, make_mirai, p = p), class = "mirai_map"))
 }

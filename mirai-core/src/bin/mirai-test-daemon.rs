@@ -6,7 +6,8 @@
 //! Payloads are text commands: `echo:<text>` returns the text; `sleep:<ms>` sleeps (cancellable)
 //! and returns `slept`; `spin:<ms>` busy-waits without looking at the interrupt; `fail:<msg>`
 //! returns an evaluation error; `init` returns the daemon id and its stream words; `pid` returns
-//! the process id; `crash` exits the process mid-task.
+//! the process id; `everywhere` whether the task is a copy of an everywhere broadcast; `crash`
+//! exits the process mid-task.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ impl Evaluator for TestEvaluator {
         self.init = Some(bundle.clone());
     }
 
-    fn evaluate(&mut self, payload: Vec<u8>, _everywhere: bool, interrupt: &Interrupt) -> Evaluation {
+    fn evaluate(&mut self, payload: Vec<u8>, everywhere: bool, interrupt: &Interrupt) -> Evaluation {
         let text = String::from_utf8_lossy(&payload).into_owned();
         let (cmd, arg) = text.split_once(':').unwrap_or((text.as_str(), ""));
         let ms = || Duration::from_millis(arg.parse().unwrap_or(0));
@@ -55,6 +56,7 @@ impl Evaluator for TestEvaluator {
                 .map(|i| format!("{} {:?}", i.daemon_id, i.rng_stream))
                 .unwrap_or_default()),
             "pid" => ok(std::process::id().to_string()),
+            "everywhere" => ok(everywhere.to_string()),
             "crash" => std::process::exit(70),
             _ => {
                 Evaluation { status: Status::Error, payload: format!("unknown command '{cmd}'").into_bytes() }

@@ -2,7 +2,8 @@
 //! performs no I/O; the host carries out the assignments it returns. Rules (from R's mirai):
 //! strict FIFO by submission; one task per daemon; a daemon that connects or becomes idle takes
 //! the head of the queue at once; an `everywhere` broadcast puts each copy on a distinct daemon
-//! and holds everything behind it until every copy has been dispatched.
+//! and holds everything behind it until every copy has been dispatched. For that, every copy
+//! but the last is submitted with the `sync` marker (R's dispatcher's barrier rule).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -14,13 +15,14 @@ pub type DaemonKey = usize;
 pub struct Assignment {
     pub daemon: DaemonKey,
     pub id: u64,
-    pub everywhere: bool,
+    /// Carries the barrier marker (all copies of a broadcast but the last).
+    pub sync: bool,
     pub payload: Vec<u8>,
 }
 
 #[derive(Debug)]
 struct Queued {
-    everywhere: bool,
+    sync: bool,
     payload: Vec<u8>,
 }
 
@@ -69,16 +71,16 @@ impl Dispatcher {
     }
 
     /// A new task. Returns its assignment when a daemon can take it now; otherwise it queues.
-    pub fn submit(&mut self, id: u64, everywhere: bool, payload: Vec<u8>) -> Option<Assignment> {
+    pub fn submit(&mut self, id: u64, sync: bool, payload: Vec<u8>) -> Option<Assignment> {
         self.submitted += 1;
         if self.queue.is_empty()
             && let Some(daemon) = self.take_eligible()
         {
-            return Some(self.assign(daemon, id, everywhere, payload));
+            return Some(self.assign(daemon, id, sync, payload));
         }
         self.queued_bytes += payload.len() as u64;
         self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
-        self.queue.insert(id, Queued { everywhere, payload });
+        self.queue.insert(id, Queued { sync, payload });
         None
     }
 
@@ -169,7 +171,7 @@ impl Dispatcher {
                 break;
             };
             self.queued_bytes -= q.payload.len() as u64;
-            out.push(self.assign(daemon, id, q.everywhere, q.payload));
+            out.push(self.assign(daemon, id, q.sync, q.payload));
         }
         out
     }
@@ -183,22 +185,22 @@ impl Dispatcher {
         self.idle.remove(pos)
     }
 
-    fn assign(&mut self, daemon: DaemonKey, id: u64, everywhere: bool, payload: Vec<u8>) -> Assignment {
+    fn assign(&mut self, daemon: DaemonKey, id: u64, sync: bool, payload: Vec<u8>) -> Assignment {
         if let Some(slot) = self.slots.get_mut(&daemon) {
             slot.busy = Some(id);
-            if everywhere {
+            if sync {
                 slot.sync_gen = self.generation;
             }
         }
         self.executing += 1;
-        if everywhere {
+        if sync {
             self.syncing = true;
         } else if self.syncing {
             // The unmarked last copy closes the barrier.
             self.syncing = false;
             self.generation = self.generation.wrapping_add(1);
         }
-        Assignment { daemon, id, everywhere, payload }
+        Assignment { daemon, id, sync, payload }
     }
 }
 

@@ -107,9 +107,19 @@ pub struct DaemonInfo {
 
 pub(crate) type Completions = Vec<(Arc<TaskCell>, TaskStatus, Vec<u8>)>;
 
+/// What a submission is: an ordinary task, or one copy of an `everywhere` broadcast (every copy
+/// but the last holds the dispatcher's barrier).
+#[derive(Clone, Copy)]
+enum Submission {
+    Single,
+    Broadcast { last: bool },
+}
+
 struct TaskEntry {
     cell: Arc<TaskCell>,
     daemon: Option<DaemonKey>,
+    /// A copy of an `everywhere` broadcast (told to the daemon's evaluator).
+    everywhere: bool,
 }
 
 struct DaemonEntry {
@@ -266,7 +276,7 @@ impl Host {
         while !st.closing && st.memory_limit > 0 && st.dispatcher.queued_bytes().0 >= st.memory_limit {
             st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        self.shared.submit_locked(&mut st, payload, false, options)
+        self.shared.submit_locked(&mut st, payload, Submission::Single, options)
     }
 
     /// Like [`Host::submit`], but refuses with [`Error::Full`] instead of blocking.
@@ -275,7 +285,7 @@ impl Host {
         if st.memory_limit > 0 && st.dispatcher.queued_bytes().0 >= st.memory_limit && !st.closing {
             return Err(Error::Full);
         }
-        self.shared.submit_locked(&mut st, payload, false, options)
+        self.shared.submit_locked(&mut st, payload, Submission::Single, options)
     }
 
     /// Blocks until the queue is below its memory cap or `timeout` passes; returns whether it
@@ -304,7 +314,8 @@ impl Host {
         (0..n)
             .map(|i| {
                 let marked = i + 1 < n;
-                self.shared.submit_locked(&mut st, payload.to_vec(), marked, SubmitOptions::default())
+                let kind = Submission::Broadcast { last: !marked };
+                self.shared.submit_locked(&mut st, payload.to_vec(), kind, SubmitOptions::default())
             })
             .collect()
     }
@@ -461,7 +472,7 @@ impl Shared {
         self: &Arc<Self>,
         st: &mut State,
         payload: Vec<u8>,
-        everywhere: bool,
+        kind: Submission,
         options: SubmitOptions,
     ) -> Result<Task, Error> {
         if st.closing {
@@ -470,7 +481,8 @@ impl Shared {
         st.next_task += 1;
         let id = st.next_task;
         let cell = TaskCell::new(id, options.notify, options.callback);
-        st.tasks.insert(id, TaskEntry { cell: cell.clone(), daemon: None });
+        let everywhere = matches!(kind, Submission::Broadcast { .. });
+        st.tasks.insert(id, TaskEntry { cell: cell.clone(), daemon: None, everywhere });
         if let Some(timeout) = options.timeout {
             let deadline = deadline_after(timeout);
             st.timers.push(Reverse((deadline, id)));
@@ -478,7 +490,8 @@ impl Shared {
                 let _ = self.waker.wake();
             }
         }
-        if let Some(a) = st.dispatcher.submit(id, everywhere, payload) {
+        let sync = matches!(kind, Submission::Broadcast { last: false });
+        if let Some(a) = st.dispatcher.submit(id, sync, payload) {
             self.assign(st, a);
         }
         Ok(Task { cell, host: Arc::downgrade(self) })
@@ -486,14 +499,16 @@ impl Shared {
 
     /// Sends an assigned task to its daemon.
     fn assign(&self, st: &mut State, a: Assignment) {
+        let mut everywhere = false;
         if let Some(t) = st.tasks.get_mut(&a.id) {
             t.daemon = Some(a.daemon);
+            everywhere = t.everywhere;
         }
         let Some(d) = st.daemons.get(&a.daemon) else {
             return;
         };
         let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-        let msg = Message::Task { id: a.id, everywhere: a.everywhere, payload: a.payload };
+        let msg = Message::Task { id: a.id, everywhere, payload: a.payload };
         if let Err(e) = link.send(msg) {
             log::warn!("daemon {}: cannot send task {}: {e}", d.info.daemon_id, a.id);
             st.dead.push(a.daemon);
