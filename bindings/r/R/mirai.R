@@ -68,7 +68,8 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   if (isTRUE(.state$daemon_map)) stop("cannot create local daemons from within mirai map")
   if (!is.null(get_profile(name))) daemons(0L, .compute = name)
   dots <- Filter(function(x) is.logical(x) || is.numeric(x), list(...))
-  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, if (is.null(memory)) 0 else memory)
+  memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
+  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory)
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$url <- .Call(rmirai_url, host)
@@ -107,7 +108,9 @@ status <- function(.compute = NULL) {
   p <- get_profile(.compute)
   if (is.null(p)) return(list(connections = 0L, daemons = 0L))
   info <- .Call(rmirai_counters, p$host)
-  list(connections = info[1L], daemons = p$url, mirai = c(awaiting = info[3L], executing = info[4L], completed = info[5L]))
+  list(connections = info[1L], daemons = p$url,
+       mirai = c(awaiting = info[3L], executing = info[4L], completed = info[5L]),
+       memory = `names<-`(.Call(rmirai_memory, p$host), c("used", "peak", "capacity")))
 }
 
 #' Counters of a compute profile.
@@ -142,5 +145,12 @@ local_daemons <- function(.compute, frame = parent.frame()) {
 }
 
 on_daemon <- function() isTRUE(.state$daemon)
+
+#' A field of a compute profile: "url", "n" (connections), "dispatcher".
+nextget <- function(x, .compute = NULL) {
+  p <- get_profile(.compute)
+  if (is.null(p)) return(NULL)
+  switch(x, url = p$url, n = .Call(rmirai_counters, p$host)[1L], dispatcher = p$host, NULL)
+}
 
 nextcode <- function(xc) sprintf("%d | %s", as.integer(xc), nng_messages[as.integer(xc)])

@@ -25,13 +25,25 @@ build_task <- function(expr, globals, .args, caller) {
   serialize(c(.args, list(._expr_. = expr, ._globals_. = globals)), NULL)
 }
 
-#' Evaluate an expression asynchronously on a daemon.
+#' Evaluate an expression asynchronously on a daemon. With a memory cap set by
+#' `daemons(memory =)`, waits (interruptibly) while the queue is full.
 mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
   task <- build_task(substitute(.expr), list(...), .args, parent.frame())
   p <- get_profile(.compute)
   if (is.null(p)) require_daemons(.compute)
-  make_mirai(.Call(rmirai_submit, p$host, task, .timeout), p)
+  invisible(make_mirai(.Call(rmirai_submit, p$host, task, .timeout, FALSE), p))
+}
+
+#' Like `mirai()`, but returns NULL at once instead of waiting when the queue is at its memory cap.
+try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+  if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
+  task <- build_task(substitute(.expr), list(...), .args, parent.frame())
+  p <- get_profile(.compute)
+  if (is.null(p)) require_daemons(.compute)
+  handle <- .Call(rmirai_submit, p$host, task, .timeout, TRUE)
+  if (is.null(handle)) return(invisible(NULL))
+  invisible(make_mirai(handle, p))
 }
 
 make_mirai <- function(handle, p) {

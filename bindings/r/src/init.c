@@ -97,14 +97,35 @@ static SEXP rmirai_wait_connections(SEXP h, SEXP n) {
   }
 }
 
-static SEXP rmirai_submit(SEXP h, SEXP payload, SEXP timeout) {
+/* Submits a task. Blocking at the memory cap waits in slices, so the user can interrupt; with
+ * `try_` TRUE, a full queue returns NULL at once instead. */
+static SEXP rmirai_submit(SEXP h, SEXP payload, SEXP timeout, SEXP try_) {
+  mirai_host *host = host_of(h);
   mirai_submit_options o;
   mirai_submit_options_init(&o);
   if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
   mirai_task *task = NULL;
-  mirai_result r = mirai_host_submit(host_of(h), RAW(payload), (size_t)XLENGTH(payload), &o, &task);
+  for (;;) {
+    mirai_result r = mirai_host_try_submit(host, RAW(payload), (size_t)XLENGTH(payload), &o, &task);
+    if (r == MIRAI_RESULT_OK) return wrap_task(task);
+    if (r != MIRAI_RESULT_TRY_AGAIN) fail(r);
+    if (Rf_asLogical(try_) == TRUE) return R_NilValue;
+    mirai_host_wait_capacity(host, SLICE_MS);
+    R_CheckUserInterrupt();
+  }
+}
+
+/* c(used, peak, capacity) in MB (1e6 bytes); capacity NA when unbounded. */
+static SEXP rmirai_memory(SEXP h) {
+  mirai_memory m;
+  mirai_result r = mirai_host_memory(host_of(h), &m);
   if (r != MIRAI_RESULT_OK) fail(r);
-  return wrap_task(task);
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, 3));
+  REAL(out)[0] = (double)m.used / 1e6;
+  REAL(out)[1] = (double)m.peak / 1e6;
+  REAL(out)[2] = m.limit ? (double)m.limit / 1e6 : NA_REAL;
+  UNPROTECT(1);
+  return out;
 }
 
 static SEXP rmirai_everywhere(SEXP h, SEXP payload, SEXP min) {
@@ -269,7 +290,8 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
     {"rmirai_launch", (DL_FUNC)&rmirai_launch, 3},
     {"rmirai_wait_connections", (DL_FUNC)&rmirai_wait_connections, 2},
-    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 3},
+    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 4},
+    {"rmirai_memory", (DL_FUNC)&rmirai_memory, 1},
     {"rmirai_everywhere", (DL_FUNC)&rmirai_everywhere, 3},
     {"rmirai_resolved", (DL_FUNC)&rmirai_resolved, 1},
     {"rmirai_wait", (DL_FUNC)&rmirai_wait, 1},

@@ -116,6 +116,22 @@ Sys.sleep(0.5)
 check("maxtasks daemon left", status()$connections == 0L)
 daemons(0)
 
+# Memory cap: try_mirai refuses at once when the queue is full; mirai waits.
+daemons(url = local_url(), memory = 0.01)
+check("capacity reported", identical(unname(status()$memory[3L]), 0.01))
+first <- try_mirai(1, .args = list(big = raw(16000)))
+check("first submission accepted", is_mirai(first))
+t0 <- Sys.time()
+check("next one refused", is.null(try_mirai(2)))
+check("refused at once", difftime(Sys.time(), t0, units = "secs") < 1)
+check("used memory", status()$memory[["used"]] > 0.01)
+invisible(stop_mirai(first))
+check("cancelling frees memory", identical(status()$memory[["used"]], 0))
+check("nextget url", identical(nextget("url"), status()$daemons))
+launch_local(1)
+check("accepted again", identical(try_mirai(3)[], 3))
+daemons(0)
+
 with(daemons(1), check("with(daemons())", identical(mirai(7)[], 7)))
 check("with() resets", !daemons_set())
 
