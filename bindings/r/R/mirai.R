@@ -69,9 +69,13 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   if (!is.null(get_profile(name))) daemons(0L, .compute = name)
   dots <- Filter(function(x) is.logical(x) || is.numeric(x), list(...))
   memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
-  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory)
+  stream <- init_stream(seed)
+  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream)
   p <- new.env(parent = emptyenv())
   p$host <- host
+  p$stream <- stream
+  p$seed <- seed
+  p$name <- name
   p$url <- .Call(rmirai_url, host)
   p$dots <- dots
   p$dispatcher <- dispatcher
@@ -92,6 +96,31 @@ launch_local <- function(n = 1L, ..., .compute = NULL) {
   rscript <- file.path(R.home("bin"), "Rscript")
   .Call(rmirai_launch, p$host, c(rscript, "-e", daemon_call("{url}", p$dots)), as.integer(n))
   invisible(n)
+}
+
+# A profile's L'Ecuyer-CMRG stream: from `set.seed(seed)` when a seed is given, otherwise drawn
+# from the session's RNG (advanced once, so repeated calls differ). The session's own
+# `.Random.seed` and RNG kind are left as they were.
+init_stream <- function(seed) {
+  old <- if (exists(".Random.seed", envir = .GlobalEnv, inherits = FALSE)) get(".Random.seed", envir = .GlobalEnv) else NULL
+  kind <- RNGkind()
+  on.exit({
+    RNGkind(kind[1L], kind[2L], kind[3L])
+    if (is.null(old)) rm(".Random.seed", envir = .GlobalEnv) else assign(".Random.seed", old, envir = .GlobalEnv)
+  })
+  draw <- sample.int(.Machine$integer.max, 1L)
+  RNGkind("L'Ecuyer-CMRG")
+  set.seed(if (is.null(seed)) draw else seed)
+  get(".Random.seed", envir = .GlobalEnv)
+}
+
+#' The profile's current stream, then advanced (parallel::nextRNGStream).
+nextstream <- function(.compute = "default") {
+  p <- get_profile(.compute)
+  if (is.null(p)) return(NULL)
+  stream <- p$stream
+  p$stream <- parallel::nextRNGStream(stream)
+  stream
 }
 
 daemons_set <- function(.compute = NULL) !is.null(get_profile(.compute))
@@ -150,7 +179,8 @@ on_daemon <- function() isTRUE(.state$daemon)
 nextget <- function(x, .compute = NULL) {
   p <- get_profile(.compute)
   if (is.null(p)) return(NULL)
-  switch(x, url = p$url, n = .Call(rmirai_counters, p$host)[1L], dispatcher = p$host, NULL)
+  switch(x, url = p$url, n = .Call(rmirai_counters, p$host)[1L], dispatcher = p$host,
+         stream = p$stream, seed = p$seed, NULL)
 }
 
 nextcode <- function(xc) sprintf("%d | %s", as.integer(xc), nng_messages[as.integer(xc)])

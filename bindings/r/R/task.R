@@ -7,7 +7,7 @@ error_value <- function(code) structure(as.integer(code), class = c("errorValue"
 # The serialized task for `expr`: a symbol bound to a language object in `caller` stands for that
 # object; `...` (named, or one environment) goes to the daemon's global environment; `.args`
 # (named, or an environment) becomes the local environment of the expression.
-build_task <- function(expr, globals, .args, caller) {
+build_task <- function(expr, globals, .args, caller, p = NULL) {
   if (is.symbol(expr)) {
     value <- tryCatch(eval(expr, caller), error = function(e) NULL)
     if (is.language(value)) expr <- value
@@ -22,6 +22,9 @@ build_task <- function(expr, globals, .args, caller) {
   if (length(.args) && (is.null(names(.args)) || any(!nzchar(names(.args))))) {
     stop("all items in `.args` must be named, unless supplying an environment", call. = FALSE)
   }
+  # With `daemons(seed =)`, every mirai takes the next stream: results then do not depend on
+  # which daemon, or how many, evaluate them.
+  if (!is.null(p) && !is.null(p$seed)) globals[[".Random.seed"]] <- nextstream(p$name)
   serialize(c(.args, list(._expr_. = expr, ._globals_. = globals)), NULL)
 }
 
@@ -29,8 +32,8 @@ build_task <- function(expr, globals, .args, caller) {
 #' `daemons(memory =)`, waits (interruptibly) while the queue is full.
 mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
-  task <- build_task(substitute(.expr), list(...), .args, parent.frame())
   p <- get_profile(.compute)
+  task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) require_daemons(.compute)
   invisible(make_mirai(.Call(rmirai_submit, p$host, task, .timeout, FALSE), p))
 }
@@ -38,11 +41,15 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
 #' Like `mirai()`, but returns NULL at once instead of waiting when the queue is at its memory cap.
 try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
-  task <- build_task(substitute(.expr), list(...), .args, parent.frame())
   p <- get_profile(.compute)
+  stream <- p$stream
+  task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) require_daemons(.compute)
   handle <- .Call(rmirai_submit, p$host, task, .timeout, TRUE)
-  if (is.null(handle)) return(invisible(NULL))
+  if (is.null(handle)) {
+    p$stream <- stream # a refused submission consumes no stream
+    return(invisible(NULL))
+  }
   invisible(make_mirai(handle, p))
 }
 

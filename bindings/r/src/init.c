@@ -56,11 +56,18 @@ static SEXP wrap_task(mirai_task *task) {
   return t;
 }
 
-static SEXP rmirai_listen(SEXP url, SEXP memory) {
+/* stream: NULL, or the 7-integer .Random.seed of an L'Ecuyer-CMRG stream that daemons' streams
+ * derive from (the k-th daemon gets it jumped k times). */
+static SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream) {
   mirai_host_options o;
   mirai_host_options_init(&o);
   double mem = Rf_asReal(memory);
   if (R_FINITE(mem) && mem > 0) o.memory_limit = (uint64_t)(mem * 1e6);
+  if (!Rf_isNull(stream)) {
+    if (TYPEOF(stream) != INTSXP || XLENGTH(stream) != 7) Rf_error("`stream` must be a 7-integer .Random.seed");
+    o.stream_set = true;
+    for (int i = 0; i < 6; i++) o.stream[i] = (uint32_t)INTEGER(stream)[i + 1];
+  }
   mirai_host *host = NULL;
   mirai_result r = mirai_host_listen(CHAR(STRING_ELT(url, 0)), &o, &host);
   if (r != MIRAI_RESULT_OK) fail(r);
@@ -285,7 +292,7 @@ static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cl
 }
 
 static const R_CallMethodDef calls[] = {
-    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 2},
+    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 3},
     {"rmirai_url", (DL_FUNC)&rmirai_url, 1},
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
     {"rmirai_launch", (DL_FUNC)&rmirai_launch, 3},

@@ -109,6 +109,23 @@ check("daemon streams are L'Ecuyer-CMRG", all(vapply(seeds, function(s) s[1] == 
 check("daemon streams differ", length(unique(seeds)) == 2L)
 daemons(0)
 
+# Streams: daemon k gets nextRNGStream^k of set.seed(seed), as in R's mirai; with a seed, each
+# mirai takes the next stream, so results do not depend on the number of daemons.
+daemons(4, seed = 1546)
+set.seed(1546, kind = "L'Ecuyer-CMRG")
+s <- .Random.seed
+expected <- lapply(1:4, function(k) { s <<- parallel::nextRNGStream(s); s })
+got <- everywhere(list(.Random.seed, Sys.getpid()))[]
+check("daemon streams are R's nextRNGStream^k", all(vapply(got, function(g) any(vapply(expected, identical, logical(1), g[[1L]])), logical(1))))
+check("each stream once", length(unique(lapply(got, `[[`, 1L))) == 4L)
+a <- mirai_map(1:12, function(i) rnorm(1))[.flat]
+daemons(1, seed = 1546)
+b <- mirai_map(1:12, function(i) rnorm(1))[.flat]
+check("seeded results do not depend on daemons", identical(a, b))
+check("nextstream advances", !identical(nextstream(), nextstream()))
+daemons(0)
+RNGkind("default")
+
 # Daemon limits.
 daemons(1, maxtasks = 2)
 check("maxtasks daemon serves", identical(mirai(1)[], 1) && identical(mirai(2)[], 2))
