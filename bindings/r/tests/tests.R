@@ -149,6 +149,18 @@ launch_local(1)
 check("accepted again", identical(try_mirai(3)[], 3))
 daemons(0)
 
+# A parallel cluster.
+cl <- make_cluster(2)
+check("cluster class", inherits(cl, "cluster") && length(cl) == 2L)
+check("parLapply", identical(parallel::parLapply(cl, 1:4, function(x) x * 2), as.list((1:4) * 2)))
+check("parSapply", identical(parallel::parSapply(cl, 1:4, function(x) x + 1), (1:4) + 1))
+check("clusterApplyLB", identical(unlist(parallel::clusterApplyLB(cl, 1:6, function(x) x^2)), (1:6)^2))
+check("parLapplyLB", identical(unlist(parallel::parLapplyLB(cl, 1:6, sqrt)), sqrt(1:6)))
+check("clusterEvalQ", length(parallel::clusterEvalQ(cl, Sys.getpid())) == 2L)
+check_error("remote errors", parallel::clusterEvalQ(cl, elephant()), "could not find function \"elephant\"")
+stop_cluster(cl)
+check_error("stopped cluster", parallel::parLapply(cl, 1:2, identity), "cluster is no longer active")
+
 with(daemons(1), check("with(daemons())", identical(mirai(7)[], 7)))
 check("with() resets", !daemons_set())
 
