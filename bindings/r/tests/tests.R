@@ -149,6 +149,15 @@ launch_local(1)
 check("accepted again", identical(try_mirai(3)[], 3))
 daemons(0)
 
+# TLS: a generated certificate; local daemons get the CA (and the secret) in their environment.
+daemons(url = "tls+tcp://127.0.0.1:0")
+check("TLS URL resolved", grepl("^tls\\+tcp://127\\.0\\.0\\.1:[0-9]+$", nextget("url")))
+launch_local(1)
+t0 <- Sys.time()
+while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
+check("TLS daemon serves", identical(mirai(6 * 7)[], 42))
+daemons(0)
+
 # A parallel cluster.
 cl <- make_cluster(2)
 check("cluster class", inherits(cl, "cluster") && length(cl) == 2L)
