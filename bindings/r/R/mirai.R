@@ -61,6 +61,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   if (!missing(n) && n == 0 && is.null(url)) {
     p <- get_profile(name)
     if (is.null(p)) return(invisible(FALSE))
+    for (jobs in p$jobs) .Call(rmirai_cancel_jobs, jobs)
     .Call(rmirai_close, p$host, FALSE)
     rm(list = name, envir = .state$profiles)
     return(invisible(FALSE))
@@ -83,6 +84,11 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   if (is.null(url) && !missing(n) && n > 0) {
     launch_local(n, .compute = name)
     .Call(rmirai_wait_connections, host, n)
+  } else if (!is.null(remote)) {
+    tryCatch(launch_remote(n, remote = remote, .compute = name), error = function(e) {
+      daemons(0L, .compute = name)
+      stop(e)
+    })
   }
   invisible(structure(TRUE, class = c("miraiDaemons", name)))
 }

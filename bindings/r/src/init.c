@@ -214,6 +214,63 @@ static SEXP rmirai_close(SEXP h, SEXP exit_daemons) {
   return R_NilValue;
 }
 
+/* ---- remote launchers --------------------------------------------------------------------- */
+
+static const char **c_strings(SEXP x) {
+  R_xlen_t n = XLENGTH(x);
+  const char **out = (const char **)R_alloc((size_t)(n ? n : 1), sizeof(char *));
+  for (R_xlen_t i = 0; i < n; i++) out[i] = CHAR(STRING_ELT(x, i));
+  return out;
+}
+
+static SEXP rmirai_launch_ssh(SEXP h, SEXP remotes, SEXP tunnel, SEXP tunnel_port, SEXP timeout,
+                              SEXP options, SEXP argv) {
+  mirai_result r = mirai_host_launch_ssh(
+      host_of(h), c_strings(remotes), (size_t)XLENGTH(remotes), Rf_asLogical(tunnel) == TRUE,
+      (uint16_t)Rf_asInteger(tunnel_port), (uint32_t)Rf_asInteger(timeout), c_strings(options),
+      (size_t)XLENGTH(options), c_strings(argv), (size_t)XLENGTH(argv));
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return R_NilValue;
+}
+
+static SEXP rmirai_launch_remote(SEXP h, SEXP command, SEXP args, SEXP quote, SEXP argv, SEXP n) {
+  mirai_result r = mirai_host_launch_remote(host_of(h), CHAR(STRING_ELT(command, 0)), c_strings(args),
+                                            (size_t)XLENGTH(args), Rf_asLogical(quote) == TRUE,
+                                            c_strings(argv), (size_t)XLENGTH(argv), (size_t)Rf_asInteger(n));
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return R_NilValue;
+}
+
+static void jobs_finalizer(SEXP j) {
+  mirai_jobs_free((mirai_jobs *)R_ExternalPtrAddr(j));
+  R_ClearExternalPtr(j);
+}
+
+static SEXP rmirai_launch_cluster(SEXP h, SEXP scheduler, SEXP options, SEXP argv, SEXP n) {
+  mirai_jobs *jobs = NULL;
+  mirai_result r = mirai_host_launch_cluster(host_of(h), (mirai_scheduler)Rf_asInteger(scheduler),
+                                             c_strings(options), (size_t)XLENGTH(options), NULL, NULL,
+                                             c_strings(argv), (size_t)XLENGTH(argv), (size_t)Rf_asInteger(n), &jobs);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP j = PROTECT(R_MakeExternalPtr(jobs, R_NilValue, R_NilValue));
+  R_RegisterCFinalizerEx(j, jobs_finalizer, TRUE);
+  UNPROTECT(1);
+  return j;
+}
+
+static SEXP rmirai_cancel_jobs(SEXP j) {
+  mirai_jobs *jobs = (mirai_jobs *)R_ExternalPtrAddr(j);
+  if (jobs) mirai_jobs_cancel(jobs);
+  return R_NilValue;
+}
+
+/* Waits for n daemons of the latest launch, failing early with the launcher's error output. */
+static SEXP rmirai_wait_launched(SEXP h, SEXP n, SEXP timeout_ms) {
+  mirai_result r = mirai_host_wait_launched(host_of(h), (uint64_t)Rf_asReal(n), (int64_t)Rf_asReal(timeout_ms));
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return Rf_ScalarLogical(TRUE);
+}
+
 /* ---- daemon ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -308,6 +365,11 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_race", (DL_FUNC)&rmirai_race, 2},
     {"rmirai_close", (DL_FUNC)&rmirai_close, 2},
     {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 5},
+    {"rmirai_launch_ssh", (DL_FUNC)&rmirai_launch_ssh, 7},
+    {"rmirai_launch_remote", (DL_FUNC)&rmirai_launch_remote, 6},
+    {"rmirai_launch_cluster", (DL_FUNC)&rmirai_launch_cluster, 5},
+    {"rmirai_cancel_jobs", (DL_FUNC)&rmirai_cancel_jobs, 1},
+    {"rmirai_wait_launched", (DL_FUNC)&rmirai_wait_launched, 3},
     {NULL, NULL, 0}};
 
 void R_init_mirai(DllInfo *dll) {

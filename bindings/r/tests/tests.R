@@ -158,6 +158,25 @@ while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 3
 check("TLS daemon serves", identical(mirai(6 * 7)[], 42))
 daemons(0)
 
+# Remote launchers (libmirai's): a generic command, and with the CI services, SSH and Slurm.
+daemons(url = "tcp://127.0.0.1:0")
+launch_remote(1, remote = remote_config(command = "sh", args = c("-c", "."), rscript = file.path(R.home("bin"), "Rscript")))
+check("remote_config daemon serves", identical(mirai(1 + 2)[], 3))
+check_error("remote_config needs a dot", remote_config(args = "x"), "`.` must be an element")
+if (identical(Sys.getenv("MIRAI_TEST_SERVICES"), "1")) {
+  Sys.setenv(MIRAI_SSH_OPTIONS = paste("-F", Sys.getenv("CI_SSH_CONFIG")))
+  remote <- sprintf("ssh://root@127.0.0.1:%s", Sys.getenv("CI_SSH_PORT"))
+  launch_remote(remote = ssh_config(remote, rscript = file.path(R.home("bin"), "Rscript")))
+  check("ssh daemon connected", status()$connections == 2L)
+  daemons(0)
+  daemons(url = "tcp://127.0.0.1:0")
+  launch_remote(1, remote = cluster_config(options = "#SBATCH --partition=debug\n#SBATCH --output=/dev/null", rscript = file.path(R.home("bin"), "Rscript")))
+  t0 <- Sys.time()
+  while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 60) Sys.sleep(0.1)
+  check("Slurm daemon serves", identical(mirai(5)[], 5))
+}
+daemons(0)
+
 # A parallel cluster.
 cl <- make_cluster(2)
 check("cluster class", inherits(cl, "cluster") && length(cl) == 2L)
