@@ -23,6 +23,7 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
        scheduler = match(scheduler, c("slurm", "sge", "pbs", "lsf")) - 1L)
 }
 
+# `rscript` may be a vector, e.g. c("env", "R_LIBS=/lib", "Rscript"), for remotes that need it.
 daemon_argv <- function(p, rscript, url = "{url}") c(rscript, "-e", daemon_call(url, p$dots))
 
 #' Launch daemons with a remote configuration; waits until they are connected.

@@ -166,11 +166,13 @@ check_error("remote_config needs a dot", remote_config(args = "x"), "`.` must be
 if (identical(Sys.getenv("MIRAI_TEST_SERVICES"), "1")) {
   Sys.setenv(MIRAI_SSH_OPTIONS = paste("-F", Sys.getenv("CI_SSH_CONFIG")))
   remote <- sprintf("ssh://root@127.0.0.1:%s", Sys.getenv("CI_SSH_PORT"))
-  launch_remote(remote = ssh_config(remote, rscript = file.path(R.home("bin"), "Rscript")))
+  # ssh passes no environment: point the remote Rscript at this test's library.
+  rscript <- c("env", paste0("R_LIBS=", Sys.getenv("R_LIBS")), file.path(R.home("bin"), "Rscript"))
+  launch_remote(remote = ssh_config(remote, rscript = rscript))
   check("ssh daemon connected", status()$connections == 2L)
   daemons(0)
   daemons(url = "tcp://127.0.0.1:0")
-  launch_remote(1, remote = cluster_config(options = "#SBATCH --partition=debug\n#SBATCH --output=/dev/null", rscript = file.path(R.home("bin"), "Rscript")))
+  launch_remote(1, remote = cluster_config(options = "#SBATCH --partition=debug\n#SBATCH --output=/dev/null", rscript = rscript))
   t0 <- Sys.time()
   while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 60) Sys.sleep(0.1)
   check("Slurm daemon serves", identical(mirai(5)[], 5))
