@@ -35,7 +35,8 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
   p <- get_profile(.compute)
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) require_daemons(.compute)
-  invisible(make_mirai(.Call(rmirai_submit, p$host, task, .timeout, FALSE), p))
+  key <- promise_key()
+  invisible(make_mirai(.Call(rmirai_submit, p$host, task, .timeout, FALSE, key), p, key))
 }
 
 #' Like `mirai()`, but returns NULL at once instead of waiting when the queue is at its memory cap.
@@ -45,18 +46,20 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
   stream <- p$stream
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) require_daemons(.compute)
-  handle <- .Call(rmirai_submit, p$host, task, .timeout, TRUE)
+  key <- promise_key()
+  handle <- .Call(rmirai_submit, p$host, task, .timeout, TRUE, key)
   if (is.null(handle)) {
     p$stream <- stream # a refused submission consumes no stream
     return(invisible(NULL))
   }
-  invisible(make_mirai(handle, p))
+  invisible(make_mirai(handle, p, key))
 }
 
-make_mirai <- function(handle, p) {
+make_mirai <- function(handle, p, key = NULL) {
   env <- new.env(parent = emptyenv())
   env$handle <- handle
   env$profile <- p
+  env$key <- key
   makeActiveBinding("data", function() {
     if (exists("value", envir = env, inherits = FALSE)) return(env$value)
     if (!.Call(rmirai_resolved, handle)) return(.unresolved)

@@ -8,6 +8,7 @@
 #include <R_ext/Utils.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "mirai.h"
@@ -104,13 +105,51 @@ static SEXP rmirai_wait_connections(SEXP h, SEXP n) {
   }
 }
 
+/* ---- completion on R's event loop (promises) ----------------------------------------------- */
+
+/* later's thread-safe scheduler, looked up once on the main thread (R_GetCCallable is not
+ * thread-safe); NULL while the later package is not in use. */
+typedef void (*exec_later_fn)(void (*)(void *), void *, double, int);
+static exec_later_fn exec_later = NULL;
+static SEXP promise_ready = NULL; /* mirai's R function settling the promise of a key */
+
+/* Runs on R's main thread, in later's event loop. */
+static void run_ready(void *data) {
+  SEXP call = PROTECT(Rf_lang2(promise_ready, Rf_ScalarReal((double)(uintptr_t)data)));
+  R_tryEvalSilent(call, R_GlobalEnv, NULL);
+  UNPROTECT(1);
+}
+
+/* libmirai's completion callback (on its I/O thread, or the cancelling thread): hand the key to
+ * later, which runs `run_ready` on the main thread the next time its loop runs. */
+static void on_task_done(void *userdata, uint64_t id, mirai_status status, int32_t code) {
+  (void)id;
+  (void)status;
+  (void)code;
+  exec_later(run_ready, userdata, 0.0, 0);
+}
+
+static SEXP rmirai_use_later(SEXP ready) {
+  if (!exec_later) {
+    exec_later = (exec_later_fn)R_GetCCallable("later", "execLaterNative2");
+    promise_ready = ready;
+    R_PreserveObject(ready);
+  }
+  return R_NilValue;
+}
+
 /* Submits a task. Blocking at the memory cap waits in slices, so the user can interrupt; with
- * `try_` TRUE, a full queue returns NULL at once instead. */
-static SEXP rmirai_submit(SEXP h, SEXP payload, SEXP timeout, SEXP try_) {
+ * `try_` TRUE, a full queue returns NULL at once instead. With a `key` (and later in use), the
+ * task's completion is announced on R's event loop under that key. */
+static SEXP rmirai_submit(SEXP h, SEXP payload, SEXP timeout, SEXP try_, SEXP key) {
   mirai_host *host = host_of(h);
   mirai_submit_options o;
   mirai_submit_options_init(&o);
   if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
+  if (!Rf_isNull(key) && exec_later) {
+    o.callback = on_task_done;
+    o.userdata = (void *)(uintptr_t)Rf_asReal(key);
+  }
   mirai_task *task = NULL;
   for (;;) {
     mirai_result r = mirai_host_try_submit(host, RAW(payload), (size_t)XLENGTH(payload), &o, &task);
@@ -354,7 +393,8 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
     {"rmirai_launch", (DL_FUNC)&rmirai_launch, 3},
     {"rmirai_wait_connections", (DL_FUNC)&rmirai_wait_connections, 2},
-    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 4},
+    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 5},
+    {"rmirai_use_later", (DL_FUNC)&rmirai_use_later, 1},
     {"rmirai_memory", (DL_FUNC)&rmirai_memory, 1},
     {"rmirai_everywhere", (DL_FUNC)&rmirai_everywhere, 3},
     {"rmirai_resolved", (DL_FUNC)&rmirai_resolved, 1},

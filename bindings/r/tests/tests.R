@@ -191,6 +191,40 @@ check_error("remote errors", parallel::clusterEvalQ(cl, elephant()), "could not 
 stop_cluster(cl)
 check_error("stopped cluster", parallel::parLapply(cl, 1:2, identity), "cluster is no longer active")
 
+# Promises, settled on later's event loop from libmirai's completion callback (no polling).
+if (requireNamespace("promises", quietly = TRUE) && requireNamespace("later", quietly = TRUE)) {
+  daemons(1)
+  run_until <- function(done) {
+    t0 <- Sys.time()
+    while (!done() && difftime(Sys.time(), t0, units = "secs") < 30) later::run_now(1)
+  }
+  got <- NULL
+  promises::then(promises::as.promise(mirai({ Sys.sleep(0.2); 21 * 2 })), function(v) got <<- v)
+  run_until(function() !is.null(got))
+  check("promise fulfilled", identical(got, 42))
+  rejected <- NULL
+  promises::then(promises::as.promise(mirai(stop("nope"))), onRejected = function(e) rejected <<- conditionMessage(e))
+  run_until(function() !is.null(rejected))
+  check("miraiError rejects", identical(rejected, "Error: nope"))
+  timed <- NULL
+  promises::then(promises::as.promise(mirai(Sys.sleep(5), .timeout = 100)), onRejected = function(e) timed <<- conditionMessage(e))
+  run_until(function() !is.null(timed))
+  check("timeout rejects", identical(timed, "5 | Timed out"))
+  done <- mirai(5)
+  done[]
+  late <- NULL
+  promises::then(promises::as.promise(done), function(v) late <<- v)
+  run_until(function() !is.null(late))
+  check("already resolved mirai", identical(late, 5))
+  all <- NULL
+  promises::then(promises::as.promise(mirai_map(1:3, function(x) x * 10)), function(v) all <<- v)
+  run_until(function() !is.null(all))
+  check("mirai_map promise", identical(unlist(all), c(10, 20, 30)))
+  # is.promising is extensible from promises 1.3 on (Debian's 1.2.0.1 hard-codes its classes).
+  if ("UseMethod" %in% all.names(body(promises::is.promising))) check("is.promising", promises::is.promising(mirai(1)))
+  daemons(0)
+}
+
 with(daemons(1), check("with(daemons())", identical(mirai(7)[], 7)))
 check("with() resets", !daemons_set())
 
