@@ -17,13 +17,19 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   snapshot <- NULL
   take_snapshot <- function() snapshot <<- list(globals = ls(.GlobalEnv, all.names = TRUE), search = search(), options = options())
   take_snapshot()
+  serial <- NULL
   evaluate <- function(raw, everywhere) {
-    result <- eval_task(raw, global = everywhere)
+    result <- eval_task(raw, global = everywhere, serial = serial)
     if (everywhere) take_snapshot()
     status <- if (inherits(result, "miraiInterrupt")) 2L else if (inherits(result, "miraiError")) 1L else 0L
-    list(status, serialize(result, NULL))
+    bytes <- tryCatch(serialize(result, NULL, refhook = write_hook(serial)), error = function(e) {
+      status <<- 1L
+      serialize(mirai_error(e, NULL), NULL)
+    })
+    list(status, bytes)
   }
-  init <- function(id, stream) {
+  init <- function(id, stream, blob) {
+    if (length(blob)) serial <<- unserialize(blob)
     if (!is.null(rs)) assign(".Random.seed", as.integer(rs), envir = .GlobalEnv)
     else assign(".Random.seed", c(10407L, as.integer(ifelse(stream > .Machine$integer.max, stream - 2^32, stream))), envir = .GlobalEnv)
   }
@@ -42,11 +48,11 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
 #' Evaluates one task: `._globals_.` into the global environment, the rest of the list as the
 #' local environment of `._expr_.` (an `everywhere` task runs in the global environment, so what
 #' it defines stays). Errors become miraiError, interrupts miraiInterrupt.
-eval_task <- function(raw, global = FALSE) {
+eval_task <- function(raw, global = FALSE, serial = NULL) {
   calls <- NULL
   tryCatch(
     withCallingHandlers({
-      task <- unserialize(raw)
+      task <- unserialize(raw, refhook = read_hook(serial))
       globals <- task[["._globals_."]]
       for (name in names(globals)) assign(name, globals[[name]], envir = .GlobalEnv)
       expr <- task[["._expr_."]]

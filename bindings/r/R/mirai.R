@@ -71,9 +71,12 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   dots <- Filter(function(x) is.logical(x) || is.numeric(x), list(...))
   memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
   stream <- init_stream(seed)
-  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream)
+  serial <- if (is.null(serial)) .state$serial else serial
+  blob <- if (length(serial$class)) serialize(serial, NULL) else NULL
+  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob)
   p <- new.env(parent = emptyenv())
   p$host <- host
+  p$serial <- serial
   p$stream <- stream
   p$seed <- seed
   p$name <- name

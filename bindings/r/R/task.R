@@ -25,7 +25,7 @@ build_task <- function(expr, globals, .args, caller, p = NULL) {
   # With `daemons(seed =)`, every mirai takes the next stream: results then do not depend on
   # which daemon, or how many, evaluate them.
   if (!is.null(p) && !is.null(p$seed)) globals[[".Random.seed"]] <- nextstream(p$name)
-  serialize(c(.args, list(._expr_. = expr, ._globals_. = globals)), NULL)
+  serialize(c(.args, list(._expr_. = expr, ._globals_. = globals)), NULL, refhook = write_hook(p$serial))
 }
 
 #' Evaluate an expression asynchronously on a daemon. With a memory cap set by
@@ -72,7 +72,7 @@ collect_value <- function(env) {
   if (exists("value", envir = env, inherits = FALSE)) return(env$value)
   .Call(rmirai_wait, env$handle)
   res <- .Call(rmirai_result, env$handle)
-  value <- if (res[[1L]] == 4L) error_value(res[[2L]]) else unserialize(res[[3L]])
+  value <- if (res[[1L]] == 4L) error_value(res[[2L]]) else unserialize(res[[3L]], refhook = read_hook(env$profile$serial))
   assign("value", value, envir = env)
   value
 }

@@ -59,9 +59,13 @@ static SEXP wrap_task(mirai_task *task) {
 
 /* stream: NULL, or the 7-integer .Random.seed of an L'Ecuyer-CMRG stream that daemons' streams
  * derive from (the k-th daemon gets it jumped k times). */
-static SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream) {
+static SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob) {
   mirai_host_options o;
   mirai_host_options_init(&o);
+  if (!Rf_isNull(blob)) {
+    o.init_blob = RAW(blob);
+    o.init_blob_len = (size_t)XLENGTH(blob);
+  }
   double mem = Rf_asReal(memory);
   if (R_FINITE(mem) && mem > 0) o.memory_limit = (uint64_t)(mem * 1e6);
   if (!Rf_isNull(stream)) {
@@ -320,14 +324,14 @@ typedef struct {
 } evaluator;
 
 static void on_init(void *userdata, uint64_t id, const uint32_t *stream, const uint8_t *blob, size_t len) {
-  (void)blob;
-  (void)len;
   evaluator *ev = userdata;
   SEXP s = PROTECT(Rf_allocVector(REALSXP, 6));
   for (int i = 0; i < 6; i++) REAL(s)[i] = (double)stream[i];
-  SEXP call = PROTECT(Rf_lang3(ev->init, Rf_ScalarReal((double)id), s));
+  SEXP b = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t)len));
+  if (len) memcpy(RAW(b), blob, len);
+  SEXP call = PROTECT(Rf_lang4(ev->init, Rf_ScalarReal((double)id), s, b));
   R_tryEvalSilent(call, R_GlobalEnv, NULL);
-  UNPROTECT(2);
+  UNPROTECT(3);
 }
 
 static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t len, bool everywhere,
@@ -388,7 +392,7 @@ static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cl
 }
 
 static const R_CallMethodDef calls[] = {
-    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 3},
+    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 4},
     {"rmirai_url", (DL_FUNC)&rmirai_url, 1},
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
     {"rmirai_launch", (DL_FUNC)&rmirai_launch, 3},

@@ -179,6 +179,22 @@ if (identical(Sys.getenv("MIRAI_TEST_SERVICES"), "1")) {
 }
 daemons(0)
 
+# Custom serialization of a class backed by an external pointer, both ways.
+cfg <- serial_config("ptrobj",
+                     function(x) serialize(attr(x, "value"), NULL),
+                     function(r) structure(methods::new("externalptr"), class = "ptrobj", value = unserialize(r), restored = TRUE))
+check_error("serial_config checks its functions", serial_config("a", 1, 2), "must be functions")
+daemons(1, serial = cfg)
+obj <- structure(methods::new("externalptr"), class = "ptrobj", value = list(a = 1))
+check("sfunc/ufunc on the daemon", isTRUE(mirai(isTRUE(attr(obj, "restored")) && attr(obj, "value")$a == 1, obj = obj)[]))
+back <- mirai(obj, obj = obj)[]
+check("sfunc/ufunc on the way back", inherits(back, "ptrobj") && isTRUE(attr(back, "restored")) && identical(attr(back, "value"), list(a = 1)))
+daemons(0)
+register_serial("ptrobj", cfg$sfunc[[1]], cfg$ufunc[[1]])
+daemons(1)
+check("registered configuration applies", isTRUE(attr(mirai(obj, obj = obj)[], "restored")))
+daemons(0)
+
 # A parallel cluster.
 cl <- make_cluster(2)
 check("cluster class", inherits(cl, "cluster") && length(cl) == 2L)
