@@ -18,6 +18,12 @@ pub fn until(deadline_ms: u64) -> Duration {
     Duration::from_millis(deadline_ms.saturating_sub(now_ms()))
 }
 
+/// The instant `timeout` from now: `None` (no deadline) for no timeout or one too far away to
+/// represent, so "wait forever" can never overflow.
+pub fn instant_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
 /// A deadline `d` from now, in the same milliseconds; saturates rather than overflows.
 pub fn deadline_after(d: Duration) -> u64 {
     now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -65,7 +65,7 @@ impl Notifier {
     /// Blocks until `ready()` holds, re-checking after every completion, or until the timeout.
     /// Returns whether `ready()` held.
     pub(crate) fn wait_until(&self, timeout: Option<Duration>, mut ready: impl FnMut() -> bool) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::clock::instant_after(timeout);
         let mut st = self.lock();
         loop {
             // Checked under the lock: a completion after this check bumps the generation only

@@ -134,7 +134,7 @@ impl Task {
             }
             std::hint::spin_loop();
         }
-        let deadline = timeout.map(|t| started + t);
+        let deadline = timeout.and_then(|t| started.checked_add(t));
         let mut st = self.cell.lock();
         while st.status.is_none() {
             st = match deadline {

@@ -189,13 +189,16 @@ fn memory_cap_refuses_and_frees() {
     let first = host.try_submit(vec![b'x'; 150], SubmitOptions::default()).unwrap();
     assert!(matches!(host.try_submit(vec![1], SubmitOptions::default()), Err(mirai_core::Error::Full)));
     assert_eq!(host.memory().used, 150);
-    assert!(!host.wait_capacity(Duration::from_millis(10)));
+    assert!(!host.wait_capacity(Some(Duration::from_millis(10))));
     first.cancel();
     assert_eq!(host.memory().used, 0);
     assert_eq!(host.memory().peak, 150);
     let second = host.try_submit(b"echo:y".to_vec(), SubmitOptions::default()).unwrap();
+    // "Wait as long as it takes" is representable and does not overflow.
+    assert!(host.wait_capacity(Some(Duration::MAX)));
     let _d = launch(&host, 1, &[]);
     assert_eq!(value(&second), "y");
+    assert!(second.wait(Some(Duration::MAX)));
 }
 
 #[test]

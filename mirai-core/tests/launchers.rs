@@ -50,7 +50,7 @@ fn ssh_launches_daemons() {
     }
     let host = Host::listen("tcp://127.0.0.1:0", HostOptions::default()).unwrap();
     let launched = launch_ssh(&Target::of(&host), &daemon(), &ssh_config(false)).unwrap();
-    wait_for_daemons(&host, 1, &launched, PATIENCE).unwrap();
+    wait_for_daemons(&host, 1, &launched, Some(PATIENCE)).unwrap();
     assert_eq!(value(&submit_text(&host, "echo:over ssh")), "over ssh");
     drop(host);
     assert!(launched[0].wait(PATIENCE).is_some(), "ssh ends with its daemon");
@@ -67,7 +67,7 @@ fn ssh_tunnel_carries_the_connection() {
     let mut config = ssh_config(true);
     config.tunnel_port = Some(remote_port);
     let launched = launch_ssh(&Target::of(&host), &daemon(), &config).unwrap();
-    wait_for_daemons(&host, 1, &launched, PATIENCE).unwrap();
+    wait_for_daemons(&host, 1, &launched, Some(PATIENCE)).unwrap();
     assert_eq!(value(&submit_text(&host, "echo:tunnelled")), "tunnelled");
 }
 
@@ -81,7 +81,7 @@ fn ssh_failure_is_reported() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     config.remotes = vec![format!("ssh://root@127.0.0.1:{closed}")];
     let launched = launch_ssh(&Target::of(&host), &daemon(), &config).unwrap();
-    match wait_for_daemons(&host, 1, &launched, PATIENCE) {
+    match wait_for_daemons(&host, 1, &launched, Some(PATIENCE)) {
         Err(Error::Launch(msg)) => assert!(msg.contains("Connection refused"), "{msg}"),
         other => panic!("expected a launch error, got {other:?}"),
     }
@@ -176,7 +176,7 @@ fn generic_remote_command() {
     let host = host();
     let config = RemoteConfig { command: "sh".into(), args: vec!["-c".into(), ".".into()], quote: false };
     let launched = launch_remote(&Target::of(&host), &daemon(), &config, 2).unwrap();
-    wait_for_daemons(&host, 2, &launched, PATIENCE).unwrap();
+    wait_for_daemons(&host, 2, &launched, Some(PATIENCE)).unwrap();
     assert_eq!(value(&submit_text(&host, "echo:via sh")), "via sh");
     let bad = RemoteConfig { command: "sh".into(), args: vec!["-c".into()], quote: false };
     assert!(launch_remote(&Target::of(&host), &daemon(), &bad, 1).is_err());

@@ -380,8 +380,11 @@ pub extern "C" fn mirai_host_wait_connections(
 pub extern "C" fn mirai_host_wait_capacity(host: *const mirai_host, timeout_ms: i64) -> mirai_result {
     guard(|| {
         let h = deref(host, "host")?;
-        let t = timeout(timeout_ms).unwrap_or(Duration::MAX);
-        if h.host.wait_capacity(t) { Ok(()) } else { Err(Failure::Core(mirai_core::Error::TimedOut)) }
+        if h.host.wait_capacity(timeout(timeout_ms)) {
+            Ok(())
+        } else {
+            Err(Failure::Core(mirai_core::Error::TimedOut))
+        }
     })
 }
 

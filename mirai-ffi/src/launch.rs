@@ -221,7 +221,7 @@ pub extern "C" fn mirai_host_launch_http(
 pub extern "C" fn mirai_host_wait_launched(host: *const mirai_host, n: u64, timeout_ms: i64) -> mirai_result {
     guard(|| {
         let h = deref(host, "host")?;
-        let timeout = u64::try_from(timeout_ms).map_or(Duration::MAX, Duration::from_millis);
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
         let launches = h.launches.lock().unwrap_or_else(|e| e.into_inner());
         let latest = launches.last().map_or(&[][..], |l| &l[..]);
         wait_for_daemons(&h.host, n, latest, timeout)?;

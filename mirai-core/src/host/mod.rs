@@ -25,7 +25,7 @@ pub use dispatcher::Counters;
 use dispatcher::{Assignment, DaemonKey, Dispatcher};
 
 use crate::auth::Auth;
-use crate::clock::deadline_after;
+use crate::clock::{deadline_after, instant_after};
 use crate::error::Error;
 use crate::link::Link;
 use crate::notify::Notifier;
@@ -288,20 +288,20 @@ impl Host {
         self.shared.submit_locked(&mut st, payload, Submission::Single, options)
     }
 
-    /// Blocks until the queue is below its memory cap or `timeout` passes; returns whether it
-    /// is below (bindings wait in slices to stay interruptible, then `try_submit`).
-    pub fn wait_capacity(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+    /// Blocks until the queue is below its memory cap or `timeout` passes (`None`: no limit);
+    /// returns whether it is below (bindings wait in slices to stay interruptible, then
+    /// `try_submit`).
+    pub fn wait_capacity(&self, timeout: Option<Duration>) -> bool {
+        let deadline = instant_after(timeout);
         let mut st = self.shared.lock();
         loop {
             if st.closing || st.memory_limit == 0 || st.dispatcher.queued_bytes().0 < st.memory_limit {
                 return true;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            st = self.shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st = match self.shared.wait(st, deadline) {
+                Some(st) => st,
+                None => return false,
+            };
         }
     }
 
@@ -347,14 +347,22 @@ impl Host {
 
     /// Like `wait_connections`, but also gives up when `stop()` holds; `stop` is re-checked
     /// whenever the host's waiters are woken (see [`Host::waker`]).
-    pub(crate) fn wait_connections_unless(&self, n: u64, deadline: Instant, stop: impl Fn() -> bool) -> bool {
+    pub(crate) fn wait_connections_unless(
+        &self,
+        n: u64,
+        timeout: Option<Duration>,
+        stop: impl Fn() -> bool,
+    ) -> bool {
+        let deadline = instant_after(timeout);
         let mut st = self.shared.lock();
         while st.dispatcher.counters().connections < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if st.closing || stop() || left.is_zero() {
+            if st.closing || stop() {
                 return false;
             }
-            st = self.shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st = match self.shared.wait(st, deadline) {
+                Some(st) => st,
+                None => return false,
+            };
         }
         true
     }
@@ -373,24 +381,7 @@ impl Host {
     /// Blocks until at least `n` daemons are connected, or `timeout` passes, or the host closes.
     /// Returns whether `n` were reached.
     pub fn wait_connections(&self, n: u64, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.shared.lock();
-        while st.dispatcher.counters().connections < n {
-            if st.closing {
-                return false;
-            }
-            st = match deadline {
-                None => self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    self.shared.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
-                }
-            };
-        }
-        true
+        self.wait_connections_unless(n, timeout, || false)
     }
 
     /// Blocks until one of `tasks` is resolved or `timeout` passes; returns the index of the
@@ -466,6 +457,25 @@ impl Drop for Host {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits on the host's condition variable until woken or `deadline` (`None`: no deadline);
+    /// `None` once the deadline has passed.
+    fn wait<'a>(
+        &self,
+        st: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, State>> {
+        match deadline {
+            None => Some(self.cv.wait(st).unwrap_or_else(|e| e.into_inner())),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                Some(self.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0)
+            }
+        }
     }
 
     fn submit_locked(

@@ -94,14 +94,19 @@ impl LocalDaemon {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait(&self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::clock::instant_after(Some(timeout));
         let mut st = self.group.lock();
         while st[self.index].exit.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            st = self.group.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+            st = match deadline {
+                None => self.group.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    self.group.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
         }
         st[self.index].exit
     }

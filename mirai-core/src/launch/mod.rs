@@ -11,7 +11,7 @@ pub mod shell;
 
 pub use local::{CommandTemplate, LocalDaemon, spawn_local};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::host::Host;
@@ -51,20 +51,20 @@ impl Target {
 
 /// Waits until `n` daemons are connected to `host`. Fails early, with the launcher's own error
 /// output, when one of the launched processes (all from one launch call) exits in failure
-/// first; `TimedOut` when neither happens within `timeout`. Both events wake the wait: no polling.
+/// first; `TimedOut` when neither happens within `timeout` (`None`: no limit). Both events
+/// wake the wait: no polling.
 pub fn wait_for_daemons(
     host: &Host,
     n: u64,
     launched: &[LocalDaemon],
-    timeout: Duration,
+    timeout: Option<Duration>,
 ) -> Result<(), Error> {
-    let deadline = Instant::now() + timeout;
     let group = launched.first().map(|d| d.group().clone());
     if let Some(g) = &group {
         g.subscribe(host.waker());
     }
     let failed = || group.as_ref().and_then(|g| g.failed());
-    if host.wait_connections_unless(n, deadline, || failed().is_some()) {
+    if host.wait_connections_unless(n, timeout, || failed().is_some()) {
         return Ok(());
     }
     match failed() {

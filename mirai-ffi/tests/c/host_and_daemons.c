@@ -179,6 +179,10 @@ static void launchers(const char *daemon, const char *fake_sbatch) {
   const char *via_sh[] = {"-c", "."};
   CHECK_OK(mirai_host_launch_remote(host, "sh", via_sh, 2, false, argv, 2, 2));
   CHECK_OK(mirai_host_wait_launched(host, 2, 30000));
+  /* Negative timeouts mean "no limit" and must not overflow anything. */
+  CHECK_OK(mirai_host_wait_launched(host, 2, -1));
+  CHECK_OK(mirai_host_wait_capacity(host, -1));
+  CHECK_OK(mirai_host_wait_connections(host, 2, -1));
 
   const char *failing[] = {"-c", "echo nope >&2; exit 3", "."};
   CHECK_OK(mirai_host_launch_remote(host, "sh", failing, 3, false, argv, 2, 1));
