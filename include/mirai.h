@@ -301,6 +301,11 @@ typedef struct mirai_host_options {
   const char *tls_cert_chain_pem;
   const char *tls_key_pem;
   const char *tls_ca_pem;
+  /*
+   Password of an encrypted `tls_key_pem` (`ENCRYPTED PRIVATE KEY`, PKCS#8), any bytes up to
+   the NUL (UTF-8 or not); NULL for none. Ignored when the key is not encrypted.
+   */
+  const char *tls_key_password;
 } mirai_host_options;
 
 /*
@@ -628,6 +633,8 @@ void mirai_jobs_free(struct mirai_jobs *jobs);
  with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
  JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
  `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
+ `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
+ ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
  */
 enum mirai_result mirai_host_launch_http(const struct mirai_host *host,
                                          const char *url,
@@ -639,7 +646,8 @@ enum mirai_result mirai_host_launch_http(const struct mirai_host *host,
                                          const char *token,
                                          const char *const *daemon_argv,
                                          size_t daemon_argc,
-                                         size_t n);
+                                         size_t n,
+                                         struct mirai_bytes *responses);
 
 /*
  Waits until `n` daemons are connected. Fails early (`MIRAI_RESULT_CONNECTION_REFUSED`, with

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use pkcs8::der::Document;
+use pkcs8::{EncryptedPrivateKeyInfoRef, PrivateKeyInfoRef};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -26,7 +28,10 @@ const VALIDITY_DAYS: i64 = 30;
 pub struct ServerIdentity {
     /// The certificate chain, leaf first.
     pub cert_chain_pem: String,
+    /// The private key: PKCS#8, PKCS#1 or SEC1, or PKCS#8 encrypted with `key_password`.
     pub key_pem: String,
+    /// Decrypts an `ENCRYPTED PRIVATE KEY`; ignored for a plain key.
+    pub key_password: Option<Vec<u8>>,
     /// The certificate daemons must trust: the generated CA, or what the user supplied.
     pub ca_pem: String,
 }
@@ -90,6 +95,7 @@ pub fn generate(url: &Url) -> Result<ServerIdentity, Error> {
     Ok(ServerIdentity {
         cert_chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
         key_pem: leaf_key.serialize_pem(),
+        key_password: None,
         ca_pem: ca.pem(),
     })
 }
@@ -105,17 +111,15 @@ fn certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
-/// The host's rustls configuration from a PEM chain and key. Encrypted keys are refused with a
-/// clear message.
-pub fn server_config(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>, Error> {
-    if key_pem.contains("ENCRYPTED PRIVATE KEY") || key_pem.contains("Proc-Type: 4,ENCRYPTED") {
-        return Err(Error::NotSupported(
-            "encrypted private keys: decrypt it first, e.g. `openssl pkey -in key.pem -out plain.pem`".into(),
-        ));
-    }
+/// The host's rustls configuration from a PEM chain and key; `key_password` decrypts an
+/// encrypted PKCS#8 key and is ignored for a plain one.
+pub fn server_config(
+    cert_chain_pem: &str,
+    key_pem: &str,
+    key_password: Option<&[u8]>,
+) -> Result<Arc<ServerConfig>, Error> {
     let chain = certs(cert_chain_pem, "certificate chain")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| tls_err("reading the private key", e))?;
+    let key = private_key(key_pem, key_password)?;
     ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err("TLS versions", e))?
@@ -123,6 +127,55 @@ pub fn server_config(cert_chain_pem: &str, key_pem: &str) -> Result<Arc<ServerCo
         .with_single_cert(chain, key)
         .map(Arc::new)
         .map_err(|e| tls_err("certificate and key", e))
+}
+
+const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+/// How to turn a key this cannot read into one it can (PBES2: PBKDF2-SHA256 and AES-256-CBC).
+const CONVERT: &str = "convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key-pkcs8.pem`";
+
+/// The private key in `pem`: plain, or an encrypted PKCS#8 block (PBES2 with PBKDF2 or scrypt,
+/// and AES) decrypted with `password`.
+fn private_key(pem: &str, password: Option<&[u8]>) -> Result<PrivateKeyDer<'static>, Error> {
+    // Legacy OpenSSL encryption (PEM headers, MD5-derived key) is weak and not worth reading.
+    if pem.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(Error::NotSupported(format!(
+            "private keys in OpenSSL's legacy encrypted format (Proc-Type: 4,ENCRYPTED): {CONVERT}"
+        )));
+    }
+    let Some(start) = pem.find(ENCRYPTED_BEGIN) else {
+        return PrivateKeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| tls_err("reading the private key", e));
+    };
+    let end = pem[start..]
+        .find(ENCRYPTED_END)
+        .map(|i| start + i + ENCRYPTED_END.len())
+        .ok_or_else(|| Error::Tls(format!("reading the encrypted private key: no {ENCRYPTED_END} line")))?;
+    // Decoded to DER first: der's PEM reader cannot parse this structure in one pass.
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Error::Tls(format!(
+            "reading the encrypted private key: {e} (readable: PBES2 with PBKDF2 or scrypt, and AES; {CONVERT})"
+        ))
+    };
+    let (_, der) = Document::from_pem(&pem[start..end]).map_err(|e| unreadable(&e))?;
+    let encrypted = EncryptedPrivateKeyInfoRef::try_from(der.as_bytes()).map_err(|e| unreadable(&e))?;
+    let Some(password) = password else {
+        return Err(Error::InvalidArgument(
+            "the private key is encrypted (ENCRYPTED PRIVATE KEY): a password is needed to decrypt it".into(),
+        ));
+    };
+    let wrong = |e: &dyn std::fmt::Display| {
+        Error::Tls(format!("could not decrypt the private key: wrong password? ({e})"))
+    };
+    let plain = encrypted.decrypt(password).map_err(|e| match e {
+        // A wrong password shows as bad padding, or rarely as plaintext that is not DER.
+        pkcs8::Error::EncryptedPrivateKey(pkcs8::pkcs5::Error::DecryptFailed) | pkcs8::Error::Asn1(_) => {
+            wrong(&e)
+        }
+        _ => Error::Tls(format!("could not decrypt the private key: {e} ({CONVERT})")),
+    })?;
+    PrivateKeyInfoRef::try_from(plain.as_bytes()).map_err(|e| wrong(&e))?;
+    Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()))
 }
 
 /// A daemon's rustls configuration: trust exactly the given CA certificate(s).

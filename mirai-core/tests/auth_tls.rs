@@ -10,6 +10,10 @@ use mirai_core::auth::{Auth, proof};
 use mirai_core::tls::{ServerIdentity, generate};
 use mirai_core::{Daemon, DaemonOptions, Error, Evaluation, Evaluator, Host, HostOptions, Interrupt, Url};
 use mirai_proto::{ExitReason, Message, Status};
+use pkcs8::PrivateKeyInfoRef;
+use pkcs8::der::SecretDocument;
+use pkcs8::der::pem::LineEnding;
+use pkcs8::pkcs5::{pbes2, scrypt};
 
 struct Echo;
 
@@ -89,8 +93,12 @@ fn expired_certificate_is_refused() {
     leaf.not_after = rcgen::date_time_ymd(2021, 1, 1);
     let key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&key, &ca).unwrap();
-    let identity =
-        ServerIdentity { cert_chain_pem: cert.pem(), key_pem: key.serialize_pem(), ca_pem: ca.pem() };
+    let identity = ServerIdentity {
+        cert_chain_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        key_password: None,
+        ca_pem: ca.pem(),
+    };
     let options = HostOptions { tls: Some(identity), ..HostOptions::default() };
     let host = Host::listen("tls+tcp://127.0.0.1:0", options).unwrap();
     let msg = tls_failure(&host, &host.url(), host.tls_ca_pem().unwrap());
@@ -106,22 +114,103 @@ fn user_supplied_certificate_and_bad_material() {
     let _d = launch(&host, 1, &[]);
     assert_eq!(value(&submit(&host, "echo:mine")), "mine");
 
-    let encrypted = ServerIdentity {
-        key_pem: "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n".into(),
-        ..mine.clone()
-    };
-    let err =
-        Host::listen("tls+tcp://127.0.0.1:0", HostOptions { tls: Some(encrypted), ..HostOptions::default() })
-            .err()
-            .unwrap();
-    assert!(matches!(err, Error::NotSupported(_)) && err.to_string().contains("encrypted"), "{err}");
-
     let garbage = ServerIdentity { cert_chain_pem: "not a certificate".into(), ..mine };
     let err =
         Host::listen("tls+tcp://127.0.0.1:0", HostOptions { tls: Some(garbage), ..HostOptions::default() })
             .err()
             .unwrap();
     assert!(err.to_string().contains("no PEM certificate"), "{err}");
+}
+
+/// A PKCS#8 key in PEM encrypted with `password` under `params`, as `openssl pkcs8 -topk8 -v2 ...`
+/// or `openssl genpkey -aes256` write it.
+fn encrypt_key(key_pem: &str, params: pbes2::Parameters, password: &str) -> String {
+    let (label, der) = SecretDocument::from_pem(key_pem).unwrap();
+    assert_eq!(label, "PRIVATE KEY");
+    let info = PrivateKeyInfoRef::try_from(der.as_bytes()).unwrap();
+    let encrypted = info.encrypt_with_params(params, password).unwrap();
+    encrypted.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF).unwrap().to_string()
+}
+
+const SALT: &[u8] = b"0123456789abcdef";
+const IV: [u8; 16] = *b"fedcba9876543210";
+
+#[test]
+fn encrypted_key_with_its_password_serves_daemons() {
+    let mine = generate(&Url::parse("tls+tcp://127.0.0.1:0").unwrap()).unwrap();
+    let schemes = [
+        // openssl's defaults: PBKDF2-SHA256 with 2048 iterations, AES-256-CBC or AES-128-CBC.
+        pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(2048, SALT, IV).unwrap(),
+        pbes2::Parameters::generate_pbkdf2_sha256_aes128cbc(2048, SALT, IV).unwrap(),
+        // `openssl pkcs8 -topk8 -scrypt`, with a small cost to keep the test quick.
+        pbes2::Parameters::generate_scrypt_aes256cbc(scrypt::Params::new(10, 8, 1).unwrap(), SALT, IV)
+            .unwrap(),
+    ];
+    for params in schemes {
+        let identity = ServerIdentity {
+            key_pem: encrypt_key(&mine.key_pem, params, "correct horse"),
+            key_password: Some(b"correct horse".to_vec()),
+            ..mine.clone()
+        };
+        assert!(identity.key_pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        let options = HostOptions { tls: Some(identity), ..HostOptions::default() };
+        let host = Host::listen("tls+tcp://127.0.0.1:0", options).unwrap();
+        let _d = launch(&host, 1, &[]);
+        assert_eq!(value(&submit(&host, "echo:decrypted")), "decrypted");
+    }
+
+    // A password given with a plain key is ignored.
+    let plain = ServerIdentity { key_password: Some(b"unused".to_vec()), ..mine };
+    let host =
+        Host::listen("tls+tcp://127.0.0.1:0", HostOptions { tls: Some(plain), ..HostOptions::default() })
+            .unwrap();
+    let _d = launch(&host, 1, &[]);
+    assert_eq!(value(&submit(&host, "echo:plain")), "plain");
+}
+
+#[test]
+fn encrypted_key_problems_fail_clearly() {
+    let mine = generate(&Url::parse("tls+tcp://127.0.0.1:0").unwrap()).unwrap();
+    let params = pbes2::Parameters::generate_pbkdf2_sha256_aes256cbc(2048, SALT, IV).unwrap();
+    let encrypted = encrypt_key(&mine.key_pem, params, "correct horse");
+    let listen = |key_pem: &str, key_password: Option<&str>| {
+        let identity = ServerIdentity {
+            key_pem: key_pem.to_string(),
+            key_password: key_password.map(|p| p.as_bytes().to_vec()),
+            ..mine.clone()
+        };
+        Host::listen("tls+tcp://127.0.0.1:0", HostOptions { tls: Some(identity), ..HostOptions::default() })
+            .err()
+            .expect("the host started")
+    };
+
+    let err = listen(&encrypted, None);
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(err.to_string().contains("encrypted") && err.to_string().contains("password is needed"), "{err}");
+
+    for wrong in ["correct horse battery", "", "Correct horse"] {
+        let err = listen(&encrypted, Some(wrong));
+        assert!(matches!(err, Error::Tls(_)), "{err}");
+        assert!(err.to_string().contains("could not decrypt the private key: wrong password?"), "{err}");
+    }
+
+    // OpenSSL's legacy encryption: a pointer to the conversion, password or not.
+    let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+                  DEK-Info: AES-256-CBC,00112233445566778899AABBCCDDEEFF\n\nAAAA\n\
+                  -----END RSA PRIVATE KEY-----\n";
+    for password in [None, Some("correct horse")] {
+        let err = listen(legacy, password);
+        assert!(matches!(err, Error::NotSupported(_)), "{err}");
+        assert!(err.to_string().contains("openssl pkcs8 -topk8"), "{err}");
+    }
+
+    // Damaged PEM, and a BEGIN line with no END.
+    let damaged = encrypted.replacen("MI", "!!", 1);
+    let err = listen(&damaged, Some("correct horse"));
+    assert!(err.to_string().contains("reading the encrypted private key"), "{err}");
+    let cut = &encrypted[..encrypted.find("-----END").unwrap()];
+    let err = listen(cut, Some("correct horse"));
+    assert!(err.to_string().contains("no -----END ENCRYPTED PRIVATE KEY----- line"), "{err}");
 }
 
 #[test]

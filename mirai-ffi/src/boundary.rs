@@ -140,6 +140,12 @@ pub(crate) fn opt_c_str<'a>(ptr: *const c_char, what: &'static str) -> Result<Op
     if ptr.is_null() { Ok(None) } else { c_str(ptr, what).map(Some) }
 }
 
+/// The bytes of an optional NUL-terminated string, UTF-8 or not (passwords): NULL is `None`.
+pub(crate) fn opt_c_bytes<'a>(ptr: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
+    (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_bytes())
+}
+
 /// Bytes from a (pointer, length) pair; NULL is allowed only with length 0.
 pub(crate) fn bytes<'a>(ptr: *const u8, len: usize, what: &'static str) -> Result<&'a [u8], Failure> {
     if len == 0 {

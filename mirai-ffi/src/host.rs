@@ -9,7 +9,9 @@ use mirai_core::launch::{CommandTemplate, LocalDaemon};
 use mirai_core::tls::ServerIdentity;
 use mirai_core::{Host, HostOptions, SubmitOptions, TaskStatus};
 
-use crate::boundary::{Failure, bytes, c_str, deref, guard, guard_value, mirai_result, opt_c_str, put};
+use crate::boundary::{
+    Failure, bytes, c_str, deref, guard, guard_value, mirai_result, opt_c_bytes, opt_c_str, put,
+};
 use crate::task::{mirai_task, mirai_task_callback, split_status};
 
 /// A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
@@ -54,6 +56,9 @@ pub struct mirai_host_options {
     pub tls_cert_chain_pem: *const c_char,
     pub tls_key_pem: *const c_char,
     pub tls_ca_pem: *const c_char,
+    /// Password of an encrypted `tls_key_pem` (`ENCRYPTED PRIVATE KEY`, PKCS#8), any bytes up to
+    /// the NUL (UTF-8 or not); NULL for none. Ignored when the key is not encrypted.
+    pub tls_key_password: *const c_char,
 }
 
 /// How daemons authenticate to a host.
@@ -116,6 +121,7 @@ pub extern "C" fn mirai_host_options_init(opts: *mut mirai_host_options) -> mira
             tls_cert_chain_pem: std::ptr::null(),
             tls_key_pem: std::ptr::null(),
             tls_ca_pem: std::ptr::null(),
+            tls_key_password: std::ptr::null(),
         };
         put(opts, value, "opts")
     })
@@ -156,6 +162,7 @@ fn host_options(o: &mirai_host_options) -> Result<HostOptions, Failure> {
         (Some(chain), Some(key)) => Some(ServerIdentity {
             cert_chain_pem: chain.into(),
             key_pem: key.into(),
+            key_password: opt_c_bytes(o.tls_key_password).map(<[u8]>::to_vec),
             // Without a separate CA, daemons trust the chain's last certificate.
             ca_pem: ca.map(str::to_string).unwrap_or_else(|| last_pem_block(chain)),
         }),

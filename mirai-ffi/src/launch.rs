@@ -11,6 +11,7 @@ use mirai_core::launch::remote::{RemoteConfig, SshConfig, launch_remote, launch_
 use mirai_core::launch::{CommandTemplate, Target, wait_for_daemons};
 
 use crate::boundary::{Failure, c_str, deref, guard, guard_value, mirai_result, opt_c_str, put};
+use crate::bytes::mirai_bytes;
 use crate::host::mirai_host;
 
 /// A batch scheduler.
@@ -175,6 +176,8 @@ pub extern "C" fn mirai_jobs_free(jobs: *mut mirai_jobs) {
 /// with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
 /// JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
 /// `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
+/// `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
+/// ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_launch_http(
     host: *const mirai_host,
@@ -188,6 +191,7 @@ pub extern "C" fn mirai_host_launch_http(
     daemon_argv: *const *const c_char,
     daemon_argc: usize,
     n: usize,
+    responses: *mut mirai_bytes,
 ) -> mirai_result {
     guard(|| {
         let h = deref(host, "host")?;
@@ -208,7 +212,13 @@ pub extern "C" fn mirai_host_launch_http(
             cookie: opt_c_str(cookie, "cookie")?.map(str::to_string),
             token: opt_c_str(token, "token")?.map(str::to_string),
         };
-        launch_http(&Target::of(&h.host), &daemon(daemon_argv, daemon_argc)?, &config, n)?;
+        let replies = launch_http(&Target::of(&h.host), &daemon(daemon_argv, daemon_argc)?, &config, n)?;
+        if !responses.is_null() {
+            for (i, reply) in replies.into_iter().enumerate() {
+                // SAFETY: the caller promises room for `n` entries, and there is one reply per daemon.
+                unsafe { responses.add(i).write(mirai_bytes::from_vec(reply.into_bytes())) };
+            }
+        }
         Ok(())
     })
 }

@@ -189,6 +189,7 @@ struct mirai_host_options
     tls_cert_chain_pem::Ptr{Cchar}
     tls_key_pem::Ptr{Cchar}
     tls_ca_pem::Ptr{Cchar}
+    tls_key_password::Ptr{Cchar}
 end
 
 """
@@ -507,9 +508,11 @@ Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (plain 
 with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
 JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
 `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
+`responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
+ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
 """
-function mirai_host_launch_http(host, url, method, headers, n_headers, body, cookie, token, daemon_argv, daemon_argc, n)
-    ccall((:mirai_host_launch_http, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Csize_t), host, url, method, headers, n_headers, body, cookie, token, daemon_argv, daemon_argc, n)
+function mirai_host_launch_http(host, url, method, headers, n_headers, body, cookie, token, daemon_argv, daemon_argc, n, responses)
+    ccall((:mirai_host_launch_http, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Csize_t, Ptr{mirai_bytes}), host, url, method, headers, n_headers, body, cookie, token, daemon_argv, daemon_argc, n, responses)
 end
 
 """

@@ -55,8 +55,9 @@ pub struct HostOptions {
     pub heartbeat: Option<Duration>,
     /// Drop a daemon that sent nothing (heartbeats included) for this long.
     pub peer_timeout: Option<Duration>,
-    /// Certificate, key and the CA daemons should trust, for `tls+tcp://`; `None` generates a
-    /// short-lived CA and a certificate for the URL's host at start.
+    /// Certificate, key (with its password if encrypted) and the CA daemons should trust, for
+    /// `tls+tcp://`; `None` generates a short-lived CA and a certificate for the URL's host at
+    /// start.
     pub tls: Option<ServerIdentity>,
     /// How daemons prove they may connect.
     pub auth: Auth,
@@ -182,7 +183,11 @@ impl Host {
                 Some(identity) => identity,
                 None => tls::generate(&url)?,
             };
-            let config = tls::server_config(&identity.cert_chain_pem, &identity.key_pem)?;
+            let config = tls::server_config(
+                &identity.cert_chain_pem,
+                &identity.key_pem,
+                identity.key_password.as_deref(),
+            )?;
             (Some(config), Some(identity.ca_pem))
         } else {
             (None, None)

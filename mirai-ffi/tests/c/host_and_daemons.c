@@ -2,8 +2,12 @@
  * callbacks, the completion fd, everywhere, cancellation, timeouts, and error paths.
  * Usage: host_and_daemons PATH/TO/mirai-daemon PATH/TO/plugin.so PATH/TO/fake-sbatch */
 #define _POSIX_C_SOURCE 200809L
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -167,8 +171,92 @@ static void plugin_daemons(const char *daemon, const char *plugin) {
   mirai_host_free(host);
 }
 
+/* A stand-in for an HTTP launch API: answers each request, once read whole, with the next of
+ * `replies` ("STATUS BODY"). */
+struct api {
+  int fd;
+  int port;
+  size_t n;
+  const char *const *replies;
+};
+
+static void *api_serve(void *arg) {
+  struct api *api = arg;
+  for (size_t i = 0; i < api->n; i++) {
+    int c = accept(api->fd, NULL, NULL);
+    CHECK(c >= 0);
+    char req[8192];
+    size_t got = 0;
+    for (;;) {
+      ssize_t k = recv(c, req + got, sizeof req - 1 - got, 0);
+      CHECK(k > 0);
+      got += (size_t)k;
+      req[got] = 0;
+      const char *end = strstr(req, "\r\n\r\n");
+      const char *len = strstr(req, "Content-Length: ");
+      if (end != NULL && len != NULL &&
+          got >= (size_t)(end + 4 - req) + strtoul(len + 16, NULL, 10)) {
+        break;
+      }
+    }
+    const char *body = strchr(api->replies[i], ' ') + 1;
+    char resp[256];
+    int m = snprintf(resp, sizeof resp,
+                     "HTTP/1.1 %.3s X\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     api->replies[i], strlen(body), body);
+    CHECK(send(c, resp, (size_t)m, 0) == m);
+    close(c);
+  }
+  return NULL;
+}
+
+static void api_start(struct api *api, pthread_t *thread) {
+  api->fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(api->fd >= 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof addr;
+  CHECK(bind(api->fd, (struct sockaddr *)&addr, len) == 0 && listen(api->fd, 8) == 0);
+  CHECK(getsockname(api->fd, (struct sockaddr *)&addr, &len) == 0);
+  api->port = ntohs(addr.sin_port);
+  CHECK(pthread_create(thread, NULL, api_serve, api) == 0);
+}
+
+/* The HTTP launcher hands back each response body (the API's job ids, say); a failed launch
+ * leaves the responses untouched and nothing allocated. */
+static void http_launch(mirai_host *host, const char *const *argv) {
+  const char *replies[] = {"200 {\"job\": 1}", "200 {\"job\": 2}", "200 {\"job\": 3}",
+                           "503 no capacity", "200 {\"job\": 5}"};
+  struct api api = {.n = 5, .replies = replies};
+  pthread_t server;
+  api_start(&api, &server);
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/launch", api.port);
+  const char *headers[] = {"Content-Type: application/json"};
+  const char *body = "{\"cmd\": \"%s\"}";
+
+  mirai_bytes responses[2];
+  CHECK_OK(mirai_host_launch_http(host, url, "POST", headers, 1, body, NULL, "t0ken", argv, 2, 2,
+                                  responses));
+  CHECK(bytes_are(&responses[0], "{\"job\": 1}") && bytes_are(&responses[1], "{\"job\": 2}"));
+  mirai_bytes_free(&responses[0]);
+  mirai_bytes_free(&responses[1]);
+
+  mirai_bytes untouched[2] = {{NULL, 0}, {NULL, 0}};
+  CHECK(mirai_host_launch_http(host, url, "POST", headers, 1, body, NULL, NULL, argv, 2, 2,
+                               untouched) == MIRAI_RESULT_CONNECTION_REFUSED);
+  char why[512];
+  mirai_last_error(why, sizeof why);
+  CHECK(strstr(why, "503") != NULL && strstr(why, "no capacity") != NULL);
+  CHECK(untouched[0].data == NULL && untouched[1].data == NULL);
+
+  /* Without a responses array the bodies are dropped. */
+  CHECK_OK(mirai_host_launch_http(host, url, "POST", headers, 1, body, NULL, NULL, argv, 2, 1, NULL));
+  CHECK(pthread_join(server, NULL) == 0);
+  close(api.fd);
+}
+
 /* Launchers through the C ABI: a generic remote command, a failing one, and a Slurm-style
- * job through a stand-in sbatch (argv[3]) whose job is cancelled with `kill`. */
+ * job through a stand-in sbatch (argv[3]) whose job is cancelled with `kill`, and an HTTP API. */
 static void launchers(const char *daemon, const char *fake_sbatch) {
   mirai_host *host = NULL;
   char url[64];
@@ -204,6 +292,8 @@ static void launchers(const char *daemon, const char *fake_sbatch) {
   CHECK_OK(mirai_jobs_cancel(jobs));
   CHECK_OK(mirai_jobs_cancel(jobs)); /* idempotent */
   mirai_jobs_free(jobs);
+
+  http_launch(host, argv);
 
   CHECK(mirai_host_launch_ssh(NULL, NULL, 0, false, 0, 10, NULL, 0, argv, 2) ==
         MIRAI_RESULT_NULL_PARAMETER);
