@@ -650,6 +650,20 @@ enum mirai_result mirai_host_launch_http(const struct mirai_host *host,
                                          struct mirai_bytes *responses);
 
 /*
+ One HTTP request (plain http://, 5 s timeout), for bindings that build their own launch
+ requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
+ status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
+ (refused, timed out, not http://) fails, leaving both untouched.
+ */
+enum mirai_result mirai_http_request(const char *url,
+                                     const char *method,
+                                     const char *const *headers,
+                                     size_t n_headers,
+                                     const char *body,
+                                     uint16_t *status,
+                                     struct mirai_bytes *response);
+
+/*
  Waits until `n` daemons are connected. Fails early (`MIRAI_RESULT_CONNECTION_REFUSED`, with
  the launcher's error output in `mirai_last_error`) when a process of the most recent
  `mirai_host_launch_*` call exits in failure first; `MIRAI_RESULT_TIMED_OUT` after

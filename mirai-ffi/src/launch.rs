@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use std::time::Duration;
 
 use mirai_core::launch::cluster::{self, ClusterConfig, Jobs, Scheduler};
-use mirai_core::launch::http::{HttpConfig, launch_http};
+use mirai_core::launch::http::{HttpConfig, exchange, launch_http};
 use mirai_core::launch::remote::{RemoteConfig, SshConfig, launch_remote, launch_ssh};
 use mirai_core::launch::{CommandTemplate, Target, wait_for_daemons};
 
@@ -195,19 +195,10 @@ pub extern "C" fn mirai_host_launch_http(
 ) -> mirai_result {
     guard(|| {
         let h = deref(host, "host")?;
-        let headers = strings(headers, n_headers, "headers")?
-            .into_iter()
-            .map(|line| match line.split_once(':') {
-                Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
-                None => {
-                    Err(Failure::Code(mirai_result::InvalidArgument, format!("header '{line}' has no ':'")))
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let config = HttpConfig {
             url: c_str(url, "url")?.to_string(),
             method: c_str(method, "method")?.to_string(),
-            headers,
+            headers: header_pairs(headers, n_headers)?,
             body: c_str(body, "body")?.to_string(),
             cookie: opt_c_str(cookie, "cookie")?.map(str::to_string),
             token: opt_c_str(token, "token")?.map(str::to_string),
@@ -218,6 +209,50 @@ pub extern "C" fn mirai_host_launch_http(
                 // SAFETY: the caller promises room for `n` entries, and there is one reply per daemon.
                 unsafe { responses.add(i).write(mirai_bytes::from_vec(reply.into_bytes())) };
             }
+        }
+        Ok(())
+    })
+}
+
+/// `"Name: value"` strings as pairs.
+fn header_pairs(headers: *const *const c_char, n: usize) -> Result<Vec<(String, String)>, Failure> {
+    strings(headers, n, "headers")?
+        .into_iter()
+        .map(|line| match line.split_once(':') {
+            Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+            None => Err(Failure::Code(mirai_result::InvalidArgument, format!("header '{line}' has no ':'"))),
+        })
+        .collect()
+}
+
+/// One HTTP request (plain http://, 5 s timeout), for bindings that build their own launch
+/// requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
+/// status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
+/// (refused, timed out, not http://) fails, leaving both untouched.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_http_request(
+    url: *const c_char,
+    method: *const c_char,
+    headers: *const *const c_char,
+    n_headers: usize,
+    body: *const c_char,
+    status: *mut u16,
+    response: *mut mirai_bytes,
+) -> mirai_result {
+    guard(|| {
+        if status.is_null() {
+            return Err(Failure::Null("status"));
+        }
+        if response.is_null() {
+            return Err(Failure::Null("response"));
+        }
+        let headers = header_pairs(headers, n_headers)?;
+        let (code, content) =
+            exchange(c_str(url, "url")?, c_str(method, "method")?, &headers, c_str(body, "body")?)?;
+        // SAFETY: both checked non-null above; the caller promises they point to writable memory.
+        unsafe {
+            status.write(code);
+            response.write(mirai_bytes::from_vec(content.into_bytes()));
         }
         Ok(())
     })

@@ -2,18 +2,46 @@
 
 #' Run a daemon: dial `url` and evaluate tasks until a limit is reached or the host goes.
 #' Returns the exit code invisibly: 0 connection ended, 1 idletime, 2 walltime, 3 maxtasks.
+#' `tlscert` is the CA chain to trust for a tls+tcp:// host: a PEM file, or c(chain PEM, "").
 daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TRUE,
                    cleanup = TRUE, output = FALSE, idletime = Inf, walltime = Inf,
                    maxtasks = Inf, tlscert = NULL, rs = NULL) {
   if (!is.character(url) || !grepl("://", url, fixed = TRUE)) stop("`url` must be a valid URL")
+  serve(url, asyncdial = asyncdial, autoexit = autoexit, cleanup = cleanup, output = output,
+        idletime = idletime, walltime = walltime, maxtasks = maxtasks, tls_ca = tlscert_pem(tlscert),
+        rs = rs)
+}
+
+# An ephemeral daemon (a mirai without daemons set): one task, then exit.
+.daemon <- function(url) daemon(url, maxtasks = 1, cleanup = FALSE)
+
+# The CA chain of `tlscert`: a PEM file, or c(chain, "").
+tlscert_pem <- function(tlscert) {
+  if (is.null(tlscert)) return(NULL)
+  if (!is.character(tlscert) || !length(tlscert) || anyNA(tlscert)) stop("`tlscert` must be a file path or c(<PEM chain>, \"\")")
+  if (length(tlscert) > 1L) return(tlscert[1L])
+  pem_file(tlscert, "tlscert")
+}
+
+pem_file <- function(path, what) {
+  if (!file.exists(path)) stop(sprintf("`%s`: file not found: %s", what, path))
+  paste(readLines(path, warn = FALSE), collapse = "\n")
+}
+
+# The daemon loop on libmirai's runtime; `secret` and `tls_ca` NULL read MIRAI_SECRET and
+# MIRAI_TLS_CA (set by the launcher).
+serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, output = FALSE,
+                  idletime = Inf, walltime = Inf, maxtasks = Inf, tls_ca = NULL, rs = NULL,
+                  secret = NULL) {
   if (!output) {
     devnull <- file(nullfile(), open = "w")
     sink(devnull)
     sink(devnull, type = "message")
     on.exit({ sink(type = "message"); sink(); close(devnull) }, add = TRUE)
   }
+  was_daemon <- .state$daemon
   .state$daemon <- TRUE
-  on.exit(.state$daemon <- FALSE, add = TRUE)
+  on.exit(.state$daemon <- was_daemon, add = TRUE)
   snapshot <- NULL
   take_snapshot <- function() snapshot <<- list(globals = ls(.GlobalEnv, all.names = TRUE), search = search(), options = options())
   take_snapshot()
@@ -42,7 +70,7 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
   }
   opts <- c(as.numeric(isTRUE(asyncdial)), if (isTRUE(autoexit)) 0 else if (is.na(autoexit)) 1 else 2,
             as.numeric(maxtasks), as.numeric(idletime), as.numeric(walltime))
-  invisible(.Call(rmirai_daemon, url, opts, evaluate, init, clean))
+  invisible(.Call(rmirai_daemon, url, opts, evaluate, init, clean, secret, tls_ca))
 }
 
 #' Evaluates one task: `._globals_.` into the global environment, the rest of the list as the

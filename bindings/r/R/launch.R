@@ -24,27 +24,145 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
 }
 
 # `rscript` may be a vector, e.g. c("env", "R_LIBS=/lib", "Rscript"), for remotes that need it.
-daemon_argv <- function(p, rscript, url = "{url}") c(rscript, "-e", daemon_call(url, p$dots))
+daemon_argv <- function(p, rscript, url = "{url}") c(rscript, "-e", daemon_call(url, p))
 
-#' Launch daemons with a remote configuration; waits until they are connected.
+# The shell command starting one daemon by hand: the host's secret in the environment and, for a
+# generated TLS certificate, the CA in the call (R's `tlscert = c(<PEM>, "")`).
+launch_command <- function(p, rscript) {
+  call <- daemon_call(p$url, p)
+  ca <- .Call(rmirai_tls_ca, p$host)
+  if (!is.null(ca) && is.null(p$tlscert)) call <- sub(")$", sprintf(",tlscert=c(%s,\"\"))", deparse1(ca)), call)
+  secret <- .Call(rmirai_secret, p$host)
+  env <- if (is.null(secret)) "" else sprintf("MIRAI_SECRET=%s ", secret)
+  sprintf("%s%s -e %s", env, paste(rscript, collapse = " "), shQuote(call))
+}
+
+#' Launch daemons with a remote configuration. Returns the launch commands (class
+#' `miraiLaunchCmd`): invisibly once run, or for you to run by hand when the configuration has
+#' no `command`. With an SSH configuration, waits until the daemons are connected.
 launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL) {
-  p <- get_profile(.compute)
-  if (is.null(p)) stop("daemons must be set to launch daemons")
+  if (inherits(n, "miraiCluster")) {
+    .compute <- attr(n, "id")
+    n <- length(n)
+  } else if (inherits(n, "miraiNode")) {
+    .compute <- n$id
+    n <- 1L
+  }
+  p <- launchable_profile(.compute)
   dots <- list(...)
-  if (length(dots)) p$dots <- Filter(function(x) is.logical(x) || is.numeric(x), dots)
+  if (length(dots)) set_launch_args(p, dots)
+  if (identical(remote$type, "http")) return(launch_http(p, remote, n))
+  if (identical(remote$type, "ssh")) n <- length(remote$remotes)
+  commands <- structure(rep(launch_command(p, remote$rscript), n), class = "miraiLaunchCmd")
+  if (is.null(remote$command)) return(commands)
   argv <- daemon_argv(p, remote$rscript)
   before <- .Call(rmirai_counters, p$host)[1L]
   if (identical(remote$type, "ssh")) {
     options <- Sys.getenv("MIRAI_SSH_OPTIONS")
     options <- if (nzchar(options)) strsplit(options, " ", fixed = TRUE)[[1L]] else character()
     .Call(rmirai_launch_ssh, p$host, remote$remotes, remote$tunnel, 0L, as.integer(remote$timeout), options, argv)
-    n <- length(remote$remotes)
   } else if (identical(remote$type, "cluster")) {
     p$jobs <- c(p$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, argv, as.integer(n)))
   } else {
-    if (is.null(remote$command)) stop("`command` must be given to launch with a remote_config")
     .Call(rmirai_launch_remote, p$host, remote$command, as.character(unlist(remote$args)), isTRUE(remote$quote), argv, as.integer(n))
   }
+  # Jobs start when the scheduler says; other launches are waited for, failing with their errors.
   if (!identical(remote$type, "cluster")) .Call(rmirai_wait_launched, p$host, before + n, 120000)
-  invisible(n)
+  invisible(commands)
+}
+
+print.miraiLaunchCmd <- function(x, ...) {
+  for (i in seq_along(x)) cat(sprintf("[%d]\n%s\n\n", i, x[i]))
+  invisible(x)
+}
+
+#' An HTTP API that starts daemons (for example Posit Workbench's job launcher, the default).
+#' Every field may be a function, called at launch time; `data(...)` gets `...`, and its `%s`
+#' receives the daemon's R call, JSON-escaped.
+http_config <- function(url = posit_workbench_url, method = "POST", headers = posit_workbench_headers,
+                        data = posit_workbench_data, ..., cookie = NULL, token = NULL) {
+  list(type = "http", url = url, method = method, headers = headers, data = data, dots = list(...),
+       cookie = cookie, token = token)
+}
+
+# One request per daemon. Returns the responses, each list(status, data), or an errorValue when
+# the API could not be reached.
+launch_http <- function(p, remote, n) {
+  field <- function(x, ...) if (is.function(x)) x(...) else x
+  responses <- vector("list", n)
+  for (i in seq_len(n)) {
+    headers <- field(remote$headers)
+    cookie <- field(remote$cookie)
+    token <- field(remote$token)
+    if (!is.null(cookie)) headers <- c(headers, Cookie = cookie)
+    if (!is.null(token)) headers <- c(headers, Authorization = paste("Bearer", token))
+    data <- do.call(field, c(list(remote$data), remote$dots))
+    if (!is.character(data) || length(data) != 1L || !grepl("%s", data, fixed = TRUE)) {
+      stop("`data` must be a character string containing %s, where the daemon call goes")
+    }
+    body <- sub("%s", json_escape(api_daemon_call(p)), data, fixed = TRUE)
+    responses[[i]] <- http_request(field(remote$url), remote$method, headers, body)
+  }
+  invisible(responses)
+}
+
+# The daemon call for an API that runs `Rscript -e <call>` itself: the secret, and a generated
+# TLS certificate, travel inside the call.
+api_daemon_call <- function(p) {
+  call <- daemon_call(p$url, p)
+  ca <- .Call(rmirai_tls_ca, p$host)
+  if (!is.null(ca) && is.null(p$tlscert)) call <- sub(")$", sprintf(",tlscert=c(%s,\"\"))", deparse1(ca)), call)
+  secret <- .Call(rmirai_secret, p$host)
+  if (is.null(secret)) call else sprintf("{Sys.setenv(MIRAI_SECRET=\"%s\");%s}", secret, call)
+}
+
+json_escape <- function(x) gsub("\n", "\\n", gsub("\"", "\\\"", gsub("\\", "\\\\", x, fixed = TRUE), fixed = TRUE), fixed = TRUE)
+
+# An HTTP request through libmirai (plain http://, 5 s timeout): list(status, data), or an
+# errorValue when there is no answer.
+http_request <- function(url, method, headers = NULL, body = "") {
+  lines <- if (length(headers)) paste0(names(headers), ": ", headers) else character()
+  res <- .Call(rmirai_http_request, url, method, lines, body)
+  if (is.integer(res)) return(error_value(res))
+  res
+}
+
+posit_workbench_url <- function() paste0(Sys.getenv("RS_SERVER_ADDRESS"), "/api/launch_job")
+
+posit_workbench_headers <- function() {
+  cookie <- Sys.getenv("RS_SESSION_RPC_COOKIE")
+  c(`Content-Type` = "application/json", Cookie = cookie, `X-RS-Session-Server-RPC-Cookie` = cookie)
+}
+
+# The launch_job request. Without `cluster` or resources, the first cluster and resource profile
+# that Workbench lists are used (reading that list needs the jsonlite package).
+posit_workbench_data <- function(rscript = "Rscript", job_name = "mirai_daemon", cluster = NULL,
+                                 resource_profile = NULL, cpus = NULL, memory = NULL, image = NULL) {
+  if (is.null(cluster) || (is.null(resource_profile) && is.null(cpus) && is.null(memory))) {
+    envs <- posit_compute_envs()
+    if (is.null(cluster)) cluster <- envs$cluster
+    if (is.null(resource_profile) && is.null(cpus) && is.null(memory)) resource_profile <- envs$profile
+    if (is.null(image)) image <- envs$image
+  }
+  resources <- if (!is.null(cpus) || !is.null(memory)) {
+    sprintf("\"resources\":{\"cpus\":%s,\"memory\":%s}", if (is.null(cpus)) 1 else cpus, if (is.null(memory)) 512 else memory)
+  } else {
+    sprintf("\"resourceProfile\":\"%s\"", json_escape(resource_profile))
+  }
+  container <- if (is.null(image)) "" else sprintf("\"container\":{\"image\":\"%s\"},", json_escape(image))
+  libs <- paste(sprintf("\\\"%s\\\"", json_escape(.libPaths())), collapse = ",")
+  sprintf(paste0("{\"method\":\"launch_job\",\"kwparams\":{\"job\":{\"cluster\":\"%s\",%s\"name\":\"%s\",",
+                 "\"exe\":\"%s\",\"args\":[\"-e\",\"{.libPaths(c(%s));%%s}\"],%s}}}"),
+          json_escape(cluster), container, json_escape(job_name), json_escape(rscript), libs, resources)
+}
+
+posit_compute_envs <- function() {
+  if (!requireNamespace("jsonlite", quietly = TRUE)) {
+    stop("give `cluster` and `resource_profile` (or `cpus`/`memory`): listing Workbench's clusters needs the jsonlite package")
+  }
+  res <- http_request(paste0(Sys.getenv("RS_SERVER_ADDRESS"), "/api/get_compute_envs"), "GET", posit_workbench_headers())
+  if (is_error_value(res) || res$status != 200L) stop("Posit Workbench's get_compute_envs could not be read")
+  envs <- jsonlite::fromJSON(res$data, simplifyVector = FALSE)$result
+  cluster <- envs$clusters[[1L]]
+  list(cluster = cluster$name, profile = cluster$resourceProfiles[[1L]]$name, image = cluster$defaultImage)
 }

@@ -38,8 +38,12 @@ host_url <- function(tls = FALSE, port = 0) {
   `names<-`(sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", node, as.integer(port)), node)
 }
 
-daemon_call <- function(url, dots) {
+# The R call a launched daemon runs: `mirai::daemon("<url>", <args>)`. A `tlscert` path is passed
+# on (the daemon reads it on its own machine); PEM text travels in MIRAI_TLS_CA instead.
+daemon_call <- function(url, p) {
+  dots <- p$dots
   args <- if (length(dots)) paste0(",", names(dots), "=", vapply(dots, deparse, ""), collapse = "") else ""
+  if (length(p$tlscert) == 1L) args <- paste0(args, ",tlscert=", deparse(p$tlscert))
   sprintf("mirai::daemon(\"%s\"%s)", url, args)
 }
 
@@ -48,6 +52,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
                     seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
                     .compute = NULL) {
   name <- profile_name(.compute)
+  if (isTRUE(sync)) return(sync_profile(name, seed))
   if (missing(n) && is.null(url)) stop("`n` must be numeric, did you mean to provide `url`?")
   if (!missing(n) && is.null(n)) {
     p <- get_profile(name)
@@ -68,12 +73,13 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   }
   if (isTRUE(.state$daemon_map)) stop("cannot create local daemons from within mirai map")
   if (!is.null(get_profile(name))) daemons(0L, .compute = name)
-  dots <- Filter(function(x) is.logical(x) || is.numeric(x), list(...))
+  dots <- list(...)
   memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
   stream <- init_stream(seed)
   serial <- if (is.null(serial)) .state$serial else serial
   blob <- if (length(serial$class)) serialize(serial, NULL) else NULL
-  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob)
+  host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob,
+                tls_material(tls, pass, dots$tlscert))
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$serial <- serial
@@ -81,8 +87,8 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   p$seed <- seed
   p$name <- name
   p$url <- .Call(rmirai_url, host)
-  p$dots <- dots
   p$dispatcher <- dispatcher
+  set_launch_args(p, dots)
   assign(name, p, envir = .state$profiles)
   if (is.null(url) && !missing(n) && n > 0) {
     launch_local(n, .compute = name)
@@ -96,16 +102,71 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   invisible(structure(TRUE, class = c("miraiDaemons", name)))
 }
 
+# A synchronous profile: tasks run in this process as `mirai()` is called (see sync.R).
+sync_profile <- function(name, seed) {
+  if (!is.null(get_profile(name))) daemons(0L, .compute = name)
+  stream <- init_stream(seed)
+  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL)
+  p <- new.env(parent = emptyenv())
+  p$host <- host
+  p$stream <- stream
+  p$seed <- seed
+  p$name <- name
+  p$url <- .Call(rmirai_url, host)
+  p$secret <- .Call(rmirai_secret, host)
+  p$sync <- TRUE
+  p$globals <- new.env(parent = emptyenv())
+  p$dispatcher <- FALSE
+  assign(name, p, envir = .state$profiles)
+  invisible(structure(TRUE, class = c("miraiDaemons", name)))
+}
+
+# Daemon arguments for launch commands: logical and numeric values, and `tlscert` (the CA chain
+# daemons trust: a file path, given to daemons as is, or c(PEM, "")).
+set_launch_args <- function(p, dots) {
+  if (!is.null(dots$tlscert)) {
+    tlscert_pem(dots$tlscert)
+    p$tlscert <- dots$tlscert
+  }
+  p$dots <- Filter(function(x) is.logical(x) || is.numeric(x), dots)
+}
+
+# c(chain, key, ca, password) for a TLS host with the user's certificate: `tls` is a PEM file
+# holding the certificate (chain) followed by the key, or c(cert, key); `pass` the key's password
+# (or a function returning it). Daemons trust `tlscert` when given, otherwise the certificate
+# itself (right for a self-signed one). NULL when `tls` is NULL: a tls+tcp:// URL then gets a
+# generated certificate.
+tls_material <- function(tls, pass, tlscert) {
+  if (is.null(tls)) return(NULL)
+  if (!is.character(tls) || !length(tls) || anyNA(tls)) stop("`tls` must be a file path or c(<PEM cert>, <PEM key>)")
+  if (length(tls) > 1L) {
+    chain <- tls[1L]
+    key <- tls[2L]
+  } else {
+    chain <- key <- pem_file(tls, "tls")
+  }
+  if (is.function(pass)) pass <- pass()
+  if (!is.null(pass) && (!is.character(pass) || length(pass) != 1L)) stop("`pass` must be a character string (or a function returning one)")
+  c(chain, key, if (is.null(tlscert)) chain else tlscert_pem(tlscert), if (is.null(pass)) NA_character_ else pass)
+}
+
 #' Launch more local daemons for a profile.
 launch_local <- function(n = 1L, ..., .compute = NULL) {
-  p <- get_profile(.compute)
-  if (is.null(p)) stop("daemons must be set to launch daemons")
+  p <- launchable_profile(.compute)
   dots <- list(...)
-  if (length(dots)) p$dots <- Filter(function(x) is.logical(x) || is.numeric(x), dots)
-  rscript <- file.path(R.home("bin"), "Rscript")
-  .Call(rmirai_launch, p$host, c(rscript, "-e", daemon_call("{url}", p$dots)), as.integer(n))
+  if (length(dots)) set_launch_args(p, dots)
+  .Call(rmirai_launch, p$host, c(rscript_path(), "-e", daemon_call("{url}", p)), as.integer(n), TRUE)
   invisible(n)
 }
+
+launchable_profile <- function(.compute) {
+  p <- get_profile(.compute)
+  if (is.null(p)) stop("daemons must be set to launch daemons")
+  if (isTRUE(p$sync)) stop("daemons cannot be launched for synchronous compute profiles")
+  p
+}
+
+rscript_path <- function() file.path(R.home("bin"), "Rscript")
 
 # A profile's L'Ecuyer-CMRG stream: from `set.seed(seed)` when a seed is given, otherwise drawn
 # from the session's RNG (advanced once, so repeated calls differ). The session's own

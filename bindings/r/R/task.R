@@ -2,6 +2,8 @@
 
 .unresolved <- structure(NA, class = "unresolvedValue")
 
+.state$id <- 0L # the `id` of the latest mirai: an integer growing through the session
+
 error_value <- function(code) structure(as.integer(code), class = c("errorValue", "try-error"))
 
 # The serialized task for `expr`: a symbol bound to a language object in `caller` stands for that
@@ -29,14 +31,17 @@ build_task <- function(expr, globals, .args, caller, p = NULL) {
 }
 
 #' Evaluate an expression asynchronously on a daemon. With a memory cap set by
-#' `daemons(memory =)`, waits (interruptibly) while the queue is full.
+#' `daemons(memory =)`, waits (interruptibly) while the queue is full. Without daemons, the
+#' expression runs in a new R process started for it alone.
 mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
   p <- get_profile(.compute)
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
-  if (is.null(p)) require_daemons(.compute)
+  if (is.null(p)) return(invisible(ephemeral_mirai(task, .timeout)))
   key <- promise_key()
-  invisible(make_mirai(.Call(rmirai_submit, p$host, task, .timeout, FALSE, key), p, key))
+  m <- make_mirai(.Call(rmirai_submit, p$host, task, .timeout, FALSE, key), p, key)
+  if (isTRUE(p$sync)) sync_resolve(p, m)
+  invisible(m)
 }
 
 #' Like `mirai()`, but returns NULL at once instead of waiting when the queue is at its memory cap.
@@ -45,14 +50,33 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
   p <- get_profile(.compute)
   stream <- p$stream
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
-  if (is.null(p)) require_daemons(.compute)
+  if (is.null(p)) return(invisible(ephemeral_mirai(task, .timeout)))
   key <- promise_key()
   handle <- .Call(rmirai_submit, p$host, task, .timeout, TRUE, key)
   if (is.null(handle)) {
     p$stream <- stream # a refused submission consumes no stream
     return(invisible(NULL))
   }
-  invisible(make_mirai(handle, p, key))
+  m <- make_mirai(handle, p, key)
+  if (isTRUE(p$sync)) sync_resolve(p, m)
+  invisible(m)
+}
+
+# A mirai without daemons: a host of its own and one `Rscript` daemon for this task alone (its
+# output discarded). The mirai keeps the host; collecting the value closes it.
+ephemeral_mirai <- function(task, timeout) {
+  host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL)
+  .Call(rmirai_launch, host, c(rscript_path(), "-e", "mirai:::.daemon(\"{url}\")"), 1L, FALSE)
+  key <- promise_key()
+  m <- make_mirai(.Call(rmirai_submit, host, task, timeout, FALSE, key), NULL, key)
+  m$host <- host
+  m
+}
+
+# Evaluates the task of a sync profile in this process; the mirai is resolved on return.
+sync_resolve <- function(p, m) {
+  run_sync(p)
+  .Call(rmirai_wait, m$handle)
 }
 
 make_mirai <- function(handle, p, key = NULL) {
@@ -65,7 +89,8 @@ make_mirai <- function(handle, p, key = NULL) {
     if (!.Call(rmirai_resolved, handle)) return(.unresolved)
     collect_value(env)
   }, env)
-  structure(env, class = c("mirai", "recvAio"))
+  .state$id <- .state$id + 1L
+  structure(env, class = c("mirai", "recvAio"), id = .state$id)
 }
 
 collect_value <- function(env) {
@@ -74,6 +99,10 @@ collect_value <- function(env) {
   res <- .Call(rmirai_result, env$handle)
   value <- if (res[[1L]] == 4L) error_value(res[[2L]]) else unserialize(res[[3L]], refhook = read_hook(env$profile$serial))
   assign("value", value, envir = env)
+  if (!is.null(env$host)) {
+    .Call(rmirai_close, env$host, FALSE)
+    env$host <- NULL
+  }
   value
 }
 
@@ -206,5 +235,6 @@ everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   p <- get_profile(.compute)
   task <- build_task(substitute(.expr), list(...), .args, parent.frame())
   handles <- .Call(rmirai_everywhere, p$host, task, as.integer(.min))
+  if (isTRUE(p$sync)) run_sync(p, length(handles))
   invisible(structure(lapply(handles, make_mirai, p = p), class = "mirai_map"))
 }

@@ -57,9 +57,16 @@ static SEXP wrap_task(mirai_task *task) {
   return t;
 }
 
+/* An optional string: NULL for NA or a missing element. */
+static const char *opt_string(SEXP x, R_xlen_t i) {
+  if (TYPEOF(x) != STRSXP || XLENGTH(x) <= i || STRING_ELT(x, i) == NA_STRING) return NULL;
+  return CHAR(STRING_ELT(x, i));
+}
+
 /* stream: NULL, or the 7-integer .Random.seed of an L'Ecuyer-CMRG stream that daemons' streams
- * derive from (the k-th daemon gets it jumped k times). */
-static SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob) {
+ * derive from (the k-th daemon gets it jumped k times). tls: NULL, or c(chain, key, ca,
+ * password) with NA for what is not given (PEM text). */
+static SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls) {
   mirai_host_options o;
   mirai_host_options_init(&o);
   if (!Rf_isNull(blob)) {
@@ -73,6 +80,10 @@ static SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob) {
     o.stream_set = true;
     for (int i = 0; i < 6; i++) o.stream[i] = (uint32_t)INTEGER(stream)[i + 1];
   }
+  o.tls_cert_chain_pem = opt_string(tls, 0);
+  o.tls_key_pem = opt_string(tls, 1);
+  o.tls_ca_pem = opt_string(tls, 2);
+  o.tls_key_password = opt_string(tls, 3);
   mirai_host *host = NULL;
   mirai_result r = mirai_host_listen(CHAR(STRING_ELT(url, 0)), &o, &host);
   if (r != MIRAI_RESULT_OK) fail(r);
@@ -89,11 +100,17 @@ static SEXP rmirai_secret(SEXP h) {
   return s ? Rf_mkString(s) : R_NilValue;
 }
 
-static SEXP rmirai_launch(SEXP h, SEXP argv, SEXP n) {
+static SEXP rmirai_tls_ca(SEXP h) {
+  const char *s = mirai_host_tls_ca(host_of(h));
+  return s ? Rf_mkString(s) : R_NilValue;
+}
+
+static SEXP rmirai_launch(SEXP h, SEXP argv, SEXP n, SEXP output) {
   R_xlen_t argc = XLENGTH(argv);
   const char **args = (const char **)R_alloc((size_t)argc, sizeof(char *));
   for (R_xlen_t i = 0; i < argc; i++) args[i] = CHAR(STRING_ELT(argv, i));
-  mirai_result r = mirai_host_launch_local(host_of(h), args, (size_t)argc, (size_t)Rf_asInteger(n), true);
+  mirai_result r = mirai_host_launch_local(host_of(h), args, (size_t)argc, (size_t)Rf_asInteger(n),
+                                            Rf_asLogical(output) == TRUE);
   if (r != MIRAI_RESULT_OK) fail(r);
   return R_NilValue;
 }
@@ -314,6 +331,26 @@ static SEXP rmirai_wait_launched(SEXP h, SEXP n, SEXP timeout_ms) {
   return Rf_ScalarLogical(TRUE);
 }
 
+/* list(status, data) for an HTTP answer; the NNG-style error code (an integer) when there is none. */
+static SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body) {
+  uint16_t status = 0;
+  mirai_bytes response = {NULL, 0};
+  mirai_result r = mirai_http_request(CHAR(STRING_ELT(url, 0)), CHAR(STRING_ELT(method, 0)), c_strings(headers),
+                                      (size_t)XLENGTH(headers), CHAR(STRING_ELT(body, 0)), &status, &response);
+  if (r == MIRAI_RESULT_NULL_PARAMETER || r == MIRAI_RESULT_INVALID_ARGUMENT || r == MIRAI_RESULT_PANIC) fail(r);
+  if (r != MIRAI_RESULT_OK) return Rf_ScalarInteger((int)r);
+  SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
+  SET_VECTOR_ELT(out, 0, Rf_ScalarInteger(status));
+  SET_VECTOR_ELT(out, 1, Rf_ScalarString(Rf_mkCharLenCE((const char *)response.data, (int)response.len, CE_UTF8)));
+  mirai_bytes_free(&response);
+  SEXP names = PROTECT(Rf_allocVector(STRSXP, 2));
+  SET_STRING_ELT(names, 0, Rf_mkChar("status"));
+  SET_STRING_ELT(names, 1, Rf_mkChar("data"));
+  Rf_setAttrib(out, R_NamesSymbol, names);
+  UNPROTECT(2);
+  return out;
+}
+
 /* ---- daemon ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -373,7 +410,9 @@ static void on_interrupt(void *userdata) {
   pthread_kill(ev->main_thread, SIGINT);
 }
 
-static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cleanup) {
+/* secret and tls_ca: NULL to read them from the environment (MIRAI_SECRET, MIRAI_TLS_CA). */
+static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cleanup, SEXP secret,
+                          SEXP tls_ca) {
   mirai_daemon_options o;
   mirai_daemon_options_init(&o);
   /* opts: c(retry, autoexit(0 exit, 1 finish, 2 stay), maxtasks, idletime, walltime) */
@@ -383,6 +422,8 @@ static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cl
   o.idletime_ms = R_FINITE(REAL(opts)[3]) ? (int64_t)REAL(opts)[3] : -1;
   o.walltime_ms = R_FINITE(REAL(opts)[4]) ? (int64_t)REAL(opts)[4] : -1;
   o.label = "R mirai daemon";
+  o.secret_hex = opt_string(secret, 0);
+  o.tls_ca_pem = opt_string(tls_ca, 0);
   evaluator ev = {evaluate, init, cleanup, pthread_self()};
   mirai_evaluator c = {&ev, on_init, on_evaluate, on_cleanup, on_interrupt};
   int code = 0;
@@ -392,10 +433,11 @@ static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cl
 }
 
 static const R_CallMethodDef calls[] = {
-    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 4},
+    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 5},
+    {"rmirai_tls_ca", (DL_FUNC)&rmirai_tls_ca, 1},
     {"rmirai_url", (DL_FUNC)&rmirai_url, 1},
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
-    {"rmirai_launch", (DL_FUNC)&rmirai_launch, 3},
+    {"rmirai_launch", (DL_FUNC)&rmirai_launch, 4},
     {"rmirai_wait_connections", (DL_FUNC)&rmirai_wait_connections, 2},
     {"rmirai_submit", (DL_FUNC)&rmirai_submit, 5},
     {"rmirai_use_later", (DL_FUNC)&rmirai_use_later, 1},
@@ -408,12 +450,13 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_counters", (DL_FUNC)&rmirai_counters, 1},
     {"rmirai_race", (DL_FUNC)&rmirai_race, 2},
     {"rmirai_close", (DL_FUNC)&rmirai_close, 2},
-    {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 5},
+    {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 7},
     {"rmirai_launch_ssh", (DL_FUNC)&rmirai_launch_ssh, 7},
     {"rmirai_launch_remote", (DL_FUNC)&rmirai_launch_remote, 6},
     {"rmirai_launch_cluster", (DL_FUNC)&rmirai_launch_cluster, 5},
     {"rmirai_cancel_jobs", (DL_FUNC)&rmirai_cancel_jobs, 1},
     {"rmirai_wait_launched", (DL_FUNC)&rmirai_wait_launched, 3},
+    {"rmirai_http_request", (DL_FUNC)&rmirai_http_request, 4},
     {NULL, NULL, 0}};
 
 void R_init_mirai(DllInfo *dll) {

@@ -1,5 +1,9 @@
 # Tests of the mirai R package on libmirai. Run: Rscript bindings/r/tests/tests.R
 library(mirai)
+tests_dir <- local({
+  arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
+  if (length(arg)) dirname(normalizePath(sub("^--file=", "", arg))) else "bindings/r/tests"
+})
 
 passed <- 0L
 failed <- 0L
@@ -34,6 +38,42 @@ check("on_daemon() is FALSE on the host", !on_daemon())
 check("nextcode", identical(nextcode(c(5, 19, 20)), c("5 | Timed out", "19 | Connection reset", "20 | Operation canceled")))
 check("local_url", grepl("^abstract://[A-Za-z0-9]{12}$", local_url()))
 check("local_url tcp", identical(local_url(tcp = TRUE, port = 5555), "tcp://127.0.0.1:5555"))
+
+# Without daemons: each mirai gets an R process of its own.
+local({
+  .helper <- function(x) x + 1
+  a <- 1
+  m <- mirai(.helper(a) + b, .helper = .helper, .args = environment(), b = 1)
+  check("ephemeral mirai", identical(m[], 3))
+  check("mirai id is an integer", is.integer(attr(m, "id")) && attr(mirai(1), "id") > attr(m, "id"))
+})
+check("ephemeral mirai with .args", identical(mirai(x * 2, .args = list(x = 4))[], 8))
+to <- mirai(Sys.sleep(10), .timeout = 300)[]
+check("ephemeral timeout", identical(unclass(to), 5L))
+check("ephemeral on_daemon", isTRUE(mirai(mirai::on_daemon())[]))
+
+# A synchronous profile: tasks run in this process before mirai() returns, in the profile's own
+# global environment.
+daemons(sync = TRUE, .compute = "seq")
+user_global <- "kept"
+m <- mirai({ defined_in_task <- 1; Sys.getpid() }, .compute = "seq")
+check("sync mirai resolved on return", !unresolved(m) && identical(m$data, Sys.getpid()))
+everywhere(sync_global <- 2, .compute = "seq")
+check("sync everywhere globals visible", identical(mirai(sync_global + 1, .compute = "seq")[], 3))
+check("sync globals not in the user's", !exists("sync_global") && identical(user_global, "kept"))
+check("sync cleanup after each task", identical(mirai(exists("defined_in_task"), .compute = "seq")[], FALSE))
+check("sync task on_daemon", isTRUE(mirai(on_daemon(), .compute = "seq")[]))
+check_error("sync launch_local", launch_local(1, .compute = "seq"), "daemons cannot be launched for synchronous compute profiles")
+check_error("sync launch_remote", launch_remote(1, .compute = "seq"), "daemons cannot be launched for synchronous compute profiles")
+check("sync map", identical(mirai_map(1:3, function(i) i * 2, .compute = "seq")[.flat], c(2, 4, 6)))
+check("sync error", is_mirai_error(mirai(stop("x"), .compute = "seq")[]))
+daemons(0, .compute = "seq")
+daemons(sync = TRUE, seed = 7, .compute = "seq")
+r1 <- mirai(runif(1), .compute = "seq")[]
+daemons(sync = TRUE, seed = 7, .compute = "seq")
+check("sync seed reproducible", identical(mirai(runif(1), .compute = "seq")[], r1))
+daemons(0, .compute = "seq")
+check("host .Random.seed still an integer vector", !exists(".Random.seed") || is.integer(.Random.seed))
 
 # Daemons and mirai.
 daemons(2)
@@ -158,6 +198,49 @@ while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 3
 check("TLS daemon serves", identical(mirai(6 * 7)[], 42))
 daemons(0)
 
+# TLS with the user's own certificate (cert and key in one file) and `tlscert` for daemons.
+if (nzchar(Sys.which("openssl"))) {
+  dir <- tempfile("tls")
+  dir.create(dir)
+  cert <- file.path(dir, "cert.pem")
+  key <- file.path(dir, "key.pem")
+  system2("openssl", c("req", "-x509", "-newkey", "rsa:2048", "-sha256", "-days", "30", "-nodes",
+                       "-subj", "/CN=127.0.0.1", "-addext", shQuote("subjectAltName=IP:127.0.0.1"),
+                       "-addext", shQuote("basicConstraints=critical,CA:FALSE"), "-keyout", key, "-out", cert),
+          stdout = FALSE, stderr = FALSE)
+  both <- file.path(dir, "both.pem")
+  writeLines(c(readLines(cert), readLines(key)), both)
+  daemons(url = "tls+tcp://127.0.0.1:0", tls = both, tlscert = cert)
+  launch_local(1)
+  t0 <- Sys.time()
+  while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
+  check("user certificate serves", identical(mirai(2 * 21)[], 42))
+  cmd <- launch_remote(1, remote_config())
+  check("launch command passes the tlscert path", inherits(cmd, "miraiLaunchCmd") && grepl(cert, cmd, fixed = TRUE))
+  daemons(0)
+  daemons(url = "tls+tcp://127.0.0.1:0", tls = c(paste(readLines(cert), collapse = "\n"), paste(readLines(key), collapse = "\n")))
+  launch_local(1)
+  t0 <- Sys.time()
+  while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
+  check("user certificate as c(cert, key)", identical(mirai(5)[], 5))
+  daemons(0)
+  enc <- file.path(dir, "enc.pem")
+  system2("openssl", c("pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", key, "-out", enc, "-passout", "pass:test"))
+  daemons(url = "tls+tcp://127.0.0.1:0", tls = c(paste(readLines(cert), collapse = "\n"), paste(readLines(enc), collapse = "\n")),
+          pass = function() "test")
+  launch_local(1)
+  t0 <- Sys.time()
+  while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
+  check("password-protected key", identical(mirai(6)[], 6))
+  daemons(0)
+  check_error("wrong key password", daemons(url = "tls+tcp://127.0.0.1:0", tls = c(paste(readLines(cert), collapse = "\n"), paste(readLines(enc), collapse = "\n")), pass = "nope"),
+              "wrong password")
+  check_error("tls file missing", daemons(url = "tls+tcp://127.0.0.1:0", tls = file.path(dir, "none.pem")), "file not found")
+}
+daemons(url = "tls+tcp://127.0.0.1:0")
+check("generated CA in launch commands", grepl("CERTIFICATE", launch_remote(1, remote_config())))
+daemons(0)
+
 # Remote launchers (libmirai's): a generic command, and with the CI services, SSH and Slurm.
 daemons(url = "tcp://127.0.0.1:0")
 launch_remote(1, remote = remote_config(command = "sh", args = c("-c", "."), rscript = file.path(R.home("bin"), "Rscript")))
@@ -178,6 +261,40 @@ if (identical(Sys.getenv("MIRAI_TEST_SERVICES"), "1")) {
   check("Slurm daemon serves", identical(mirai(5)[], 5))
 }
 daemons(0)
+
+# http_config: a stand-in job API launches daemons from the R call in its request body.
+check("http_config fields", identical(names(http_config()), c("type", "url", "method", "headers", "data", "dots", "cookie", "token")))
+check("http_config headers default is a function", is.function(http_config()$headers))
+check("http_config captures dots", identical(http_config(cpus = 2)$dots, list(cpus = 2)))
+portfile <- tempfile()
+system2("python3", c(file.path(tests_dir, "http_api.py"), portfile, shQuote(file.path(R.home("bin"), "Rscript")), "2"), wait = FALSE)
+t0 <- Sys.time()
+while (!file.exists(portfile) && difftime(Sys.time(), t0, units = "secs") < 20) Sys.sleep(0.05)
+api <- sprintf("http://127.0.0.1:%s/launch", readLines(portfile, warn = FALSE))
+daemons(url = "tcp://127.0.0.1:0")
+res <- launch_remote(1, http_config(url = api, headers = c(`Content-Type` = "application/json"),
+                                    data = function(prefix) sprintf("{\"cmd\": \"%s%%s\"}", prefix),
+                                    prefix = "", token = function() "t0ken"))
+check("http launch response", is.list(res) && identical(res[[1L]]$status, 200L) && grepl("Bearer t0ken", res[[1L]]$data))
+t0 <- Sys.time()
+while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
+check("http-launched daemon serves", identical(mirai(3 * 3)[], 9))
+res <- launch_remote(1, http_config(url = api, data = "{\"cmd\": \"%s\"}", cookie = "c=1"))
+check("second http launch", identical(res[[1L]]$status, 200L))
+t0 <- Sys.time()
+while (status()$connections < 2L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
+check("second http-launched daemon connected", status()$connections == 2L)
+daemons(0)
+daemons(url = "tcp://127.0.0.1:0")
+unreachable <- launch_remote(1, http_config(url = "http://127.0.0.1:1/x", data = "%s"))
+check("unreachable API gives an errorValue", is_error_value(unreachable[[1L]]))
+check_error("data needs %s", launch_remote(1, http_config(url = "http://127.0.0.1:1/x", data = "{}")), "%s")
+daemons(0)
+pwb <- mirai:::posit_workbench_data(cluster = "k8s", resource_profile = "small", image = "r:4")
+check("Workbench launch_job body", grepl("\"cluster\":\"k8s\"", pwb, fixed = TRUE) && grepl("\"resourceProfile\":\"small\"", pwb, fixed = TRUE) &&
+        grepl("%s}", pwb, fixed = TRUE))
+check("Workbench resources", grepl("\"resources\":{\"cpus\":2,\"memory\":512}", mirai:::posit_workbench_data(cluster = "k", cpus = 2), fixed = TRUE))
+if (requireNamespace("jsonlite", quietly = TRUE)) check("Workbench body is JSON", is.list(jsonlite::fromJSON(sprintf(pwb, "x"))))
 
 # Custom serialization of a class backed by an external pointer, both ways.
 cfg <- serial_config("ptrobj",

@@ -48,27 +48,42 @@ pub fn launch_http(
 }
 
 fn request(config: &HttpConfig, body: &str) -> Result<String, Error> {
-    let rest = config.url.strip_prefix("http://").ok_or_else(|| {
-        Error::NotSupported(format!("{}: the HTTP launcher speaks plain http:// only", config.url))
-    })?;
+    let mut headers = config.headers.clone();
+    if let Some(c) = &config.cookie {
+        headers.push(("Cookie".into(), c.clone()));
+    }
+    if let Some(t) = &config.token {
+        headers.push(("Authorization".into(), format!("Bearer {t}")));
+    }
+    let (status, content) = exchange(&config.url, &config.method, &headers, body)?;
+    if !(200..300).contains(&status) {
+        return Err(Error::Launch(format!("{} answered {status}: {}", config.url, content.trim())));
+    }
+    Ok(content)
+}
+
+/// One HTTP/1.1 request to a plain `http://` URL (5 s read timeout): the status and the body.
+/// Bindings whose launch requests are built differently (R's `http_config`) use it directly.
+pub fn exchange(
+    url: &str,
+    method: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> Result<(u16, String), Error> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| Error::NotSupported(format!("{url}: the HTTP launcher speaks plain http:// only")))?;
     let (authority, path) =
         rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let fail = |e| Error::io(format!("HTTP launch to {}", config.url), e);
+    let fail = |e| Error::io(format!("HTTP request to {url}"), e);
     let mut stream = TcpStream::connect(authority).map_err(fail)?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail)?;
     let mut head = format!(
-        "{} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        config.method,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
-    for (k, v) in &config.headers {
+    for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(c) = &config.cookie {
-        head.push_str(&format!("Cookie: {c}\r\n"));
-    }
-    if let Some(t) = &config.token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes())).map_err(fail)?;
@@ -76,10 +91,7 @@ fn request(config: &HttpConfig, body: &str) -> Result<String, Error> {
     stream.read_to_string(&mut response).map_err(fail)?;
     let status: u16 = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let content = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    if !(200..300).contains(&status) {
-        return Err(Error::Launch(format!("{} answered {status}: {}", config.url, content.trim())));
-    }
-    Ok(content)
+    Ok((status, content))
 }
 
 #[cfg(test)]

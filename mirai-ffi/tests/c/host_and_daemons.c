@@ -225,8 +225,8 @@ static void api_start(struct api *api, pthread_t *thread) {
  * leaves the responses untouched and nothing allocated. */
 static void http_launch(mirai_host *host, const char *const *argv) {
   const char *replies[] = {"200 {\"job\": 1}", "200 {\"job\": 2}", "200 {\"job\": 3}",
-                           "503 no capacity", "200 {\"job\": 5}"};
-  struct api api = {.n = 5, .replies = replies};
+                           "503 no capacity", "200 {\"job\": 5}", "404 gone"};
+  struct api api = {.n = 6, .replies = replies};
   pthread_t server;
   api_start(&api, &server);
   char url[64];
@@ -251,8 +251,20 @@ static void http_launch(mirai_host *host, const char *const *argv) {
 
   /* Without a responses array the bodies are dropped. */
   CHECK_OK(mirai_host_launch_http(host, url, "POST", headers, 1, body, NULL, NULL, argv, 2, 1, NULL));
+
+  /* A plain request: any answer is success, with its status and body. */
+  uint16_t status = 0;
+  mirai_bytes response = {NULL, 0};
+  CHECK(mirai_http_request(url, "GET", headers, 1, "", NULL, &response) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK_OK(mirai_http_request(url, "GET", headers, 1, "", &status, &response));
+  CHECK(status == 404 && bytes_are(&response, "gone"));
+  mirai_bytes_free(&response);
   CHECK(pthread_join(server, NULL) == 0);
   close(api.fd);
+  /* Nobody listening: a failure, and nothing written. */
+  status = 0;
+  CHECK(mirai_http_request(url, "GET", headers, 1, "", &status, &response) == MIRAI_RESULT_CONNECTION_REFUSED);
+  CHECK(status == 0 && response.data == NULL);
 }
 
 /* Launchers through the C ABI: a generic remote command, a failing one, and a Slurm-style
