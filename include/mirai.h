@@ -712,6 +712,16 @@ enum mirai_result mirai_task_take_result(const struct mirai_task *task, struct m
 bool mirai_task_cancel(const struct mirai_task *task);
 
 /*
+ Sets the callback run once when the task resolves (see `mirai_task_callback` for the
+ thread), replacing any given at submission: for callers that decide late that they want one.
+ If the task has already resolved, `callback` runs at once on the calling thread. A NULL
+ `callback` is an error.
+ */
+enum mirai_result mirai_task_set_callback(const struct mirai_task *task,
+                                          mirai_task_callback callback,
+                                          void *userdata);
+
+/*
  A second handle to the same task (free each with `mirai_task_free`). NULL if `task` is NULL.
  */
 struct mirai_task *mirai_task_clone(const struct mirai_task *task);

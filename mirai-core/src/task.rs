@@ -93,6 +93,19 @@ impl TaskCell {
     pub(crate) fn status(&self) -> Option<TaskStatus> {
         self.lock().status
     }
+
+    /// Installs `callback` (replacing any), or hands it back with the outcome when the cell has
+    /// already resolved.
+    fn set_callback(&self, callback: Callback) -> Option<(Callback, TaskStatus)> {
+        let mut st = self.lock();
+        match st.status {
+            Some(status) => Some((callback, status)),
+            None => {
+                st.callback = Some(callback);
+                None
+            }
+        }
+    }
 }
 
 /// A submitted task. Cheap to clone; every clone refers to the same task.
@@ -149,6 +162,15 @@ impl Task {
             };
         }
         true
+    }
+
+    /// Sets the callback run when the task resolves, replacing one given at submission: for
+    /// callers that only learn later that they want one (R's promises). When the task has
+    /// already resolved, the callback runs at once, on this thread.
+    pub fn on_resolved(&self, callback: Callback) {
+        if let Some((callback, status)) = self.cell.set_callback(callback) {
+            callback(self.cell.id, status);
+        }
     }
 
     /// Moves the result's payload out (the bytes the daemon sent, not copied). Returns `None`

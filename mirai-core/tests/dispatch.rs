@@ -34,6 +34,20 @@ fn fifo_order_with_one_daemon() {
 }
 
 #[test]
+fn callback_set_after_submission() {
+    let host = host();
+    let _d = launch(&host, 1, &[]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pending = submit(&host, "sleep:200");
+    let late = tx.clone();
+    pending.on_resolved(Box::new(move |id, status| late.send((id, status)).unwrap()));
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), (pending.id(), TaskStatus::Value));
+    // Already resolved: the callback has run by the time `on_resolved` returns.
+    pending.on_resolved(Box::new(move |id, status| tx.send((id, status)).unwrap()));
+    assert_eq!(rx.try_recv().unwrap(), (pending.id(), TaskStatus::Value));
+}
+
+#[test]
 fn ten_thousand_tasks_over_two_daemons() {
     let host = host();
     let _d = launch(&host, 2, &[]);

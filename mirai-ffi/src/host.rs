@@ -7,12 +7,12 @@ use std::time::Duration;
 use mirai_core::auth::Auth;
 use mirai_core::launch::{CommandTemplate, LocalDaemon};
 use mirai_core::tls::ServerIdentity;
-use mirai_core::{Host, HostOptions, SubmitOptions, TaskStatus};
+use mirai_core::{Host, HostOptions, SubmitOptions};
 
 use crate::boundary::{
     Failure, bytes, c_str, deref, guard, guard_value, mirai_result, opt_c_bytes, opt_c_str, put,
 };
-use crate::task::{mirai_task, mirai_task_callback, split_status};
+use crate::task::{c_callback, mirai_task, mirai_task_callback};
 
 /// A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
 pub struct mirai_host {
@@ -244,15 +244,7 @@ fn submit_options(opts: *const mirai_submit_options) -> Result<SubmitOptions, Fa
         return Ok(SubmitOptions::default());
     }
     let o = deref(opts, "opts")?;
-    let callback = o.callback.map(|cb| {
-        let userdata = crate::task::SendPtr(o.userdata);
-        Box::new(move |id: u64, status: TaskStatus| {
-            let userdata = &userdata;
-            let (status, code) = split_status(Some(status));
-            // SAFETY: the caller registered this function and userdata for this call.
-            unsafe { cb(userdata.0, id, status, code) }
-        }) as mirai_core::Callback
-    });
+    let callback = o.callback.map(|cb| c_callback(cb, o.userdata));
     Ok(SubmitOptions {
         timeout: u64::try_from(o.timeout_ms).ok().map(Duration::from_millis),
         notify: o.notify,

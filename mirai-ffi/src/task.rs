@@ -46,6 +46,20 @@ pub(crate) struct SendPtr(pub *mut std::ffi::c_void);
 // documents that the callback (and so its userdata) must be usable from that thread.
 unsafe impl Send for SendPtr {}
 
+/// A C callback and its userdata as a core callback.
+pub(crate) fn c_callback(
+    cb: unsafe extern "C" fn(*mut std::ffi::c_void, u64, mirai_status, i32),
+    userdata: *mut std::ffi::c_void,
+) -> mirai_core::Callback {
+    let userdata = SendPtr(userdata);
+    Box::new(move |id: u64, status: TaskStatus| {
+        let userdata = &userdata;
+        let (status, code) = split_status(Some(status));
+        // SAFETY: the caller registered this function and userdata for this task.
+        unsafe { cb(userdata.0, id, status, code) }
+    })
+}
+
 pub(crate) fn split_status(status: Option<TaskStatus>) -> (mirai_status, i32) {
     match status {
         None => (mirai_status::Unresolved, 0),
@@ -123,6 +137,24 @@ pub extern "C" fn mirai_task_take_result(task: *const mirai_task, out: *mut mira
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_task_cancel(task: *const mirai_task) -> bool {
     guard_value(false, || deref(task, "task").is_ok_and(|t| t.task.cancel()))
+}
+
+/// Sets the callback run once when the task resolves (see `mirai_task_callback` for the
+/// thread), replacing any given at submission: for callers that decide late that they want one.
+/// If the task has already resolved, `callback` runs at once on the calling thread. A NULL
+/// `callback` is an error.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_task_set_callback(
+    task: *const mirai_task,
+    callback: mirai_task_callback,
+    userdata: *mut std::ffi::c_void,
+) -> mirai_result {
+    guard(|| {
+        let t = deref(task, "task")?;
+        let cb = callback.ok_or(Failure::Null("callback"))?;
+        t.task.on_resolved(c_callback(cb, userdata));
+        Ok(())
+    })
 }
 
 /// A second handle to the same task (free each with `mirai_task_free`). NULL if `task` is NULL.

@@ -45,23 +45,25 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
   snapshot <- NULL
   take_snapshot <- function() snapshot <<- list(globals = ls(.GlobalEnv, all.names = TRUE), search = search(), options = options())
   take_snapshot()
-  serial <- NULL
-  evaluate <- function(raw, everywhere) {
-    result <- eval_task(raw, global = everywhere, serial = serial)
+  # Read by the C layer from this frame: the serialization hooks (from the init bundle's
+  # serial_config) and the functions below.
+  read_hook <- NULL
+  write_hook <- NULL
+  evaluate <- function(task, everywhere) {
+    value <- run_task(task, everywhere)
     if (everywhere) take_snapshot()
-    status <- if (inherits(result, "miraiInterrupt")) 2L else if (inherits(result, "miraiError")) 1L else 0L
-    bytes <- tryCatch(serialize(result, NULL, refhook = write_hook(serial)), error = function(e) {
-      status <<- 1L
-      serialize(mirai_error(e, NULL), NULL)
-    })
-    list(status, bytes)
+    value
   }
   init <- function(id, stream, blob) {
-    if (length(blob)) serial <<- unserialize(blob)
+    if (length(blob)) {
+      serial <- unserialize(blob)
+      read_hook <<- serial_reader(serial)
+      write_hook <<- serial_writer(serial)
+    }
     if (!is.null(rs)) assign(".Random.seed", as.integer(rs), envir = .GlobalEnv)
     else assign(".Random.seed", c(10407L, as.integer(ifelse(stream > .Machine$integer.max, stream - 2^32, stream))), envir = .GlobalEnv)
   }
-  clean <- function() {
+  cleanup_task <- function() {
     if (!isTRUE(cleanup)) return(invisible())
     extra <- setdiff(ls(.GlobalEnv, all.names = TRUE), c(snapshot$globals, ".Random.seed"))
     rm(list = extra, envir = .GlobalEnv)
@@ -70,32 +72,40 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
   }
   opts <- c(as.numeric(isTRUE(asyncdial)), if (isTRUE(autoexit)) 0 else if (is.na(autoexit)) 1 else 2,
             as.numeric(maxtasks), as.numeric(idletime), as.numeric(walltime))
-  invisible(.Call(rmirai_daemon, url, opts, evaluate, init, clean, secret, tls_ca))
+  invisible(.Call(rmirai_daemon, url, opts, environment(), secret, tls_ca))
 }
 
 #' Evaluates one task: `._globals_.` into the global environment, the rest of the list as the
 #' local environment of `._expr_.` (an `everywhere` task runs in the global environment, so what
-#' it defines stays). Errors become miraiError, interrupts miraiInterrupt.
-eval_task <- function(raw, global = FALSE, serial = NULL) {
-  calls <- NULL
-  tryCatch(
-    withCallingHandlers({
-      task <- unserialize(raw, refhook = read_hook(serial))
-      globals <- task[["._globals_."]]
-      for (name in names(globals)) assign(name, globals[[name]], envir = .GlobalEnv)
-      expr <- task[["._expr_."]]
-      task[["._expr_."]] <- NULL
-      task[["._globals_."]] <- NULL
-      if (global) {
-        for (name in names(task)) assign(name, task[[name]], envir = .GlobalEnv)
-        eval(expr, envir = .GlobalEnv)
-      } else {
-        eval(expr, envir = list2env(task, parent = .GlobalEnv))
-      }
-    }, error = function(e) calls <<- sys.calls()),
-    error = function(e) mirai_error(e, calls),
-    interrupt = function(e) structure("", class = c("miraiInterrupt", "errorValue", "try-error"))
+#' it defines stays). An error or interrupt is recorded as a miraiError or miraiInterrupt by a
+#' calling handler (no exiting handler to pay for on every task) and then unwinds to the C
+#' layer, which sends the recorded value.
+run_task <- function(task, global) {
+  .state$failure <- NULL
+  globals <- task[["._globals_."]]
+  for (name in names(globals)) assign(name, globals[[name]], envir = .GlobalEnv)
+  expr <- task[["._expr_."]]
+  task[["._expr_."]] <- NULL
+  task[["._globals_."]] <- NULL
+  withCallingHandlers(
+    if (global) {
+      for (name in names(task)) assign(name, task[[name]], envir = .GlobalEnv)
+      eval(expr, envir = .GlobalEnv)
+    } else {
+      eval(expr, envir = list2env(task, parent = .GlobalEnv))
+    },
+    error = function(e) .state$failure <- mirai_error(e, sys.calls()),
+    interrupt = function(e) .state$failure <- structure("", class = c("miraiInterrupt", "errorValue", "try-error"))
   )
+}
+
+# What to send for a task that failed with R error `message`: the failure recorded by
+# run_task's handlers, else (unserializing or serializing failed) a miraiError of the message.
+failed <- function(message) {
+  failure <- .state$failure
+  .state$failure <- NULL
+  if (!is.null(failure)) return(failure)
+  mirai_error(simpleError(sub("^Error[^:]*: *", "", sub("\n$", "", message))), NULL)
 }
 
 mirai_error <- function(e, calls) {

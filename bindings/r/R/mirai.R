@@ -83,6 +83,8 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$serial <- serial
+  p$read_hook <- serial_reader(serial)
+  p$write_hook <- serial_writer(serial)
   p$stream <- stream
   p$seed <- seed
   p$name <- name

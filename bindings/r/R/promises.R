@@ -4,14 +4,14 @@
 .state$promises <- new.env(parent = emptyenv())
 .state$key <- 0
 
-# A key announcing the next task's completion through later, when later is installed (it is then
-# loaded once, and libmirai gets its thread-safe scheduler).
+# A new key to announce a task's completion under, through later (loaded, and its thread-safe
+# scheduler handed to libmirai, the first time).
 promise_key <- function() {
   if (is.null(.state$later)) {
-    .state$later <- requireNamespace("later", quietly = TRUE)
-    if (.state$later) .Call(rmirai_use_later, promise_ready)
+    requireNamespace("later")
+    .Call(rmirai_use_later, promise_ready)
+    .state$later <- TRUE
   }
-  if (!.state$later) return(NULL)
   .state$key <- .state$key + 1
   .state$key
 }
@@ -39,10 +39,12 @@ as.promise.mirai <- function(x) {
     entry <- list(mirai = x, resolve = resolve, reject = reject)
     if (!unresolved(x)) {
       later::later(function() settle(entry))
-    } else if (is.null(x$key)) {
-      stop("this mirai was created before the 'later' package was available")
     } else {
-      assign(format(x$key, scientific = FALSE), entry, envir = .state$promises)
+      # Only now does the task's completion need announcing: libmirai calls back (at once if
+      # it has resolved meanwhile) and later runs `promise_ready` on the event loop.
+      key <- promise_key()
+      assign(format(key, scientific = FALSE), entry, envir = .state$promises)
+      .Call(rmirai_on_done, x$handle, key)
     }
   })
   x$promise

@@ -34,7 +34,7 @@ unhex <- function(s) {
 
 # R's persistent-reference hooks for a configuration: an object of the i-th class is written as
 # c(i, hex of sfunc[[i]](object)) and read back with ufunc[[i]].
-write_hook <- function(cfg) {
+serial_writer <- function(cfg) {
   if (!length(cfg$class)) return(NULL)
   function(x) {
     for (i in seq_along(cfg$class)) {
@@ -48,7 +48,7 @@ write_hook <- function(cfg) {
   }
 }
 
-read_hook <- function(cfg) {
+serial_reader <- function(cfg) {
   if (!length(cfg$class)) return(NULL)
   function(x) cfg$ufunc[[as.integer(x[1L])]](unhex(x[2L]))
 }

@@ -2,11 +2,12 @@
 
 .unresolved <- structure(NA, class = "unresolvedValue")
 
-.state$id <- 0L # the `id` of the latest mirai: an integer growing through the session
 
 error_value <- function(code) structure(as.integer(code), class = c("errorValue", "try-error"))
 
-# The serialized task for `expr`: a symbol bound to a language object in `caller` stands for that
+.onLoad <- function(libname, pkgname) .Call(rmirai_setup, data_value, .unresolved)
+
+# The task for `expr` (serialized on submission): a symbol bound to a language object in `caller` stands for that
 # object; `...` (named, or one environment) goes to the daemon's global environment; `.args`
 # (named, or an environment) becomes the local environment of the expression.
 build_task <- function(expr, globals, .args, caller, p = NULL) {
@@ -27,7 +28,7 @@ build_task <- function(expr, globals, .args, caller, p = NULL) {
   # With `daemons(seed =)`, every mirai takes the next stream: results then do not depend on
   # which daemon, or how many, evaluate them.
   if (!is.null(p) && !is.null(p$seed)) globals[[".Random.seed"]] <- nextstream(p$name)
-  serialize(c(.args, list(._expr_. = expr, ._globals_. = globals)), NULL, refhook = write_hook(p$serial))
+  c(.args, list(._expr_. = expr, ._globals_. = globals))
 }
 
 #' Evaluate an expression asynchronously on a daemon. With a memory cap set by
@@ -38,8 +39,7 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
   p <- get_profile(.compute)
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) return(invisible(ephemeral_mirai(task, .timeout)))
-  key <- promise_key()
-  m <- make_mirai(.Call(rmirai_submit, p$host, task, .timeout, FALSE, key), p, key)
+  m <- .Call(rmirai_submit, p, task, .timeout, FALSE)
   if (isTRUE(p$sync)) sync_resolve(p, m)
   invisible(m)
 }
@@ -51,13 +51,11 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
   stream <- p$stream
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) return(invisible(ephemeral_mirai(task, .timeout)))
-  key <- promise_key()
-  handle <- .Call(rmirai_submit, p$host, task, .timeout, TRUE, key)
-  if (is.null(handle)) {
+  m <- .Call(rmirai_submit, p, task, .timeout, TRUE)
+  if (is.null(m)) {
     p$stream <- stream # a refused submission consumes no stream
     return(invisible(NULL))
   }
-  m <- make_mirai(handle, p, key)
   if (isTRUE(p$sync)) sync_resolve(p, m)
   invisible(m)
 }
@@ -65,46 +63,25 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
 # A mirai without daemons: a host of its own and one `Rscript` daemon for this task alone (its
 # output discarded). The mirai keeps the host; collecting the value closes it.
 ephemeral_mirai <- function(task, timeout) {
-  host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL)
-  .Call(rmirai_launch, host, c(rscript_path(), "-e", "mirai:::.daemon(\"{url}\")"), 1L, FALSE)
-  key <- promise_key()
-  m <- make_mirai(.Call(rmirai_submit, host, task, timeout, FALSE, key), NULL, key)
-  m$host <- host
+  p <- new.env(parent = emptyenv())
+  p$host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL)
+  .Call(rmirai_launch, p$host, c(rscript_path(), "-e", "mirai:::.daemon(\"{url}\")"), 1L, FALSE)
+  m <- .Call(rmirai_submit, p, task, timeout, FALSE)
+  m$host <- p$host
   m
 }
 
 # Evaluates the task of a sync profile in this process; the mirai is resolved on return.
 sync_resolve <- function(p, m) {
   run_sync(p)
-  .Call(rmirai_wait, m$handle)
+  collect_value(m)
 }
 
-make_mirai <- function(handle, p, key = NULL) {
-  env <- new.env(parent = emptyenv())
-  env$handle <- handle
-  env$profile <- p
-  env$key <- key
-  makeActiveBinding("data", function() {
-    if (exists("value", envir = env, inherits = FALSE)) return(env$value)
-    if (!.Call(rmirai_resolved, handle)) return(.unresolved)
-    collect_value(env)
-  }, env)
-  .state$id <- .state$id + 1L
-  structure(env, class = c("mirai", "recvAio"), id = .state$id)
-}
+# A mirai's value, waiting for it; kept in the mirai (see rmirai_collect).
+collect_value <- function(env) .Call(rmirai_collect, env)
 
-collect_value <- function(env) {
-  if (exists("value", envir = env, inherits = FALSE)) return(env$value)
-  .Call(rmirai_wait, env$handle)
-  res <- .Call(rmirai_result, env$handle)
-  value <- if (res[[1L]] == 4L) error_value(res[[2L]]) else unserialize(res[[3L]], refhook = read_hook(env$profile$serial))
-  assign("value", value, envir = env)
-  if (!is.null(env$host)) {
-    .Call(rmirai_close, env$host, FALSE)
-    env$host <- NULL
-  }
-  value
-}
+# Behind each mirai's `data` active binding (made in C).
+data_value <- function(env) .Call(rmirai_data, env)
 
 `[.mirai` <- function(x, i) collect_value(x)
 
@@ -234,7 +211,7 @@ everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   require_daemons(.compute)
   p <- get_profile(.compute)
   task <- build_task(substitute(.expr), list(...), .args, parent.frame())
-  handles <- .Call(rmirai_everywhere, p$host, task, as.integer(.min))
-  if (isTRUE(p$sync)) run_sync(p, length(handles))
-  invisible(structure(lapply(handles, make_mirai, p = p), class = "mirai_map"))
+  ms <- .Call(rmirai_everywhere, p, task, as.integer(.min))
+  if (isTRUE(p$sync)) run_sync(p, length(ms))
+  invisible(structure(ms, class = "mirai_map"))
 }

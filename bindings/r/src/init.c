@@ -1,9 +1,7 @@
 /* The R package's C layer over libmirai: hosts and tasks as external pointers with
  * finalizers, interruptible waits, and the daemon loop calling back into R. */
-#define R_NO_REMAP
-#define STRICT_R_HEADERS
-#include <R.h>
-#include <Rinternals.h>
+#include "rmirai.h"
+
 #include <R_ext/Rdynload.h>
 #include <R_ext/Utils.h>
 #include <pthread.h>
@@ -21,6 +19,11 @@ LibExtern int R_interrupts_pending;
 #define SLICE_MS 400
 
 static SEXP host_tag, task_tag;
+static SEXP s_handle, s_profile, s_value, s_host, s_data, s_id, s_read_hook, s_write_hook;
+/* Set up by rmirai_setup when the package loads: the classes of mirai and errorValue objects,
+ * the unresolved value, and the R function behind a mirai's `data` binding. */
+static SEXP mirai_class, error_value_class, unresolved_value, data_fun;
+static int mirai_count = 0; /* the `id` of the latest mirai */
 
 static void fail(mirai_result r) {
   char why[1024];
@@ -159,27 +162,135 @@ static SEXP rmirai_use_later(SEXP ready) {
   return R_NilValue;
 }
 
-/* Submits a task. Blocking at the memory cap waits in slices, so the user can interrupt; with
- * `try_` TRUE, a full queue returns NULL at once instead. With a `key` (and later in use), the
- * task's completion is announced on R's event loop under that key. */
-static SEXP rmirai_submit(SEXP h, SEXP payload, SEXP timeout, SEXP try_, SEXP key) {
-  mirai_host *host = host_of(h);
+/* A variable of an environment, R_NilValue when unbound. */
+static SEXP env_var(SEXP env, SEXP sym) {
+  SEXP v = Rf_findVarInFrame3(env, sym, TRUE);
+  return v == R_UnboundValue ? R_NilValue : v;
+}
+
+/* A mirai: an environment holding the task handle and its profile, with an active binding
+ * `data` (the value once resolved, else an unresolved value), classed c("mirai", "recvAio"). */
+static SEXP make_mirai(SEXP handle, SEXP profile) {
+  SEXP env = PROTECT(R_NewEnv(R_EmptyEnv, FALSE, 0));
+  Rf_defineVar(s_handle, handle, env);
+  Rf_defineVar(s_profile, profile, env);
+  /* The binding's function calls data_fun(env): both are objects inside the call, so nothing
+   * is looked up by name when it runs. */
+  SEXP body = PROTECT(Rf_lang2(data_fun, env));
+  SEXP fun = PROTECT(Rf_allocSExp(CLOSXP));
+  SET_FORMALS(fun, R_NilValue);
+  SET_BODY(fun, body);
+  SET_CLOENV(fun, R_BaseEnv);
+  R_MakeActiveBinding(s_data, fun, env);
+  Rf_setAttrib(env, R_ClassSymbol, mirai_class);
+  Rf_setAttrib(env, s_id, Rf_ScalarInteger(++mirai_count));
+  UNPROTECT(3);
+  return env;
+}
+
+static SEXP rmirai_setup(SEXP fun, SEXP unresolved) {
+  data_fun = fun;
+  R_PreserveObject(fun);
+  unresolved_value = unresolved;
+  R_PreserveObject(unresolved);
+  return R_NilValue;
+}
+
+/* Serializes `task` (with the profile's `write_hook`) and submits it to the profile's host;
+ * returns the mirai. Blocking at the memory cap waits in slices, so the user can interrupt;
+ * with `try_` TRUE, a full queue returns NULL at once instead. */
+static SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
+  mirai_host *host = host_of(env_var(p, s_host));
+  membuf b;
+  membuf_init(&b, 1000);
+  serialize_into(&b, task, env_var(p, s_write_hook));
   mirai_submit_options o;
   mirai_submit_options_init(&o);
   if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
-  if (!Rf_isNull(key) && exec_later) {
-    o.callback = on_task_done;
-    o.userdata = (void *)(uintptr_t)Rf_asReal(key);
-  }
-  mirai_task *task = NULL;
+  mirai_task *t = NULL;
   for (;;) {
-    mirai_result r = mirai_host_try_submit(host, RAW(payload), (size_t)XLENGTH(payload), &o, &task);
-    if (r == MIRAI_RESULT_OK) return wrap_task(task);
+    mirai_result r = mirai_host_try_submit(host, RAW(b.vec), (size_t)b.len, &o, &t);
+    if (r == MIRAI_RESULT_OK) break;
     if (r != MIRAI_RESULT_TRY_AGAIN) fail(r);
-    if (Rf_asLogical(try_) == TRUE) return R_NilValue;
+    if (Rf_asLogical(try_) == TRUE) {
+      UNPROTECT(1);
+      return R_NilValue;
+    }
     mirai_host_wait_capacity(host, SLICE_MS);
     R_CheckUserInterrupt();
   }
+  SEXP handle = PROTECT(wrap_task(t));
+  SEXP m = make_mirai(handle, p);
+  UNPROTECT(2);
+  return m;
+}
+
+static SEXP error_value(int code) {
+  SEXP v = PROTECT(Rf_ScalarInteger(code));
+  Rf_setAttrib(v, R_ClassSymbol, error_value_class);
+  UNPROTECT(1);
+  return v;
+}
+
+typedef struct {
+  mirai_bytes bytes;
+  SEXP hook;
+} result_read;
+
+static SEXP read_result(void *data) {
+  result_read *rr = data;
+  return unserialize_from(rr->bytes.data, rr->bytes.len, rr->hook);
+}
+
+static void free_result(void *data) { mirai_bytes_free(&((result_read *)data)->bytes); }
+
+/* A resolved task's value: the unserialized result (read where libmirai holds it, then freed),
+ * or an errorValue. */
+static SEXP task_value(mirai_task *task, SEXP profile) {
+  mirai_status status;
+  int32_t code = 0;
+  mirai_result r = mirai_task_status(task, &status, &code);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  if (status == MIRAI_STATUS_FAILED) return error_value(code);
+  result_read rr = {{NULL, 0}, Rf_isEnvironment(profile) ? env_var(profile, s_read_hook) : R_NilValue};
+  r = mirai_task_take_result(task, &rr.bytes);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return R_ExecWithCleanup(read_result, &rr, free_result, &rr);
+}
+
+/* The value of mirai `m`, waiting (interruptibly) until it resolves. The value is kept in the
+ * mirai; an ephemeral mirai's own host is closed once it is in. */
+static SEXP rmirai_collect(SEXP m) {
+  SEXP v = Rf_findVarInFrame3(m, s_value, TRUE);
+  if (v != R_UnboundValue) return v;
+  mirai_task *task = task_of(env_var(m, s_handle));
+  while (mirai_task_wait(task, SLICE_MS) == MIRAI_RESULT_TIMED_OUT) R_CheckUserInterrupt();
+  v = PROTECT(task_value(task, env_var(m, s_profile)));
+  Rf_defineVar(s_value, v, m);
+  SEXP host = env_var(m, s_host);
+  if (TYPEOF(host) == EXTPTRSXP) {
+    host_finalizer(host);
+    Rf_defineVar(s_host, R_NilValue, m);
+  }
+  UNPROTECT(1);
+  return v;
+}
+
+/* A mirai's `data`: its value if resolved, otherwise the unresolved value. */
+static SEXP rmirai_data(SEXP m) {
+  SEXP v = Rf_findVarInFrame3(m, s_value, TRUE);
+  if (v != R_UnboundValue) return v;
+  if (!mirai_task_is_resolved(task_of(env_var(m, s_handle)))) return unresolved_value;
+  return rmirai_collect(m);
+}
+
+/* From now on, the task's completion is announced on R's event loop under `key` (now, if it
+ * has already resolved). Needs rmirai_use_later first. */
+static SEXP rmirai_on_done(SEXP t, SEXP key) {
+  if (!exec_later) Rf_error("the later package is not in use");
+  mirai_result r = mirai_task_set_callback(task_of(t), on_task_done, (void *)(uintptr_t)Rf_asReal(key));
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return R_NilValue;
 }
 
 /* c(used, peak, capacity) in MB (1e6 bytes); capacity NA when unbounded. */
@@ -195,47 +306,25 @@ static SEXP rmirai_memory(SEXP h) {
   return out;
 }
 
-static SEXP rmirai_everywhere(SEXP h, SEXP payload, SEXP min) {
+/* One mirai per copy of an everywhere broadcast of `task`. */
+static SEXP rmirai_everywhere(SEXP p, SEXP task, SEXP min) {
+  membuf b;
+  membuf_init(&b, 1000);
+  serialize_into(&b, task, env_var(p, s_write_hook));
   mirai_task **tasks = NULL;
   size_t n = 0;
-  mirai_result r = mirai_host_everywhere(host_of(h), RAW(payload), (size_t)XLENGTH(payload),
+  mirai_result r = mirai_host_everywhere(host_of(env_var(p, s_host)), RAW(b.vec), (size_t)b.len,
                                          (size_t)Rf_asInteger(min), &tasks, &n);
   if (r != MIRAI_RESULT_OK) fail(r);
   SEXP out = PROTECT(Rf_allocVector(VECSXP, (R_xlen_t)n));
   for (size_t i = 0; i < n; i++) SET_VECTOR_ELT(out, (R_xlen_t)i, wrap_task(mirai_task_clone(tasks[i])));
   mirai_task_array_free(tasks, n);
-  UNPROTECT(1);
+  for (size_t i = 0; i < n; i++) SET_VECTOR_ELT(out, (R_xlen_t)i, make_mirai(VECTOR_ELT(out, (R_xlen_t)i), p));
+  UNPROTECT(2);
   return out;
 }
 
 static SEXP rmirai_resolved(SEXP t) { return Rf_ScalarLogical(mirai_task_is_resolved(task_of(t))); }
-
-static SEXP rmirai_wait(SEXP t) {
-  mirai_task *task = task_of(t);
-  while (mirai_task_wait(task, SLICE_MS) == MIRAI_RESULT_TIMED_OUT) R_CheckUserInterrupt();
-  return R_NilValue;
-}
-
-/* list(status, code, raw result): status 1 value, 2 error, 3 interrupted, 4 failed (code). */
-static SEXP rmirai_result(SEXP t) {
-  mirai_task *task = task_of(t);
-  mirai_status status;
-  int32_t code = 0;
-  mirai_result r = mirai_task_status(task, &status, &code);
-  if (r != MIRAI_RESULT_OK) fail(r);
-  mirai_bytes bytes = {NULL, 0};
-  r = mirai_task_take_result(task, &bytes);
-  if (r != MIRAI_RESULT_OK) fail(r);
-  SEXP out = PROTECT(Rf_allocVector(VECSXP, 3));
-  SET_VECTOR_ELT(out, 0, Rf_ScalarInteger((int)status));
-  SET_VECTOR_ELT(out, 1, Rf_ScalarInteger(code));
-  SEXP raw = Rf_allocVector(RAWSXP, (R_xlen_t)bytes.len);
-  SET_VECTOR_ELT(out, 2, raw);
-  if (bytes.len) memcpy(RAW(raw), bytes.data, bytes.len);
-  mirai_bytes_free(&bytes);
-  UNPROTECT(1);
-  return out;
-}
 
 static SEXP rmirai_cancel(SEXP t) { return Rf_ScalarLogical(mirai_task_cancel(task_of(t))); }
 
@@ -353,12 +442,20 @@ static SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body) 
 
 /* ---- daemon ------------------------------------------------------------------------------- */
 
+/* The R side of a daemon is an environment (the frame of the package's `serve`) holding the
+ * functions called below and the serialization hooks `read_hook` and `write_hook`. */
 typedef struct {
-  SEXP evaluate; /* function(raw, everywhere) -> list(status, raw) */
-  SEXP init;     /* function(daemon_id, stream) */
-  SEXP cleanup;  /* function() */
+  SEXP env;
   pthread_t main_thread;
 } evaluator;
+
+static SEXP s_evaluate, s_failed, s_init, s_cleanup;
+
+/* A variable seen from the daemon's frame (its own, else the package's). */
+static SEXP daemon_var(evaluator *ev, SEXP sym) {
+  SEXP v = Rf_findVar(sym, ev->env);
+  return v == R_UnboundValue ? R_NilValue : v;
+}
 
 static void on_init(void *userdata, uint64_t id, const uint32_t *stream, const uint8_t *blob, size_t len) {
   evaluator *ev = userdata;
@@ -366,29 +463,71 @@ static void on_init(void *userdata, uint64_t id, const uint32_t *stream, const u
   for (int i = 0; i < 6; i++) REAL(s)[i] = (double)stream[i];
   SEXP b = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t)len));
   if (len) memcpy(RAW(b), blob, len);
-  SEXP call = PROTECT(Rf_lang4(ev->init, Rf_ScalarReal((double)id), s, b));
+  SEXP call = PROTECT(Rf_lang4(daemon_var(ev, s_init), Rf_ScalarReal((double)id), s, b));
   R_tryEvalSilent(call, R_GlobalEnv, NULL);
   UNPROTECT(3);
 }
 
+/* One evaluation's state, for the steps run under R_ToplevelExec (which must not longjmp
+ * into libmirai's frames). */
+typedef struct {
+  evaluator *ev;
+  const uint8_t *data;
+  size_t len;
+  SEXP value;
+  membuf out;
+} evaluation;
+
+static void read_task(void *data) {
+  evaluation *e = data;
+  e->value = unserialize_from(e->data, e->len, daemon_var(e->ev, s_read_hook));
+}
+
+static void write_value(void *data) {
+  evaluation *e = data;
+  e->out.len = 0;
+  serialize_into(&e->out, e->value, daemon_var(e->ev, s_write_hook));
+}
+
+/* The value standing for a failure: the miraiError or miraiInterrupt the R side recorded, or
+ * a miraiError made from R's error message. */
+static SEXP failure(evaluator *ev, mirai_eval_status *status) {
+  SEXP call = PROTECT(Rf_lang2(daemon_var(ev, s_failed), Rf_mkString(R_curErrorBuf())));
+  SEXP res = R_tryEvalSilent(call, R_GlobalEnv, NULL);
+  UNPROTECT(1);
+  *status = res != NULL && Rf_inherits(res, "miraiInterrupt") ? MIRAI_EVAL_STATUS_INTERRUPTED : MIRAI_EVAL_STATUS_ERROR;
+  return res != NULL ? res : R_NilValue;
+}
+
+/* Reads the task where libmirai holds it, evaluates it through the R side (which records an
+ * error or interrupt before it unwinds to here), and serializes the value into the reply. */
 static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t len, bool everywhere,
                                      const mirai_interrupt *intr, mirai_output *out) {
   (void)intr;
   evaluator *ev = userdata;
-  SEXP raw = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t)len));
-  if (len) memcpy(RAW(raw), data, len);
-  SEXP call = PROTECT(Rf_lang3(ev->evaluate, raw, Rf_ScalarLogical(everywhere)));
-  int failed = 0;
-  /* The R evaluator catches errors and interrupts itself; this guards against anything else. */
-  SEXP res = R_tryEvalSilent(call, R_GlobalEnv, &failed);
-  mirai_eval_status status = MIRAI_EVAL_STATUS_ERROR;
-  if (!failed && TYPEOF(res) == VECSXP && XLENGTH(res) == 2) {
-    PROTECT(res);
-    status = (mirai_eval_status)Rf_asInteger(VECTOR_ELT(res, 0));
-    SEXP bytes = VECTOR_ELT(res, 1);
-    mirai_output_set(out, RAW(bytes), (size_t)XLENGTH(bytes));
+  evaluation e = {ev, data, len, R_NilValue, {0}};
+  membuf_init(&e.out, 1000);
+  mirai_eval_status status = MIRAI_EVAL_STATUS_VALUE;
+  SEXP value;
+  if (!R_ToplevelExec(read_task, &e)) {
+    value = failure(ev, &status);
+  } else {
+    SEXP call = PROTECT(Rf_lang3(daemon_var(ev, s_evaluate), e.value, Rf_ScalarLogical(everywhere)));
+    int failed = 0;
+    value = R_tryEvalSilent(call, R_GlobalEnv, &failed);
+    UNPROTECT(1);
+    if (failed) value = failure(ev, &status);
+    else if (Rf_inherits(value, "miraiError")) status = MIRAI_EVAL_STATUS_ERROR;
+    else if (Rf_inherits(value, "miraiInterrupt")) status = MIRAI_EVAL_STATUS_INTERRUPTED;
+  }
+  PROTECT(e.value = value);
+  if (!R_ToplevelExec(write_value, &e)) {
+    /* The value cannot be serialized: send why instead. */
+    PROTECT(e.value = failure(ev, &status));
+    if (!R_ToplevelExec(write_value, &e)) e.out.len = 0;
     UNPROTECT(1);
   }
+  mirai_output_set(out, RAW(e.out.vec), (size_t)e.out.len);
   UNPROTECT(2);
   /* A cancel that arrived as the evaluation ended must not interrupt whatever runs next. */
   R_interrupts_pending = 0;
@@ -397,7 +536,7 @@ static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t
 
 static void on_cleanup(void *userdata) {
   evaluator *ev = userdata;
-  SEXP call = PROTECT(Rf_lang1(ev->cleanup));
+  SEXP call = PROTECT(Rf_lang1(daemon_var(ev, s_cleanup)));
   R_tryEvalSilent(call, R_GlobalEnv, NULL);
   UNPROTECT(1);
 }
@@ -411,8 +550,7 @@ static void on_interrupt(void *userdata) {
 }
 
 /* secret and tls_ca: NULL to read them from the environment (MIRAI_SECRET, MIRAI_TLS_CA). */
-static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cleanup, SEXP secret,
-                          SEXP tls_ca) {
+static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_ca) {
   mirai_daemon_options o;
   mirai_daemon_options_init(&o);
   /* opts: c(retry, autoexit(0 exit, 1 finish, 2 stay), maxtasks, idletime, walltime) */
@@ -424,7 +562,7 @@ static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP evaluate, SEXP init, SEXP cl
   o.label = "R mirai daemon";
   o.secret_hex = opt_string(secret, 0);
   o.tls_ca_pem = opt_string(tls_ca, 0);
-  evaluator ev = {evaluate, init, cleanup, pthread_self()};
+  evaluator ev = {env, pthread_self()};
   mirai_evaluator c = {&ev, on_init, on_evaluate, on_cleanup, on_interrupt};
   int code = 0;
   mirai_result r = mirai_daemon_run(CHAR(STRING_ELT(url, 0)), &o, &c, &code);
@@ -439,18 +577,20 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
     {"rmirai_launch", (DL_FUNC)&rmirai_launch, 4},
     {"rmirai_wait_connections", (DL_FUNC)&rmirai_wait_connections, 2},
-    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 5},
+    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 4},
+    {"rmirai_setup", (DL_FUNC)&rmirai_setup, 2},
+    {"rmirai_collect", (DL_FUNC)&rmirai_collect, 1},
+    {"rmirai_data", (DL_FUNC)&rmirai_data, 1},
+    {"rmirai_on_done", (DL_FUNC)&rmirai_on_done, 2},
     {"rmirai_use_later", (DL_FUNC)&rmirai_use_later, 1},
     {"rmirai_memory", (DL_FUNC)&rmirai_memory, 1},
     {"rmirai_everywhere", (DL_FUNC)&rmirai_everywhere, 3},
     {"rmirai_resolved", (DL_FUNC)&rmirai_resolved, 1},
-    {"rmirai_wait", (DL_FUNC)&rmirai_wait, 1},
-    {"rmirai_result", (DL_FUNC)&rmirai_result, 1},
     {"rmirai_cancel", (DL_FUNC)&rmirai_cancel, 1},
     {"rmirai_counters", (DL_FUNC)&rmirai_counters, 1},
     {"rmirai_race", (DL_FUNC)&rmirai_race, 2},
     {"rmirai_close", (DL_FUNC)&rmirai_close, 2},
-    {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 7},
+    {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 5},
     {"rmirai_launch_ssh", (DL_FUNC)&rmirai_launch_ssh, 7},
     {"rmirai_launch_remote", (DL_FUNC)&rmirai_launch_remote, 6},
     {"rmirai_launch_cluster", (DL_FUNC)&rmirai_launch_cluster, 5},
@@ -462,6 +602,26 @@ static const R_CallMethodDef calls[] = {
 void R_init_mirai(DllInfo *dll) {
   host_tag = Rf_install("mirai_host");
   task_tag = Rf_install("mirai_task");
+  s_handle = Rf_install("handle");
+  s_profile = Rf_install("profile");
+  s_value = Rf_install("value");
+  s_host = Rf_install("host");
+  s_data = Rf_install("data");
+  s_id = Rf_install("id");
+  s_read_hook = Rf_install("read_hook");
+  s_write_hook = Rf_install("write_hook");
+  s_evaluate = Rf_install("evaluate");
+  s_failed = Rf_install("failed");
+  s_init = Rf_install("init");
+  s_cleanup = Rf_install("cleanup_task");
+  mirai_class = Rf_allocVector(STRSXP, 2);
+  R_PreserveObject(mirai_class);
+  SET_STRING_ELT(mirai_class, 0, Rf_mkChar("mirai"));
+  SET_STRING_ELT(mirai_class, 1, Rf_mkChar("recvAio"));
+  error_value_class = Rf_allocVector(STRSXP, 2);
+  R_PreserveObject(error_value_class);
+  SET_STRING_ELT(error_value_class, 0, Rf_mkChar("errorValue"));
+  SET_STRING_ELT(error_value_class, 1, Rf_mkChar("try-error"));
   R_registerRoutines(dll, NULL, calls, NULL, NULL);
   R_useDynamicSymbols(dll, FALSE);
   R_forceSymbols(dll, TRUE);

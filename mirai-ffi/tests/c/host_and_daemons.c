@@ -70,6 +70,10 @@ static void echo_daemons(const char *daemon) {
     seen += n;
   }
   CHECK(seen == N);
+  /* A callback set after resolution runs at once; a NULL one is refused. */
+  CHECK_OK(mirai_task_set_callback(tasks[0], on_done, &callbacks));
+  CHECK(mirai_task_set_callback(tasks[0], NULL, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_task_set_callback(NULL, on_done, &callbacks) == MIRAI_RESULT_NULL_PARAMETER);
   for (int i = 0; i < N; i++) {
     char text[32];
     snprintf(text, sizeof text, "task %d", i);
@@ -84,7 +88,7 @@ static void echo_daemons(const char *daemon) {
   }
   /* Callbacks run on the host's I/O thread after resolution; closing joins it. */
   CHECK_OK(mirai_host_close(host));
-  CHECK(atomic_load(&callbacks) == N);
+  CHECK(atomic_load(&callbacks) == N + 1);
 
   /* Use after close: a clear code, no crash. Task handles outlive the host's closing. */
   mirai_task *late = NULL;

@@ -1,0 +1,78 @@
+/* Serialization straight between R objects and libmirai's buffers: tasks are serialized into
+ * a growing raw vector and submitted from there, results are unserialized where libmirai
+ * holds them, with no intermediate raw vector and copy. */
+#include <string.h>
+
+#include "rmirai.h"
+
+void membuf_init(membuf *b, R_xlen_t capacity) {
+  PROTECT_WITH_INDEX(b->vec = Rf_allocVector(RAWSXP, capacity), &b->index);
+  b->len = 0;
+}
+
+static void reserve(membuf *b, R_xlen_t more) {
+  R_xlen_t cap = XLENGTH(b->vec);
+  if (b->len + more <= cap) return;
+  R_xlen_t want = cap * 2 > b->len + more ? cap * 2 : b->len + more;
+  SEXP bigger = Rf_allocVector(RAWSXP, want);
+  memcpy(RAW(bigger), RAW(b->vec), (size_t)b->len);
+  REPROTECT(b->vec = bigger, b->index);
+}
+
+static void out_byte(R_outpstream_t stream, int c) {
+  membuf *b = stream->data;
+  reserve(b, 1);
+  RAW(b->vec)[b->len++] = (Rbyte)c;
+}
+
+static void out_bytes(R_outpstream_t stream, void *data, int n) {
+  membuf *b = stream->data;
+  reserve(b, n);
+  memcpy(RAW(b->vec) + b->len, data, (size_t)n);
+  b->len += n;
+}
+
+/* R's refhook protocol: the hook function is called with the reference object. */
+static SEXP call_hook(SEXP x, SEXP fun) {
+  SEXP call = PROTECT(Rf_lang2(fun, x));
+  SEXP out = Rf_eval(call, R_GlobalEnv);
+  UNPROTECT(1);
+  return out;
+}
+
+void serialize_into(membuf *b, SEXP obj, SEXP hook) {
+  struct R_outpstream_st out;
+  int hooked = hook != NULL && !Rf_isNull(hook);
+  R_InitOutPStream(&out, (R_pstream_data_t)b, R_pstream_xdr_format, 3, out_byte, out_bytes,
+                   hooked ? call_hook : NULL, hooked ? hook : R_NilValue);
+  R_Serialize(obj, &out);
+}
+
+typedef struct {
+  const uint8_t *at;
+  size_t left;
+} reader;
+
+static int in_byte(R_inpstream_t stream) {
+  reader *r = stream->data;
+  if (r->left == 0) Rf_error("serialized data ended early");
+  r->left--;
+  return *r->at++;
+}
+
+static void in_bytes(R_inpstream_t stream, void *buf, int n) {
+  reader *r = stream->data;
+  if ((size_t)n > r->left) Rf_error("serialized data ended early");
+  memcpy(buf, r->at, (size_t)n);
+  r->at += n;
+  r->left -= (size_t)n;
+}
+
+SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook) {
+  reader r = {data, len};
+  struct R_inpstream_st in;
+  int hooked = !Rf_isNull(hook);
+  R_InitInPStream(&in, (R_pstream_data_t)&r, R_pstream_any_format, in_byte, in_bytes,
+                  hooked ? call_hook : NULL, hooked ? hook : R_NilValue);
+  return R_Unserialize(&in);
+}
