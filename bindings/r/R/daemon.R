@@ -43,7 +43,10 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
   .state$daemon <- TRUE
   on.exit(.state$daemon <- was_daemon, add = TRUE)
   snapshot <- NULL
-  take_snapshot <- function() snapshot <<- list(globals = ls(.GlobalEnv, all.names = TRUE), search = search(), options = options())
+  take_snapshot <- function() {
+    snapshot <<- list(globals = ls(.GlobalEnv, all.names = TRUE), search = search(), options = options(),
+                      state = .Call(rmirai_state))
+  }
   take_snapshot()
   # Read by the C layer from this frame: the serialization hooks (from the init bundle's
   # serial_config) and the functions below.
@@ -63,12 +66,15 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
     if (!is.null(rs)) assign(".Random.seed", as.integer(rs), envir = .GlobalEnv)
     else assign(".Random.seed", c(10407L, as.integer(ifelse(stream > .Machine$integer.max, stream - 2^32, stream))), envir = .GlobalEnv)
   }
+  # Restores what the task changed (the usual task changes nothing, which is checked cheaply).
   cleanup_task <- function() {
     if (!isTRUE(cleanup)) return(invisible())
-    extra <- setdiff(ls(.GlobalEnv, all.names = TRUE), c(snapshot$globals, ".Random.seed"))
-    rm(list = extra, envir = .GlobalEnv)
-    for (s in setdiff(search(), snapshot$search)) detach(s, character.only = TRUE)
-    options(snapshot$options)
+    changed <- .Call(rmirai_state_changed, snapshot$state)
+    if (!any(changed)) return(invisible())
+    if (changed[1L]) rm(list = setdiff(ls(.GlobalEnv, all.names = TRUE), c(snapshot$globals, ".Random.seed")), envir = .GlobalEnv)
+    if (changed[2L]) for (s in setdiff(search(), snapshot$search)) detach(s, character.only = TRUE)
+    if (changed[3L]) options(snapshot$options)
+    snapshot$state <<- .Call(rmirai_state)
   }
   opts <- c(as.numeric(isTRUE(asyncdial)), if (isTRUE(autoexit)) 0 else if (is.na(autoexit)) 1 else 2,
             as.numeric(maxtasks), as.numeric(idletime), as.numeric(walltime))
@@ -87,6 +93,7 @@ run_task <- function(task, global) {
   expr <- task[["._expr_."]]
   task[["._expr_."]] <- NULL
   task[["._globals_."]] <- NULL
+  frames <- sys.nframe() + 3L # this call, withCallingHandlers() and eval() (two frames): not the task's
   withCallingHandlers(
     if (global) {
       for (name in names(task)) assign(name, task[[name]], envir = .GlobalEnv)
@@ -94,7 +101,7 @@ run_task <- function(task, global) {
     } else {
       eval(expr, envir = list2env(task, parent = .GlobalEnv))
     },
-    error = function(e) .state$failure <- mirai_error(e, sys.calls()),
+    error = function(e) .state$failure <- mirai_error(e, sys.calls()[-seq_len(frames)]),
     interrupt = function(e) .state$failure <- structure("", class = c("miraiInterrupt", "errorValue", "try-error"))
   )
 }

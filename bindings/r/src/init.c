@@ -579,6 +579,8 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_wait_connections", (DL_FUNC)&rmirai_wait_connections, 2},
     {"rmirai_submit", (DL_FUNC)&rmirai_submit, 4},
     {"rmirai_setup", (DL_FUNC)&rmirai_setup, 2},
+    {"rmirai_state", (DL_FUNC)&rmirai_state, 0},
+    {"rmirai_state_changed", (DL_FUNC)&rmirai_state_changed, 1},
     {"rmirai_collect", (DL_FUNC)&rmirai_collect, 1},
     {"rmirai_data", (DL_FUNC)&rmirai_data, 1},
     {"rmirai_on_done", (DL_FUNC)&rmirai_on_done, 2},

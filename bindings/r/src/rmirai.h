@@ -27,4 +27,8 @@ void serialize_into(membuf *b, SEXP obj, SEXP hook);
  * persistent-reference hook (R_NilValue for none). May raise an R error. */
 SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook);
 
+/* Snapshots of a daemon's global state, and whether a task changed it (state.c). */
+SEXP rmirai_state(void);
+SEXP rmirai_state_changed(SEXP state);
+
 #endif

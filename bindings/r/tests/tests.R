@@ -91,6 +91,14 @@ e <- mirai(stop("boom"))[]
 check("miraiError", is_mirai_error(e) && is_error_value(e) && !is_mirai_interrupt(e))
 check("miraiError text", identical(as.character(e), "Error: boom"))
 check("miraiError condition class", "simpleError" %in% e$condition.class)
+deep <- mirai(f(1), f = function(x) g(x), g = function(x) stop("deep ", x))[]
+check("miraiError call and stack trace", identical(conditionCall(deep), quote(g(x))) &&
+        identical(deep$stack.trace, list(quote(stop("deep ", x)), quote(g(x)), quote(f(1)))))
+nested <- mirai(mirai::mirai())[]
+check("nested mirai() error", is_mirai_error(nested) && length(nested$stack.trace) >= 2L && is.character(nested$condition.class))
+check("a task changing options, globals and the search path is cleaned up after",
+      identical(mirai({ options(digits = 3); assign("leak", 1, .GlobalEnv); attach(list(z = 1), name = "extra"); 1 })[], 1) &&
+        identical(mirai(list(getOption("digits"), exists("leak"), "extra" %in% search()))[], list(7L, FALSE, FALSE)))
 check("on_daemon() TRUE remotely", isTRUE(mirai(mirai::on_daemon())[]))
 
 # Maps.
