@@ -19,8 +19,7 @@ nng_messages <- c(
 profile_name <- function(.compute) if (is.null(.compute)) .state$cp else .compute
 
 get_profile <- function(.compute) {
-  name <- profile_name(.compute)
-  if (exists(name, envir = .state$profiles, inherits = FALSE)) get(name, envir = .state$profiles) else NULL
+  get0(if (is.null(.compute)) .state$cp else .compute, envir = .state$profiles, inherits = FALSE)
 }
 
 random_name <- function(n = 12L) paste(sample(c(letters, LETTERS, 0:9), n, replace = TRUE), collapse = "")

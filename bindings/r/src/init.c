@@ -202,12 +202,12 @@ static SEXP rmirai_setup(SEXP fun, SEXP unresolved) {
 static SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
   mirai_host *host = host_of(env_var(p, s_host));
   membuf b;
-  membuf_init(&b, 1000);
-  serialize_into(&b, task, env_var(p, s_write_hook));
+  serialize_scratch(&b, task, env_var(p, s_write_hook));
   mirai_submit_options o;
   mirai_submit_options_init(&o);
   if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
   mirai_task *t = NULL;
+  int owned = 0;
   for (;;) {
     mirai_result r = mirai_host_try_submit(host, RAW(b.vec), (size_t)b.len, &o, &t);
     if (r == MIRAI_RESULT_OK) break;
@@ -215,6 +215,13 @@ static SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
     if (Rf_asLogical(try_) == TRUE) {
       UNPROTECT(1);
       return R_NilValue;
+    }
+    /* Waiting lets R code run (interrupt checks), which may reuse the scratch buffer. */
+    if (!owned) {
+      SEXP own = Rf_allocVector(RAWSXP, b.len);
+      memcpy(RAW(own), RAW(b.vec), (size_t)b.len);
+      REPROTECT(b.vec = own, b.index);
+      owned = 1;
     }
     mirai_host_wait_capacity(host, SLICE_MS);
     R_CheckUserInterrupt();

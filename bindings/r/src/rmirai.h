@@ -23,6 +23,10 @@ void membuf_init(membuf *b, R_xlen_t capacity);
  * function) as the persistent-reference hook. May raise an R error. */
 void serialize_into(membuf *b, SEXP obj, SEXP hook);
 
+/* As serialize_into, into a buffer reused between calls (protected like membuf_init's). Its
+ * bytes are valid until R code runs again. */
+void serialize_scratch(membuf *b, SEXP obj, SEXP hook);
+
 /* R's unserialize() of `len` bytes at `data`, read in place, with `hook` as the
  * persistent-reference hook (R_NilValue for none). May raise an R error. */
 SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook);

@@ -40,6 +40,47 @@ static SEXP call_hook(SEXP x, SEXP fun) {
   return out;
 }
 
+/* The buffer tasks are serialized into before libmirai copies them: kept between calls (up to
+ * 16 MB), so a small task allocates nothing here. `scratch_busy` covers a serialization hook
+ * that submits a task of its own. */
+static SEXP scratch = NULL;
+static int scratch_busy = 0;
+
+typedef struct {
+  membuf *b;
+  SEXP obj, hook;
+} scratch_job;
+
+static SEXP scratch_run(void *data) {
+  scratch_job *j = data;
+  serialize_into(j->b, j->obj, j->hook);
+  return R_NilValue;
+}
+
+/* Runs on success and on error alike: keep the (possibly grown) buffer, free it for reuse. */
+static void scratch_done(void *data) {
+  membuf *b = ((scratch_job *)data)->b;
+  if (b->vec != scratch && XLENGTH(b->vec) <= (1 << 24)) {
+    if (scratch != NULL) R_ReleaseObject(scratch);
+    scratch = b->vec;
+    R_PreserveObject(scratch);
+  }
+  scratch_busy = 0;
+}
+
+void serialize_scratch(membuf *b, SEXP obj, SEXP hook) {
+  if (scratch_busy) {
+    membuf_init(b, 1024);
+    serialize_into(b, obj, hook);
+    return;
+  }
+  scratch_busy = 1;
+  PROTECT_WITH_INDEX(b->vec = scratch != NULL ? scratch : Rf_allocVector(RAWSXP, 4096), &b->index);
+  b->len = 0;
+  scratch_job j = {b, obj, hook};
+  R_ExecWithCleanup(scratch_run, &j, scratch_done, &j);
+}
+
 void serialize_into(membuf *b, SEXP obj, SEXP hook) {
   struct R_outpstream_st out;
   int hooked = hook != NULL && !Rf_isNull(hook);
