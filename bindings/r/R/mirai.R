@@ -53,25 +53,14 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   name <- profile_name(.compute)
   if (isTRUE(sync)) return(sync_profile(name, seed))
   if (missing(n) && is.null(url)) stop("`n` must be numeric, did you mean to provide `url`?")
-  if (!missing(n) && is.null(n)) {
-    p <- get_profile(name)
-    if (!is.null(p)) .Call(rmirai_close, p$host, TRUE)
-    return(daemons(0L, .compute = name))
-  }
+  if (!missing(n) && is.null(n)) return(reset_profile(name, exit = TRUE))
   if (!missing(n) && !is.numeric(n)) stop("`n` must be numeric, did you mean to provide `url`?")
   if (!missing(n) && n < 0) stop("`n` must be zero or greater")
   if (!is.null(url) && !is.character(url)) stop("`url` must be of type character")
   if (!isTRUE(dispatcher) && !isFALSE(dispatcher)) stop("`dispatcher` must be either TRUE or FALSE")
-  if (!missing(n) && n == 0 && is.null(url)) {
-    p <- get_profile(name)
-    if (is.null(p)) return(invisible(FALSE))
-    for (jobs in p$jobs) .Call(rmirai_cancel_jobs, jobs)
-    .Call(rmirai_close, p$host, FALSE)
-    rm(list = name, envir = .state$profiles)
-    return(invisible(FALSE))
-  }
+  if (!missing(n) && n == 0 && is.null(url)) return(reset_profile(name, exit = FALSE))
   if (isTRUE(.state$daemon_map)) stop("cannot create local daemons from within mirai map")
-  if (!is.null(get_profile(name))) daemons(0L, .compute = name)
+  reset_profile(name, exit = FALSE)
   dots <- list(...)
   memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
   stream <- init_stream(seed)
@@ -103,9 +92,20 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   invisible(structure(TRUE, class = c("miraiDaemons", name)))
 }
 
+# Closes a profile's host (first telling its daemons to exit, with `exit`): pending mirai resolve
+# to 19; cluster jobs are cancelled.
+reset_profile <- function(name, exit) {
+  p <- get_profile(name)
+  if (is.null(p)) return(invisible(FALSE))
+  for (jobs in p$jobs) .Call(rmirai_cancel_jobs, jobs)
+  .Call(rmirai_close, p$host, exit)
+  rm(list = name, envir = .state$profiles)
+  invisible(FALSE)
+}
+
 # A synchronous profile: tasks run in this process as `mirai()` is called (see sync.R).
 sync_profile <- function(name, seed) {
-  if (!is.null(get_profile(name))) daemons(0L, .compute = name)
+  reset_profile(name, exit = FALSE)
   stream <- init_stream(seed)
   host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL)
   p <- new.env(parent = emptyenv())
@@ -240,9 +240,12 @@ local_daemons <- function(.compute, frame = parent.frame()) {
   require_daemons(.compute)
   prev <- .state$cp
   .state$cp <- .compute
-  do.call(on.exit, list(substitute(.state$cp <- prev, list(prev = prev)), add = TRUE), envir = frame)
+  # The function itself goes into the exit expression: `frame` cannot see the package's names.
+  do.call(on.exit, list(as.call(list(set_current, prev)), add = TRUE), envir = frame)
   invisible()
 }
+
+set_current <- function(name) .state$cp <- name
 
 on_daemon <- function() isTRUE(.state$daemon)
 

@@ -180,6 +180,65 @@ check("maxtasks daemon serves", identical(mirai(1)[], 1) && identical(mirai(2)[]
 Sys.sleep(0.5)
 check("maxtasks daemon left", status()$connections == 0L)
 daemons(0)
+daemons(1, idletime = 300)
+check("idletime daemon serves", identical(mirai(1)[], 1))
+Sys.sleep(1)
+check("idletime daemon left", status()$connections == 0L)
+daemons(0)
+
+# daemon() in this process: its exit codes (1 idletime, 3 maxtasks; 2, walltime, is tested in
+# mirai-core's daemon_limits).
+daemons(url = local_url(), .compute = "codes")
+Sys.setenv(MIRAI_SECRET = .Call(mirai:::rmirai_secret, mirai:::get_profile("codes")$host))
+url <- nextget("url", .compute = "codes")
+check("daemon idletime exit code", identical(daemon(url, idletime = 200), 1L))
+queued <- mirai(Sys.getpid(), .compute = "codes")
+check("daemon maxtasks exit code", identical(daemon(url, maxtasks = 1), 3L) && identical(queued[], Sys.getpid()))
+check("daemon walltime with no task: the receive times out, code 1", identical(daemon(url, walltime = 200, asyncdial = TRUE), 1L))
+Sys.unsetenv("MIRAI_SECRET")
+check_error("daemon with a bad URL", daemon("URL"), "`url` must be a valid URL")
+daemons(0, .compute = "codes")
+
+# daemons(NULL) makes even autoexit = FALSE daemons exit.
+daemons(1, autoexit = FALSE, dispatcher = FALSE)
+check("dispatcher = FALSE serves", identical(mirai(1)[], 1))
+stay <- mirai(Sys.getpid())[]
+daemons(NULL)
+t0 <- Sys.time()
+while (isTRUE(tools::pskill(stay, 0L)) && difftime(Sys.time(), t0, units = "secs") < 10) Sys.sleep(0.05)
+check("daemons(NULL) ends autoexit = FALSE daemons", !isTRUE(tools::pskill(stay, 0L)))
+
+# More of the API: printing, collect_mirai, local_daemons, host_url, interrupts, cancelling a
+# queued task.
+daemons(1)
+m <- mirai(1)
+invisible(m[])
+check("print mirai", identical(capture.output(print(m)), "< mirai [$data] >"))
+check("print errorValue", identical(capture.output(print(mirai(Sys.sleep(5), .timeout = 50)[])), "'errorValue' int 5 | Timed out"))
+check("print miraiError", identical(capture.output(print(mirai(stop("x"))[])), "'miraiError' chr Error: x"))
+mp <- mirai_map(1:3, function(x) x)
+check("is_mirai_map", is_mirai_map(mp) && !is_mirai_map(m))
+check("collect_mirai with options", identical(collect_mirai(mp, list(.flat = TRUE)), 1:3) && identical(collect_mirai(m), 1))
+check("print mirai_map", identical(capture.output(print(mp)), "< mirai map [3/3] >"))
+progress <- capture.output(invisible(mirai_map(1:4, function(x) x)[.progress]), type = "message")
+check("[.progress]", any(grepl("[ 4 / 4", progress, fixed = TRUE)))
+intr <- mirai({ tools::pskill(Sys.getpid(), tools::SIGINT); Sys.sleep(2) })[]
+check("an interrupt on the daemon gives miraiInterrupt", is_mirai_interrupt(intr) && identical(capture.output(print(intr)), "'miraiInterrupt' chr \"\""))
+check("daemon fine after an interrupt", identical(mirai(2)[], 2))
+marker <- tempfile()
+busy <- mirai(Sys.sleep(1))
+queued <- mirai(writeLines("ran", marker), marker = marker)
+check("cancel a queued task", isTRUE(stop_mirai(queued)) && identical(unclass(queued[]), 20L))
+invisible(busy[])
+Sys.sleep(0.2)
+check("a cancelled queued task never runs", !file.exists(marker))
+in_profile <- function() {
+  local_daemons("default")
+  mirai(3)[]
+}
+check("local_daemons", identical(in_profile(), 3))
+daemons(0)
+check("host_url", grepl("^tcp://.+:0$", host_url()) && grepl("^tls\\+tcp://.+:5555$", host_url(tls = TRUE, port = 5555)))
 
 # Memory cap: try_mirai refuses at once when the queue is full; mirai waits.
 daemons(url = local_url(), memory = 0.01)
