@@ -144,6 +144,11 @@ typedef enum mirai_scheduler {
 } mirai_scheduler;
 
 /*
+ A growable byte buffer owned by libmirai (opaque).
+ */
+typedef struct mirai_buffer mirai_buffer;
+
+/*
  A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
  */
 typedef struct mirai_host mirai_host;
@@ -391,6 +396,27 @@ const char *mirai_strerror(enum mirai_result result);
 const char *mirai_version(void);
 
 /*
+ A new, empty buffer with room for `capacity` bytes (it grows as needed); NULL when that
+ much memory is not available. Free with `mirai_buffer_free`, unless submitted.
+ */
+struct mirai_buffer *mirai_buffer_new(size_t capacity);
+
+/*
+ Appends `len` bytes at `data` to `buf`.
+ */
+enum mirai_result mirai_buffer_write(struct mirai_buffer *buf, const uint8_t *data, size_t len);
+
+/*
+ The number of bytes in `buf` (0 if NULL).
+ */
+size_t mirai_buffer_len(const struct mirai_buffer *buf);
+
+/*
+ Frees a buffer that was not submitted. NULL is a no-op.
+ */
+void mirai_buffer_free(struct mirai_buffer *buf);
+
+/*
  Frees the bytes of `b` and sets it to empty. NULL, and an empty `b`, are no-ops.
  */
 void mirai_bytes_free(struct mirai_bytes *b);
@@ -404,6 +430,12 @@ enum mirai_result mirai_daemon_options_init(struct mirai_daemon_options *opts);
  Sets the evaluation's result bytes (copied).
  */
 enum mirai_result mirai_output_set(struct mirai_output *out, const uint8_t *data, size_t len);
+
+/*
+ Appends `len` bytes at `data` to the evaluation's result: for evaluators that write their
+ result in pieces (a serializer) instead of building it first.
+ */
+enum mirai_result mirai_output_write(struct mirai_output *out, const uint8_t *data, size_t len);
 
 /*
  Whether the running task has been cancelled. False if `intr` is NULL.
@@ -460,6 +492,15 @@ const char *mirai_host_secret_hex(const struct mirai_host *host);
  the host is freed.
  */
 const char *mirai_host_tls_ca(const struct mirai_host *host);
+
+/*
+ Like `mirai_host_submit`, with the payload in `buf` (filled with `mirai_buffer_write`), which
+ is taken without a copy. `buf` is consumed whatever the result: do not use or free it after.
+ */
+enum mirai_result mirai_host_submit_buffer(const struct mirai_host *host,
+                                           struct mirai_buffer *buf,
+                                           const struct mirai_submit_options *opts,
+                                           struct mirai_task **out);
 
 /*
  Submits `len` bytes at `data` as a task; `*out` is its handle (free with `mirai_task_free`).

@@ -152,6 +152,17 @@ pub extern "C" fn mirai_output_set(out: *mut mirai_output, data: *const u8, len:
     })
 }
 
+/// Appends `len` bytes at `data` to the evaluation's result: for evaluators that write their
+/// result in pieces (a serializer) instead of building it first.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_output_write(out: *mut mirai_output, data: *const u8, len: usize) -> mirai_result {
+    guard(|| {
+        // SAFETY: NULL or the output lent to the running evaluate call.
+        let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        crate::buffer::append(&mut out.payload, bytes(data, len, "data")?)
+    })
+}
+
 /// Whether the running task has been cancelled. False if `intr` is NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_interrupt_is_set(intr: *const mirai_interrupt) -> bool {

@@ -12,6 +12,7 @@ use mirai_core::{Host, HostOptions, SubmitOptions};
 use crate::boundary::{
     Failure, bytes, c_str, deref, guard, guard_value, mirai_result, opt_c_bytes, opt_c_str, put,
 };
+use crate::buffer::mirai_buffer;
 use crate::task::{c_callback, mirai_task, mirai_task_callback};
 
 /// A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
@@ -261,15 +262,44 @@ fn submit_with(
     blocking: bool,
 ) -> mirai_result {
     guard(|| {
-        let h = deref(host, "host")?;
         let payload = bytes(data, len, "data")?.to_vec();
-        if out.is_null() {
-            return Err(Failure::Null("out"));
+        submit_payload(host, payload, opts, out, blocking)
+    })
+}
+
+fn submit_payload(
+    host: *const mirai_host,
+    payload: Vec<u8>,
+    opts: *const mirai_submit_options,
+    out: *mut *mut mirai_task,
+    blocking: bool,
+) -> Result<(), Failure> {
+    let h = deref(host, "host")?;
+    if out.is_null() {
+        return Err(Failure::Null("out"));
+    }
+    let options = submit_options(opts)?;
+    let task =
+        if blocking { h.host.submit(payload, options)? } else { h.host.try_submit(payload, options)? };
+    put(out, mirai_task::new(task), "out")
+}
+
+/// Like `mirai_host_submit`, with the payload in `buf` (filled with `mirai_buffer_write`), which
+/// is taken without a copy. `buf` is consumed whatever the result: do not use or free it after.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_submit_buffer(
+    host: *const mirai_host,
+    buf: *mut mirai_buffer,
+    opts: *const mirai_submit_options,
+    out: *mut *mut mirai_task,
+) -> mirai_result {
+    guard(|| {
+        if buf.is_null() {
+            return Err(Failure::Null("buf"));
         }
-        let options = submit_options(opts)?;
-        let task =
-            if blocking { h.host.submit(payload, options)? } else { h.host.try_submit(payload, options)? };
-        put(out, mirai_task::new(task), "out")
+        // SAFETY: a buffer from mirai_buffer_new, handed over by the caller.
+        let payload = unsafe { Box::from_raw(buf) }.bytes;
+        submit_payload(host, payload, opts, out, true)
     })
 }
 

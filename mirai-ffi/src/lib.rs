@@ -14,6 +14,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod boundary;
+mod buffer;
 mod bytes;
 mod daemon;
 mod host;
@@ -21,6 +22,7 @@ mod launch;
 mod task;
 
 pub use boundary::{mirai_last_error, mirai_result, mirai_strerror, mirai_version};
+pub use buffer::*;
 pub use bytes::{mirai_bytes, mirai_bytes_free};
 pub use daemon::CEvaluator;
 pub use daemon::*;

@@ -88,6 +88,11 @@ A batch scheduler.
 end
 
 """
+A growable byte buffer owned by libmirai (opaque).
+"""
+mutable struct mirai_buffer end
+
+"""
 A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
 """
 mutable struct mirai_host end
@@ -260,6 +265,35 @@ function mirai_version()
 end
 
 """
+A new, empty buffer with room for `capacity` bytes (it grows as needed); NULL when that
+much memory is not available. Free with `mirai_buffer_free`, unless submitted.
+"""
+function mirai_buffer_new(capacity)
+    ccall((:mirai_buffer_new, libmirai), Ptr{mirai_buffer}, (Csize_t,), capacity)
+end
+
+"""
+Appends `len` bytes at `data` to `buf`.
+"""
+function mirai_buffer_write(buf, data, len)
+    ccall((:mirai_buffer_write, libmirai), mirai_result, (Ptr{mirai_buffer}, Ptr{UInt8}, Csize_t), buf, data, len)
+end
+
+"""
+The number of bytes in `buf` (0 if NULL).
+"""
+function mirai_buffer_len(buf)
+    ccall((:mirai_buffer_len, libmirai), Csize_t, (Ptr{mirai_buffer},), buf)
+end
+
+"""
+Frees a buffer that was not submitted. NULL is a no-op.
+"""
+function mirai_buffer_free(buf)
+    ccall((:mirai_buffer_free, libmirai), Cvoid, (Ptr{mirai_buffer},), buf)
+end
+
+"""
 Frees the bytes of `b` and sets it to empty. NULL, and an empty `b`, are no-ops.
 """
 function mirai_bytes_free(b)
@@ -278,6 +312,14 @@ Sets the evaluation's result bytes (copied).
 """
 function mirai_output_set(out_, data, len)
     ccall((:mirai_output_set, libmirai), mirai_result, (Ptr{mirai_output}, Ptr{UInt8}, Csize_t), out_, data, len)
+end
+
+"""
+Appends `len` bytes at `data` to the evaluation's result: for evaluators that write their
+result in pieces (a serializer) instead of building it first.
+"""
+function mirai_output_write(out_, data, len)
+    ccall((:mirai_output_write, libmirai), mirai_result, (Ptr{mirai_output}, Ptr{UInt8}, Csize_t), out_, data, len)
 end
 
 """
@@ -347,6 +389,14 @@ the host is freed.
 """
 function mirai_host_tls_ca(host)
     ccall((:mirai_host_tls_ca, libmirai), Ptr{Cchar}, (Ptr{mirai_host},), host)
+end
+
+"""
+Like `mirai_host_submit`, with the payload in `buf` (filled with `mirai_buffer_write`), which
+is taken without a copy. `buf` is consumed whatever the result: do not use or free it after.
+"""
+function mirai_host_submit_buffer(host, buf, opts, out_)
+    ccall((:mirai_host_submit_buffer, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{mirai_buffer}, Ptr{mirai_submit_options}, Ptr{Ptr{mirai_task}}), host, buf, opts, out_)
 end
 
 """
@@ -614,6 +664,6 @@ function mirai_task_array_free(tasks, n)
     ccall((:mirai_task_array_free, libmirai), Cvoid, (Ptr{Ptr{mirai_task}}, Csize_t), tasks, n)
 end
 
-export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_SCHEDULER_LSF, MIRAI_SCHEDULER_PBS, MIRAI_SCHEDULER_SGE, MIRAI_SCHEDULER_SLURM, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_init, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_cluster, mirai_host_launch_http, mirai_host_launch_local, mirai_host_launch_remote, mirai_host_launch_ssh, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_init, mirai_host_race, mirai_host_secret_hex, mirai_host_submit, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_host_wait_launched, mirai_http_request, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_jobs, mirai_jobs_cancel, mirai_jobs_free, mirai_last_error, mirai_memory, mirai_output, mirai_output_set, mirai_plugin_evaluate_fn, mirai_result, mirai_scheduler, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_init, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_set_callback, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
+export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_SCHEDULER_LSF, MIRAI_SCHEDULER_PBS, MIRAI_SCHEDULER_SGE, MIRAI_SCHEDULER_SLURM, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_buffer, mirai_buffer_free, mirai_buffer_len, mirai_buffer_new, mirai_buffer_write, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_init, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_cluster, mirai_host_launch_http, mirai_host_launch_local, mirai_host_launch_remote, mirai_host_launch_ssh, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_init, mirai_host_race, mirai_host_secret_hex, mirai_host_submit, mirai_host_submit_buffer, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_host_wait_launched, mirai_http_request, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_jobs, mirai_jobs_cancel, mirai_jobs_free, mirai_last_error, mirai_memory, mirai_output, mirai_output_set, mirai_output_write, mirai_plugin_evaluate_fn, mirai_result, mirai_scheduler, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_init, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_set_callback, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
 
 end # module

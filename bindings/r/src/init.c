@@ -196,39 +196,30 @@ static SEXP rmirai_setup(SEXP fun, SEXP unresolved) {
   return R_NilValue;
 }
 
-/* Serializes `task` (with the profile's `write_hook`) and submits it to the profile's host;
- * returns the mirai. Blocking at the memory cap waits in slices, so the user can interrupt;
- * with `try_` TRUE, a full queue returns NULL at once instead. */
+/* Serializes `task` (with the profile's `write_hook`) into a libmirai buffer and submits it to
+ * the profile's host; returns the mirai. At the memory cap it waits in slices, so the user can
+ * interrupt; with `try_` TRUE, a full queue returns NULL at once instead. */
 static SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
   mirai_host *host = host_of(env_var(p, s_host));
-  membuf b;
-  serialize_scratch(&b, task, env_var(p, s_write_hook));
-  mirai_submit_options o;
-  mirai_submit_options_init(&o);
-  if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
-  mirai_task *t = NULL;
-  int owned = 0;
   for (;;) {
-    mirai_result r = mirai_host_try_submit(host, RAW(b.vec), (size_t)b.len, &o, &t);
-    if (r == MIRAI_RESULT_OK) break;
-    if (r != MIRAI_RESULT_TRY_AGAIN) fail(r);
-    if (Rf_asLogical(try_) == TRUE) {
-      UNPROTECT(1);
-      return R_NilValue;
-    }
-    /* Waiting lets R code run (interrupt checks), which may reuse the scratch buffer. */
-    if (!owned) {
-      SEXP own = Rf_allocVector(RAWSXP, b.len);
-      memcpy(RAW(own), RAW(b.vec), (size_t)b.len);
-      REPROTECT(b.vec = own, b.index);
-      owned = 1;
-    }
+    mirai_memory m;
+    mirai_result r = mirai_host_memory(host, &m);
+    if (r != MIRAI_RESULT_OK) fail(r);
+    if (m.limit == 0 || m.used < m.limit) break;
+    if (Rf_asLogical(try_) == TRUE) return R_NilValue;
     mirai_host_wait_capacity(host, SLICE_MS);
     R_CheckUserInterrupt();
   }
+  mirai_submit_options o;
+  mirai_submit_options_init(&o);
+  if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
+  /* Below the cap, and only this thread submits: the call does not block. */
+  mirai_task *t = NULL;
+  mirai_result r = mirai_host_submit_buffer(host, serialize_buffer(task, env_var(p, s_write_hook)), &o, &t);
+  if (r != MIRAI_RESULT_OK) fail(r);
   SEXP handle = PROTECT(wrap_task(t));
   SEXP m = make_mirai(handle, p);
-  UNPROTECT(2);
+  UNPROTECT(1);
   return m;
 }
 
@@ -482,7 +473,7 @@ typedef struct {
   const uint8_t *data;
   size_t len;
   SEXP value;
-  membuf out;
+  mirai_output *out;
 } evaluation;
 
 static void read_task(void *data) {
@@ -492,8 +483,8 @@ static void read_task(void *data) {
 
 static void write_value(void *data) {
   evaluation *e = data;
-  e->out.len = 0;
-  serialize_into(&e->out, e->value, daemon_var(e->ev, s_write_hook));
+  mirai_output_set(e->out, NULL, 0);
+  serialize_output(e->out, e->value, daemon_var(e->ev, s_write_hook));
 }
 
 /* The value standing for a failure: the miraiError or miraiInterrupt the R side recorded, or
@@ -512,8 +503,8 @@ static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t
                                      const mirai_interrupt *intr, mirai_output *out) {
   (void)intr;
   evaluator *ev = userdata;
-  evaluation e = {ev, data, len, R_NilValue, {0}};
-  membuf_init(&e.out, 1000);
+  const void *vmax = vmaxget();
+  evaluation e = {ev, data, len, R_NilValue, out};
   mirai_eval_status status = MIRAI_EVAL_STATUS_VALUE;
   SEXP value;
   if (!R_ToplevelExec(read_task, &e)) {
@@ -531,11 +522,11 @@ static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t
   if (!R_ToplevelExec(write_value, &e)) {
     /* The value cannot be serialized: send why instead. */
     PROTECT(e.value = failure(ev, &status));
-    if (!R_ToplevelExec(write_value, &e)) e.out.len = 0;
+    if (!R_ToplevelExec(write_value, &e)) mirai_output_set(out, NULL, 0);
     UNPROTECT(1);
   }
-  mirai_output_set(out, RAW(e.out.vec), (size_t)e.out.len);
-  UNPROTECT(2);
+  UNPROTECT(1);
+  vmaxset(vmax);
   /* A cancel that arrived as the evaluation ended must not interrupt whatever runs next. */
   R_interrupts_pending = 0;
   return status;

@@ -23,9 +23,13 @@ void membuf_init(membuf *b, R_xlen_t capacity);
  * function) as the persistent-reference hook. May raise an R error. */
 void serialize_into(membuf *b, SEXP obj, SEXP hook);
 
-/* As serialize_into, into a buffer reused between calls (protected like membuf_init's). Its
- * bytes are valid until R code runs again. */
-void serialize_scratch(membuf *b, SEXP obj, SEXP hook);
+/* R's serialize(obj, NULL) into a new libmirai buffer, for mirai_host_submit_buffer (freed
+ * if the serialization fails). May raise an R error. */
+struct mirai_buffer *serialize_buffer(SEXP obj, SEXP hook);
+
+/* R's serialize(obj, NULL) appended to a daemon's reply. May raise an R error. */
+struct mirai_output;
+void serialize_output(struct mirai_output *out, SEXP obj, SEXP hook);
 
 /* R's unserialize() of `len` bytes at `data`, read in place, with `hook` as the
  * persistent-reference hook (R_NilValue for none). May raise an R error. */

@@ -1,9 +1,10 @@
-/* Serialization straight between R objects and libmirai's buffers: tasks are serialized into
- * a growing raw vector and submitted from there, results are unserialized where libmirai
- * holds them, with no intermediate raw vector and copy. */
+/* Serialization straight between R objects and libmirai's buffers: tasks and results are
+ * serialized into buffers that libmirai then owns (no copy), and unserialized where libmirai
+ * holds them, with no intermediate raw vector. */
 #include <string.h>
 
 #include "rmirai.h"
+#include "mirai.h"
 
 void membuf_init(membuf *b, R_xlen_t capacity) {
   PROTECT_WITH_INDEX(b->vec = Rf_allocVector(RAWSXP, capacity), &b->index);
@@ -40,53 +41,120 @@ static SEXP call_hook(SEXP x, SEXP fun) {
   return out;
 }
 
-/* The buffer tasks are serialized into before libmirai copies them: kept between calls (up to
- * 16 MB), so a small task allocates nothing here. `scratch_busy` covers a serialization hook
- * that submits a task of its own. */
-static SEXP scratch = NULL;
-static int scratch_busy = 0;
-
-typedef struct {
-  membuf *b;
-  SEXP obj, hook;
-} scratch_job;
-
-static SEXP scratch_run(void *data) {
-  scratch_job *j = data;
-  serialize_into(j->b, j->obj, j->hook);
-  return R_NilValue;
-}
-
-/* Runs on success and on error alike: keep the (possibly grown) buffer, free it for reuse. */
-static void scratch_done(void *data) {
-  membuf *b = ((scratch_job *)data)->b;
-  if (b->vec != scratch && XLENGTH(b->vec) <= (1 << 24)) {
-    if (scratch != NULL) R_ReleaseObject(scratch);
-    scratch = b->vec;
-    R_PreserveObject(scratch);
-  }
-  scratch_busy = 0;
-}
-
-void serialize_scratch(membuf *b, SEXP obj, SEXP hook) {
-  if (scratch_busy) {
-    membuf_init(b, 1024);
-    serialize_into(b, obj, hook);
-    return;
-  }
-  scratch_busy = 1;
-  PROTECT_WITH_INDEX(b->vec = scratch != NULL ? scratch : Rf_allocVector(RAWSXP, 4096), &b->index);
-  b->len = 0;
-  scratch_job j = {b, obj, hook};
-  R_ExecWithCleanup(scratch_run, &j, scratch_done, &j);
-}
-
 void serialize_into(membuf *b, SEXP obj, SEXP hook) {
   struct R_outpstream_st out;
   int hooked = hook != NULL && !Rf_isNull(hook);
   R_InitOutPStream(&out, (R_pstream_data_t)b, R_pstream_xdr_format, 3, out_byte, out_bytes,
                    hooked ? call_hook : NULL, hooked ? hook : R_NilValue);
   R_Serialize(obj, &out);
+}
+
+/* Hands serialized bytes on in large pieces: R writes many small ones (each integer, each
+ * header), and every call into libmirai crosses its panic boundary. */
+typedef struct chunked {
+  mirai_result (*sink)(struct chunked *w, const uint8_t *data, size_t len);
+  void *target;
+  size_t n;
+  uint8_t stage[32 * 1024];
+} chunked;
+
+static void pass_on(chunked *w, const uint8_t *data, size_t len) {
+  if (len && w->sink(w, data, len) != MIRAI_RESULT_OK) Rf_error("cannot serialize: out of memory");
+}
+
+static void flush(chunked *w) {
+  pass_on(w, w->stage, w->n);
+  w->n = 0;
+}
+
+static void chunk_byte(R_outpstream_t stream, int c) {
+  chunked *w = stream->data;
+  if (w->n == sizeof w->stage) flush(w);
+  w->stage[w->n++] = (uint8_t)c;
+}
+
+static void chunk_bytes(R_outpstream_t stream, void *data, int n) {
+  chunked *w = stream->data;
+  if (w->n + (size_t)n > sizeof w->stage) flush(w);
+  if ((size_t)n > sizeof w->stage / 2) {
+    pass_on(w, data, (size_t)n);
+  } else {
+    memcpy(w->stage + w->n, data, (size_t)n);
+    w->n += (size_t)n;
+  }
+}
+
+static void serialize_chunked(chunked *w, SEXP obj, SEXP hook) {
+  struct R_outpstream_st out;
+  int hooked = !Rf_isNull(hook);
+  w->n = 0;
+  R_InitOutPStream(&out, (R_pstream_data_t)w, R_pstream_xdr_format, 3, chunk_byte, chunk_bytes,
+                   hooked ? call_hook : NULL, hooked ? hook : R_NilValue);
+  R_Serialize(obj, &out);
+  flush(w);
+}
+
+static mirai_result to_buffer(chunked *w, const uint8_t *data, size_t len) {
+  return mirai_buffer_write(w->target, data, len);
+}
+
+static mirai_result to_output(chunked *w, const uint8_t *data, size_t len) {
+  return mirai_output_write(w->target, data, len);
+}
+
+typedef struct {
+  chunked w;
+  SEXP obj, hook;
+  int done;
+} buffer_job;
+
+/* The usual job; a serialization hook that submits a task of its own gets another. */
+static buffer_job task_job;
+static int task_job_busy = 0;
+
+static SEXP buffer_run(void *data) {
+  buffer_job *j = data;
+  serialize_chunked(&j->w, j->obj, j->hook);
+  j->done = 1;
+  return R_NilValue;
+}
+
+/* On an error (the serialization unwinds), the buffer is freed. */
+static void buffer_cleanup(void *data) {
+  buffer_job *j = data;
+  if (!j->done) {
+    mirai_buffer_free(j->w.target);
+    if (j == &task_job) task_job_busy = 0;
+  }
+}
+
+mirai_buffer *serialize_buffer(SEXP obj, SEXP hook) {
+  /* R_alloc memory lives until the .Call returns, which for a daemon's nested submissions is
+   * the daemon's whole life: give it back here. */
+  const void *vmax = vmaxget();
+  buffer_job *j = task_job_busy ? (buffer_job *)R_alloc(1, sizeof(buffer_job)) : &task_job;
+  j->w.sink = to_buffer;
+  j->w.target = mirai_buffer_new(0);
+  if (j->w.target == NULL) Rf_error("cannot serialize: out of memory");
+  j->obj = obj;
+  j->hook = hook;
+  j->done = 0;
+  int own = j == &task_job;
+  if (own) task_job_busy = 1;
+  R_ExecWithCleanup(buffer_run, j, buffer_cleanup, j);
+  if (own) task_job_busy = 0;
+  mirai_buffer *buf = j->w.target;
+  vmaxset(vmax);
+  return buf;
+}
+
+/* A daemon serializes one reply at a time, on its one evaluating thread. */
+static chunked reply;
+
+void serialize_output(mirai_output *out, SEXP obj, SEXP hook) {
+  reply.sink = to_output;
+  reply.target = out;
+  serialize_chunked(&reply, obj, hook);
 }
 
 typedef struct {

@@ -38,7 +38,10 @@ static mirai_eval_status evaluate(void *userdata, const uint8_t *data, size_t le
     return MIRAI_EVAL_STATUS_VALUE;
   }
   if (len == 4 && memcmp(data, "fail", 4) == 0) {
-    CHECK_OK(mirai_output_set(out, (const uint8_t *)"it failed", 9));
+    /* Written in pieces, as a serializer would. */
+    CHECK_OK(mirai_output_write(out, (const uint8_t *)"it ", 3));
+    CHECK_OK(mirai_output_write(out, (const uint8_t *)"failed", 6));
+    CHECK(mirai_output_write(NULL, (const uint8_t *)"x", 1) == MIRAI_RESULT_NULL_PARAMETER);
     return MIRAI_EVAL_STATUS_ERROR;
   }
   char upper[64];
@@ -104,8 +107,18 @@ int main(void) {
   CHECK(pthread_create(&thread, NULL, daemon_main, &a) == 0);
   CHECK_OK(mirai_host_wait_connections(host, 1, 30000));
 
+  /* A payload built in a libmirai buffer is submitted without a copy. */
+  mirai_buffer *buf = mirai_buffer_new(2);
+  CHECK(buf != NULL);
+  CHECK_OK(mirai_buffer_write(buf, (const uint8_t *)"hel", 3));
+  CHECK_OK(mirai_buffer_write(buf, (const uint8_t *)"lo", 2));
+  CHECK(mirai_buffer_len(buf) == 5 && mirai_buffer_len(NULL) == 0);
+  CHECK(mirai_buffer_write(NULL, (const uint8_t *)"x", 1) == MIRAI_RESULT_NULL_PARAMETER);
+  mirai_buffer_free(NULL);
+  mirai_task *t = NULL;
+  CHECK(mirai_host_submit_buffer(host, NULL, NULL, &t) == MIRAI_RESULT_NULL_PARAMETER && t == NULL);
+  CHECK_OK(mirai_host_submit_buffer(host, buf, NULL, &t));
   mirai_bytes out;
-  mirai_task *t = submit_text(host, "hello", NULL);
   CHECK(finish(t, &out, NULL) == MIRAI_STATUS_VALUE && bytes_are(&out, "HELLO"));
   mirai_bytes_free(&out);
   mirai_task_free(t);
