@@ -220,6 +220,11 @@ info <- function(.compute = NULL) {
   `names<-`(.Call(rmirai_counters, p$host), c("connections", "cumulative", "awaiting", "executing", "completed"))
 }
 
+print.miraiDaemons <- function(x, ...) {
+  print(unclass(x)[1L])
+  invisible(x)
+}
+
 with.miraiDaemons <- function(data, expr, ...) {
   name <- class(data)[2L]
   prev <- .state$cp
@@ -249,12 +254,14 @@ set_current <- function(name) .state$cp <- name
 
 on_daemon <- function() isTRUE(.state$daemon)
 
-#' A field of a compute profile: "url", "n" (connections), "dispatcher".
+#' A field of a compute profile: "url", "n" (connections), "dispatcher" (the host), "stream",
+#' "seed", "tls" (what daemons are given to trust: `tlscert`, or the generated CA).
 nextget <- function(x, .compute = NULL) {
   p <- get_profile(.compute)
   if (is.null(p)) return(NULL)
   switch(x, url = p$url, n = .Call(rmirai_counters, p$host)[1L], dispatcher = p$host,
-         stream = p$stream, seed = p$seed, NULL)
+         stream = p$stream, seed = p$seed,
+         tls = if (is.null(p$tlscert)) .Call(rmirai_tls_ca, p$host) else p$tlscert, NULL)
 }
 
 nextcode <- function(xc) sprintf("%d | %s", as.integer(xc), nng_messages[as.integer(xc)])

@@ -147,6 +147,7 @@ print.unresolvedValue <- function(x, ...) {
 }
 
 `$.miraiError` <- function(x, name) attr(x, name, exact = TRUE)
+.DollarNames.miraiError <- function(x, pattern = "") grep(pattern, names(attributes(x)), value = TRUE, fixed = TRUE)
 conditionMessage.miraiError <- function(c) attr(c, "message", exact = TRUE)
 conditionCall.miraiError <- function(c) attr(c, "call", exact = TRUE)
 
@@ -203,6 +204,12 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
   })
   names(out) <- if (rows) rownames(.x) else names(.x)
   if (rows && is.data.frame(.x) && identical(names(out), as.character(seq_len(nrow(.x))))) names(out) <- NULL
+  # `.promise`: an onFulfilled function, or list(onFulfilled, onRejected), attached to each mirai.
+  if (!is.null(.promise)) {
+    handlers <- if (is.function(.promise)) list(.promise) else .promise
+    for (m in out) promises::then(as.promise.mirai(m), onFulfilled = handlers[[1L]],
+                                  onRejected = if (length(handlers) > 1L) handlers[[2L]])
+  }
   structure(out, class = "mirai_map")
 }
 

@@ -91,6 +91,9 @@ e <- mirai(stop("boom"))[]
 check("miraiError", is_mirai_error(e) && is_error_value(e) && !is_mirai_interrupt(e))
 check("miraiError text", identical(as.character(e), "Error: boom"))
 check("miraiError condition class", "simpleError" %in% e$condition.class)
+check(".DollarNames for miraiError", all(c("condition.class", "stack.trace") %in% utils:::.DollarNames(e, "")))
+check("print daemons()", identical(capture.output(print(daemons(1, .compute = "printed"))), "[1] TRUE"))
+daemons(0, .compute = "printed")
 deep <- mirai(f(1), f = function(x) g(x), g = function(x) stop("deep ", x))[]
 check("miraiError call and stack trace", identical(conditionCall(deep), quote(g(x))) &&
         identical(deep$stack.trace, list(quote(stop("deep ", x)), quote(g(x)), quote(f(1)))))
@@ -282,6 +285,7 @@ if (nzchar(Sys.which("openssl"))) {
   t0 <- Sys.time()
   while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
   check("user certificate serves", identical(mirai(2 * 21)[], 42))
+  check("nextget(\"tls\") is the tlscert given", identical(nextget("tls"), cert))
   cmd <- launch_remote(1, remote_config())
   check("launch command passes the tlscert path", inherits(cmd, "miraiLaunchCmd") && grepl(cert, cmd, fixed = TRUE))
   daemons(0)
@@ -306,6 +310,7 @@ if (nzchar(Sys.which("openssl"))) {
 }
 daemons(url = "tls+tcp://127.0.0.1:0")
 check("generated CA in launch commands", grepl("CERTIFICATE", launch_remote(1, remote_config())))
+check("nextget(\"tls\") is the generated CA", is.character(nextget("tls")) && grepl("CERTIFICATE", nextget("tls")))
 daemons(0)
 
 # Remote launchers (libmirai's): a generic command, and with the CI services, SSH and Slurm.
@@ -420,6 +425,12 @@ if (requireNamespace("promises", quietly = TRUE) && requireNamespace("later", qu
   promises::then(promises::as.promise(mirai_map(1:3, function(x) x * 10)), function(v) all <<- v)
   run_until(function() !is.null(all))
   check("mirai_map promise", identical(unlist(all), c(10, 20, 30)))
+  fulfilled <- list()
+  rejected <- 0L
+  mp <- mirai_map(list(1, "a", 3), function(x) x + 1,
+                  .promise = list(function(v) fulfilled[[length(fulfilled) + 1L]] <<- v, function(e) rejected <<- rejected + 1L))
+  run_until(function() length(fulfilled) + rejected == 3L)
+  check("mirai_map .promise handlers", setequal(unlist(fulfilled), c(2, 4)) && rejected == 1L)
   # is.promising is extensible from promises 1.3 on (Debian's 1.2.0.1 hard-codes its classes).
   if ("UseMethod" %in% all.names(body(promises::is.promising))) check("is.promising", promises::is.promising(mirai(1)))
   daemons(0)
