@@ -53,6 +53,12 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   if (length(dots)) set_launch_args(p, dots)
   if (identical(remote$type, "http")) return(launch_http(p, remote, n))
   if (identical(remote$type, "ssh")) n <- length(remote$remotes)
+  # `args` as a list: one launch per element (n must be 1 or match); otherwise n launches.
+  sets <- if (is.list(remote$args)) remote$args else list(remote$args)
+  if (length(sets) > 1L) {
+    if (n != 1L && n != length(sets)) stop("`n` must equal the length of `args`, or either must be 1")
+    n <- length(sets)
+  }
   commands <- structure(rep(launch_command(p, remote$rscript), n), class = "miraiLaunchCmd")
   if (is.null(remote$command)) return(commands)
   argv <- daemon_argv(p, remote$rscript)
@@ -64,7 +70,8 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   } else if (identical(remote$type, "cluster")) {
     p$jobs <- c(p$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, argv, as.integer(n)))
   } else {
-    .Call(rmirai_launch_remote, p$host, remote$command, as.character(unlist(remote$args)), isTRUE(remote$quote), argv, as.integer(n))
+    each <- if (length(sets) > 1L) 1L else as.integer(n)
+    for (args in sets) .Call(rmirai_launch_remote, p$host, remote$command, as.character(args), isTRUE(remote$quote), argv, each)
   }
   # Jobs start when the scheduler says; other launches are waited for, failing with their errors.
   if (!identical(remote$type, "cluster")) .Call(rmirai_wait_launched, p$host, before + n, 120000)

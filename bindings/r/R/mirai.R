@@ -32,9 +32,12 @@ local_url <- function(tcp = FALSE, port = 0) {
 }
 
 #' URL at which remote daemons can reach this machine.
+#' One per local IPv4 interface (loopback excluded), named by interface; the node name when
+#' there is none.
 host_url <- function(tls = FALSE, port = 0) {
-  node <- Sys.info()[["nodename"]]
-  `names<-`(sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", node, as.integer(port)), node)
+  addresses <- .Call(rmirai_interfaces)
+  if (!length(addresses)) addresses <- `names<-`(Sys.info()[["nodename"]], Sys.info()[["nodename"]])
+  `names<-`(sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", addresses, as.integer(port)), names(addresses))
 }
 
 # The R call a launched daemon runs: `mirai::daemon("<url>", <args>)`. A `tlscert` path is passed
@@ -205,6 +208,7 @@ require_daemons <- function(.compute = NULL, call = environment()) {
 
 #' Status of a compute profile.
 status <- function(.compute = NULL) {
+  if (inherits(.compute, "miraiCluster")) .compute <- attr(.compute, "id")
   p <- get_profile(.compute)
   if (is.null(p)) return(list(connections = 0L, daemons = 0L))
   info <- .Call(rmirai_counters, p$host)

@@ -165,7 +165,8 @@ call_mirai <- function(x) {
 
 collect_mirai <- function(x, options = NULL) {
   if (inherits(x, "mirai")) return(collect_value(x))
-  if (is.list(options)) options <- names(options)[vapply(options, isTRUE, logical(1L))]
+  # A named list turns on each option whose value is not FALSE or NULL (`.progress` may be a label).
+  if (is.list(options)) options <- names(options)[vapply(options, function(o) !is.null(o) && !isFALSE(o), logical(1L))]
   collect_map(x, options)
 }
 

@@ -4,6 +4,10 @@
 
 #include <R_ext/Rdynload.h>
 #include <R_ext/Utils.h>
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -438,6 +442,30 @@ static SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body) 
   return out;
 }
 
+/* The machine's IPv4 addresses, loopback excluded, named by interface. */
+static SEXP rmirai_interfaces(void) {
+  struct ifaddrs *all = NULL;
+  if (getifaddrs(&all) != 0) return Rf_allocVector(STRSXP, 0);
+  int n = 0;
+  for (struct ifaddrs *i = all; i; i = i->ifa_next) {
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && !(i->ifa_flags & IFF_LOOPBACK)) n++;
+  }
+  SEXP out = PROTECT(Rf_allocVector(STRSXP, n));
+  SEXP names = PROTECT(Rf_allocVector(STRSXP, n));
+  int k = 0;
+  for (struct ifaddrs *i = all; i && k < n; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK)) continue;
+    char text[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text, sizeof text);
+    SET_STRING_ELT(out, k, Rf_mkChar(text));
+    SET_STRING_ELT(names, k++, Rf_mkChar(i->ifa_name));
+  }
+  freeifaddrs(all);
+  Rf_setAttrib(out, R_NamesSymbol, names);
+  UNPROTECT(2);
+  return out;
+}
+
 /* ---- daemon ------------------------------------------------------------------------------- */
 
 /* The R side of a daemon is an environment (the frame of the package's `serve`) holding the
@@ -597,6 +625,7 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_cancel_jobs", (DL_FUNC)&rmirai_cancel_jobs, 1},
     {"rmirai_wait_launched", (DL_FUNC)&rmirai_wait_launched, 3},
     {"rmirai_http_request", (DL_FUNC)&rmirai_http_request, 4},
+    {"rmirai_interfaces", (DL_FUNC)&rmirai_interfaces, 0},
     {NULL, NULL, 0}};
 
 void R_init_mirai(DllInfo *dll) {

@@ -241,7 +241,16 @@ in_profile <- function() {
 }
 check("local_daemons", identical(in_profile(), 3))
 daemons(0)
-check("host_url", grepl("^tcp://.+:0$", host_url()) && grepl("^tls\\+tcp://.+:5555$", host_url(tls = TRUE, port = 5555)))
+check("host_url", all(grepl("^tcp://.+:0$", host_url())) && all(grepl("^tls\\+tcp://.+:5555$", host_url(tls = TRUE, port = 5555))) &&
+        !is.null(names(host_url())))
+daemons(url = "tcp://127.0.0.1:0")
+cmds <- launch_remote(1, remote_config(args = list(c("a", "."), c("b", "."))))
+check("remote_config args as a list: one launch each", length(cmds) == 2L)
+check_error("args list and n differ", launch_remote(3, remote_config(args = list(c("a", "."), c("b", ".")))), "`n` must equal the length of `args`, or either must be 1")
+daemons(0)
+daemons(1)
+check("collect_mirai with a named options list", identical(collect_mirai(mirai_map(1:2, function(x) x), list(.flat = TRUE, .progress = FALSE)), 1:2))
+daemons(0)
 
 # Memory cap: try_mirai refuses at once when the queue is full; mirai waits.
 daemons(url = local_url(), memory = 0.01)
