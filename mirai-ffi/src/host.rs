@@ -178,9 +178,16 @@ fn host_options(o: &mirai_host_options) -> Result<HostOptions, Failure> {
     Ok(options)
 }
 
+/// The last certificate of a PEM chain (its root, by convention), and nothing else: the text may
+/// also hold the private key, which must not reach daemons.
 fn last_pem_block(chain: &str) -> String {
-    let marker = "-----BEGIN CERTIFICATE-----";
-    chain.rfind(marker).map(|i| chain[i..].to_string()).unwrap_or_else(|| chain.to_string())
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let Some(start) = chain.rfind(BEGIN) else { return String::new() };
+    match chain[start..].find(END) {
+        Some(end) => format!("{}\n", &chain[start..start + end + END.len()]),
+        None => String::new(),
+    }
 }
 
 /// Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`; port 0
@@ -528,4 +535,18 @@ pub extern "C" fn mirai_host_free(host: *mut mirai_host) {
             drop(unsafe { Box::from_raw(host) });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_pem_block;
+
+    #[test]
+    fn the_ca_from_a_chain_never_carries_the_key() {
+        let pem = "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n\
+                   -----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n";
+        assert_eq!(last_pem_block(pem), "-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n");
+        assert_eq!(last_pem_block("-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n"), "");
+    }
 }

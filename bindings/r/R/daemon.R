@@ -18,9 +18,13 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
 # The CA chain of `tlscert`: a PEM file, or c(chain, "").
 tlscert_pem <- function(tlscert) {
   if (is.null(tlscert)) return(NULL)
-  if (!is.character(tlscert) || !length(tlscert) || anyNA(tlscert)) stop("`tlscert` must be a file path or c(<PEM chain>, \"\")")
+  check_tlscert(tlscert)
   if (length(tlscert) > 1L) return(tlscert[1L])
   pem_file(tlscert, "tlscert")
+}
+
+check_tlscert <- function(tlscert) {
+  if (!is.character(tlscert) || !length(tlscert) || anyNA(tlscert)) stop("`tlscert` must be a file path or c(<PEM chain>, \"\")")
 }
 
 pem_file <- function(path, what) {
@@ -53,9 +57,9 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
   read_hook <- NULL
   write_hook <- NULL
   evaluate <- function(task, everywhere) {
-    value <- run_task(task, everywhere)
-    if (everywhere) take_snapshot()
-    value
+    # What an everywhere task changed stays, even when it fails part way (as in R's mirai).
+    if (everywhere) on.exit(take_snapshot())
+    run_task(task, everywhere)
   }
   init <- function(id, stream, blob) {
     if (length(blob)) {
@@ -84,8 +88,9 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
 #' Evaluates one task: `._globals_.` into the global environment, the rest of the list as the
 #' local environment of `._expr_.` (an `everywhere` task runs in the global environment, so what
 #' it defines stays). An error or interrupt is recorded as a miraiError or miraiInterrupt by a
-#' calling handler (no exiting handler to pay for on every task) and then unwinds to the C
-#' layer, which sends the recorded value.
+#' calling handler (no exiting handler to pay for on every task), which then unwinds to the C
+#' layer with the "abort" restart: that skips R's top-level error handling (`options(error =)`,
+#' the traceback), as an exiting handler would.
 run_task <- function(task, global) {
   .state$failure <- NULL
   globals <- task[["._globals_."]]
@@ -101,8 +106,14 @@ run_task <- function(task, global) {
     } else {
       eval(expr, envir = list2env(task, parent = .GlobalEnv))
     },
-    error = function(e) .state$failure <- mirai_error(e, sys.calls()[-seq_len(frames)]),
-    interrupt = function(e) .state$failure <- structure("", class = c("miraiInterrupt", "errorValue", "try-error"))
+    error = function(e) {
+      .state$failure <- mirai_error(e, sys.calls()[-seq_len(frames)])
+      invokeRestart("abort")
+    },
+    interrupt = function(e) {
+      .state$failure <- structure("", class = c("miraiInterrupt", "errorValue", "try-error"))
+      invokeRestart("abort")
+    }
   )
 }
 

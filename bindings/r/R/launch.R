@@ -26,12 +26,10 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
 # `rscript` may be a vector, e.g. c("env", "R_LIBS=/lib", "Rscript"), for remotes that need it.
 daemon_argv <- function(p, rscript, url = "{url}") c(rscript, "-e", daemon_call(url, p))
 
-# The shell command starting one daemon by hand: the host's secret in the environment and, for a
-# generated TLS certificate, the CA in the call (R's `tlscert = c(<PEM>, "")`).
+# The shell command starting one daemon by hand: the host's secret in the environment and the
+# TLS CA, if any, in the call (R's `tlscert = c(<PEM>, "")`).
 launch_command <- function(p, rscript) {
-  call <- daemon_call(p$url, p)
-  ca <- .Call(rmirai_tls_ca, p$host)
-  if (!is.null(ca) && is.null(p$tlscert)) call <- sub(")$", sprintf(",tlscert=c(%s,\"\"))", deparse1(ca)), call)
+  call <- daemon_call(p$url, p, embed_ca = TRUE)
   secret <- .Call(rmirai_secret, p$host)
   env <- if (is.null(secret)) "" else sprintf("MIRAI_SECRET=%s ", secret)
   sprintf("%s%s -e %s", env, paste(rscript, collapse = " "), shQuote(call))
@@ -116,9 +114,7 @@ launch_http <- function(p, remote, n) {
 # The daemon call for an API that runs `Rscript -e <call>` itself: the secret, and a generated
 # TLS certificate, travel inside the call.
 api_daemon_call <- function(p) {
-  call <- daemon_call(p$url, p)
-  ca <- .Call(rmirai_tls_ca, p$host)
-  if (!is.null(ca) && is.null(p$tlscert)) call <- sub(")$", sprintf(",tlscert=c(%s,\"\"))", deparse1(ca)), call)
+  call <- daemon_call(p$url, p, embed_ca = TRUE)
   secret <- .Call(rmirai_secret, p$host)
   if (is.null(secret)) call else sprintf("{Sys.setenv(MIRAI_SECRET=\"%s\");%s}", secret, call)
 }

@@ -41,12 +41,24 @@ host_url <- function(tls = FALSE, port = 0) {
 }
 
 # The R call a launched daemon runs: `mirai::daemon("<url>", <args>)`. A `tlscert` path is passed
-# on (the daemon reads it on its own machine); PEM text travels in MIRAI_TLS_CA instead.
-daemon_call <- function(url, p) {
+# on (the daemon reads it on its own machine). CA text reaches daemons started by libmirai's
+# launchers in MIRAI_TLS_CA; for a command run elsewhere (`embed_ca`) it goes into the call as
+# `tlscert = c(<PEM>, "")`.
+daemon_call <- function(url, p, embed_ca = FALSE) {
   dots <- p$dots
   args <- if (length(dots)) paste0(",", names(dots), "=", vapply(dots, deparse, ""), collapse = "") else ""
-  if (length(p$tlscert) == 1L) args <- paste0(args, ",tlscert=", deparse(p$tlscert))
+  if (length(p$tlscert) == 1L) {
+    args <- paste0(args, ",tlscert=", deparse(p$tlscert))
+  } else if (embed_ca && !is.null(ca <- profile_ca(p))) {
+    args <- paste0(args, ",tlscert=c(", deparse1(ca), ",\"\")")
+  }
   sprintf("mirai::daemon(\"%s\"%s)", url, args)
+}
+
+# The CA certificate daemons are given to trust: `tlscert` as PEM, or the host's (generated, or
+# the last certificate of the user's chain).
+profile_ca <- function(p) {
+  if (length(p$tlscert) > 1L) p$tlscert[1L] else .Call(rmirai_tls_ca, p$host)
 }
 
 #' Set or reset daemons for a compute profile.
@@ -129,7 +141,7 @@ sync_profile <- function(name, seed) {
 # daemons trust: a file path, given to daemons as is, or c(PEM, "")).
 set_launch_args <- function(p, dots) {
   if (!is.null(dots$tlscert)) {
-    tlscert_pem(dots$tlscert)
+    check_tlscert(dots$tlscert)
     p$tlscert <- dots$tlscert
   }
   p$dots <- Filter(function(x) is.logical(x) || is.numeric(x), dots)
@@ -137,9 +149,9 @@ set_launch_args <- function(p, dots) {
 
 # c(chain, key, ca, password) for a TLS host with the user's certificate: `tls` is a PEM file
 # holding the certificate (chain) followed by the key, or c(cert, key); `pass` the key's password
-# (or a function returning it). Daemons trust `tlscert` when given, otherwise the certificate
-# itself (right for a self-signed one). NULL when `tls` is NULL: a tls+tcp:// URL then gets a
-# generated certificate.
+# (or a function returning it). Daemons trust `tlscert` when given as PEM or as a file on this
+# machine; otherwise libmirai takes the chain's last certificate (right for a self-signed one).
+# NULL when `tls` is NULL: a tls+tcp:// URL then gets a generated certificate.
 tls_material <- function(tls, pass, tlscert) {
   if (is.null(tls)) return(NULL)
   if (!is.character(tls) || !length(tls) || anyNA(tls)) stop("`tls` must be a file path or c(<PEM cert>, <PEM key>)")
@@ -151,7 +163,9 @@ tls_material <- function(tls, pass, tlscert) {
   }
   if (is.function(pass)) pass <- pass()
   if (!is.null(pass) && (!is.character(pass) || length(pass) != 1L)) stop("`pass` must be a character string (or a function returning one)")
-  c(chain, key, if (is.null(tlscert)) chain else tlscert_pem(tlscert), if (is.null(pass)) NA_character_ else pass)
+  if (!is.null(tlscert)) check_tlscert(tlscert)
+  ca <- if (length(tlscert) > 1L) tlscert[1L] else if (length(tlscert) == 1L && file.exists(tlscert)) pem_file(tlscert, "tlscert") else NA_character_
+  c(chain, key, ca, if (is.null(pass)) NA_character_ else pass)
 }
 
 #' Launch more local daemons for a profile.

@@ -9,8 +9,11 @@
 run_sync <- function(p, n = 1L) {
   user <- swap_globals(p$globals)
   on.exit(p$globals <- swap_globals(user))
+  # A queued task goes to a daemon the moment it connects; one that is gone already (a timeout
+  # shorter than the dial) leaves the daemon idle, so it gives up after a second rather than
+  # wait forever (libmirai's loop is not interruptible from R). autoexit = NA: no signal, no redial.
   for (i in seq_len(n)) {
-    serve(p$url, autoexit = FALSE, cleanup = TRUE, output = TRUE, maxtasks = 1, secret = p$secret)
+    serve(p$url, autoexit = NA, cleanup = TRUE, output = TRUE, maxtasks = 1, idletime = 1000, secret = p$secret)
   }
 }
 

@@ -73,7 +73,7 @@ ephemeral_mirai <- function(task, timeout) {
 
 # Evaluates the task of a sync profile in this process; the mirai is resolved on return.
 sync_resolve <- function(p, m) {
-  run_sync(p)
+  if (unresolved(m)) run_sync(p)
   collect_value(m)
 }
 

@@ -10,7 +10,10 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mirai.h"
@@ -23,7 +26,7 @@ LibExtern int R_interrupts_pending;
 #define SLICE_MS 400
 
 static SEXP host_tag, task_tag;
-static SEXP s_handle, s_profile, s_value, s_host, s_data, s_id, s_read_hook, s_write_hook;
+static SEXP s_handle, s_profile, s_value, s_host, s_data, s_id, s_read_hook, s_write_hook, s_result;
 /* Set up by rmirai_setup when the package loads: the classes of mirai and errorValue objects,
  * the unresolved value, and the R function behind a mirai's `data` binding. */
 static SEXP mirai_class, error_value_class, unresolved_value, data_fun;
@@ -142,11 +145,14 @@ static exec_later_fn exec_later = NULL;
 static SEXP promise_ready = NULL; /* mirai's R function settling the promise of a key */
 
 /* Runs on R's main thread, in later's event loop. */
-static void run_ready(void *data) {
+static void ready_body(void *data) {
   SEXP call = PROTECT(Rf_lang2(promise_ready, Rf_ScalarReal((double)(uintptr_t)data)));
   R_tryEvalSilent(call, R_GlobalEnv, NULL);
   UNPROTECT(1);
 }
+
+/* Called from later's (C++) frames: no R error may unwind through them. */
+static void run_ready(void *data) { R_ToplevelExec(ready_body, data); }
 
 /* libmirai's completion callback (on its I/O thread, or the cancelling thread): hand the key to
  * later, which runs `run_ready` on the main thread the next time its loop runs. */
@@ -218,8 +224,15 @@ static SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
   mirai_submit_options_init(&o);
   if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
   /* Below the cap, and only this thread submits: the call does not block. */
+  mirai_buffer *buf = serialize_buffer(task, env_var(p, s_write_hook));
+  /* A serialization hook is R code: it may even have reset the profile. */
+  SEXP current = env_var(p, s_host);
+  if (TYPEOF(current) != EXTPTRSXP || R_ExternalPtrAddr(current) == NULL) {
+    mirai_buffer_free(buf);
+    Rf_error("invalid or closed host");
+  }
   mirai_task *t = NULL;
-  mirai_result r = mirai_host_submit_buffer(host, serialize_buffer(task, env_var(p, s_write_hook)), &o, &t);
+  mirai_result r = mirai_host_submit_buffer(R_ExternalPtrAddr(current), buf, &o, &t);
   if (r != MIRAI_RESULT_OK) fail(r);
   SEXP handle = PROTECT(wrap_task(t));
   SEXP m = make_mirai(handle, p);
@@ -234,30 +247,42 @@ static SEXP error_value(int code) {
   return v;
 }
 
-typedef struct {
-  mirai_bytes bytes;
-  SEXP hook;
-} result_read;
-
-static SEXP read_result(void *data) {
-  result_read *rr = data;
-  return unserialize_from(rr->bytes.data, rr->bytes.len, rr->hook);
+static void bytes_finalizer(SEXP x) {
+  mirai_bytes *b = R_ExternalPtrAddr(x);
+  if (b) {
+    mirai_bytes_free(b);
+    free(b);
+    R_ClearExternalPtr(x);
+  }
 }
 
-static void free_result(void *data) { mirai_bytes_free(&((result_read *)data)->bytes); }
-
-/* A resolved task's value: the unserialized result (read where libmirai holds it, then freed),
- * or an errorValue. */
-static SEXP task_value(mirai_task *task, SEXP profile) {
+/* A resolved task's value: the result unserialized where libmirai put it, or an errorValue.
+ * The bytes are held by mirai `m` (`s_result`) until they have been read, so a failed read
+ * (a package missing here, an interrupt) can be tried again instead of losing the result. */
+static SEXP task_value(mirai_task *task, SEXP m) {
   mirai_status status;
   int32_t code = 0;
   mirai_result r = mirai_task_status(task, &status, &code);
   if (r != MIRAI_RESULT_OK) fail(r);
   if (status == MIRAI_STATUS_FAILED) return error_value(code);
-  result_read rr = {{NULL, 0}, Rf_isEnvironment(profile) ? env_var(profile, s_read_hook) : R_NilValue};
-  r = mirai_task_take_result(task, &rr.bytes);
-  if (r != MIRAI_RESULT_OK) fail(r);
-  return R_ExecWithCleanup(read_result, &rr, free_result, &rr);
+  SEXP held = env_var(m, s_result);
+  if (TYPEOF(held) != EXTPTRSXP) {
+    mirai_bytes *b = calloc(1, sizeof(mirai_bytes));
+    if (b == NULL) Rf_error("cannot allocate");
+    held = PROTECT(R_MakeExternalPtr(b, R_NilValue, R_NilValue));
+    R_RegisterCFinalizerEx(held, bytes_finalizer, TRUE);
+    Rf_defineVar(s_result, held, m);
+    UNPROTECT(1);
+    r = mirai_task_take_result(task, b);
+    if (r != MIRAI_RESULT_OK) fail(r);
+  }
+  mirai_bytes *b = R_ExternalPtrAddr(held);
+  SEXP profile = env_var(m, s_profile);
+  SEXP value = PROTECT(unserialize_from(b->data, b->len, Rf_isEnvironment(profile) ? env_var(profile, s_read_hook) : R_NilValue));
+  bytes_finalizer(held);
+  R_removeVarFromFrame(s_result, m);
+  UNPROTECT(1);
+  return value;
 }
 
 /* The value of mirai `m`, waiting (interruptibly) until it resolves. The value is kept in the
@@ -267,7 +292,7 @@ static SEXP rmirai_collect(SEXP m) {
   if (v != R_UnboundValue) return v;
   mirai_task *task = task_of(env_var(m, s_handle));
   while (mirai_task_wait(task, SLICE_MS) == MIRAI_RESULT_TIMED_OUT) R_CheckUserInterrupt();
-  v = PROTECT(task_value(task, env_var(m, s_profile)));
+  v = PROTECT(task_value(task, m));
   Rf_defineVar(s_value, v, m);
   SEXP host = env_var(m, s_host);
   if (TYPEOF(host) == EXTPTRSXP) {
@@ -430,37 +455,49 @@ static SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body) 
                                       (size_t)XLENGTH(headers), CHAR(STRING_ELT(body, 0)), &status, &response);
   if (r == MIRAI_RESULT_NULL_PARAMETER || r == MIRAI_RESULT_INVALID_ARGUMENT || r == MIRAI_RESULT_PANIC) fail(r);
   if (r != MIRAI_RESULT_OK) return Rf_ScalarInteger((int)r);
+  /* Copied into R before anything can raise an error; a body R cannot hold as a string (a NUL
+   * in it) comes back as raw bytes. */
+  SEXP data = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t)response.len));
+  if (response.len) memcpy(RAW(data), response.data, response.len);
+  mirai_bytes_free(&response);
   SEXP out = PROTECT(Rf_allocVector(VECSXP, 2));
   SET_VECTOR_ELT(out, 0, Rf_ScalarInteger(status));
-  SET_VECTOR_ELT(out, 1, Rf_ScalarString(Rf_mkCharLenCE((const char *)response.data, (int)response.len, CE_UTF8)));
-  mirai_bytes_free(&response);
+  if (memchr(RAW(data), 0, (size_t)XLENGTH(data)) == NULL && XLENGTH(data) < INT_MAX) {
+    SET_VECTOR_ELT(out, 1, Rf_ScalarString(Rf_mkCharLenCE((const char *)RAW(data), (int)XLENGTH(data), CE_UTF8)));
+  } else {
+    SET_VECTOR_ELT(out, 1, data);
+  }
   SEXP names = PROTECT(Rf_allocVector(STRSXP, 2));
   SET_STRING_ELT(names, 0, Rf_mkChar("status"));
   SET_STRING_ELT(names, 1, Rf_mkChar("data"));
   Rf_setAttrib(out, R_NamesSymbol, names);
-  UNPROTECT(2);
+  UNPROTECT(3);
   return out;
 }
 
 /* The machine's IPv4 addresses, loopback excluded, named by interface. */
 static SEXP rmirai_interfaces(void) {
-  struct ifaddrs *all = NULL;
-  if (getifaddrs(&all) != 0) return Rf_allocVector(STRSXP, 0);
+  /* Gathered first, so no R allocation (which may raise an error) happens while the list from
+   * getifaddrs is held. */
+  enum { MAX = 64 };
+  char addr[MAX][INET_ADDRSTRLEN], name[MAX][IF_NAMESIZE + 1];
   int n = 0;
-  for (struct ifaddrs *i = all; i; i = i->ifa_next) {
-    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && !(i->ifa_flags & IFF_LOOPBACK)) n++;
+  struct ifaddrs *all = NULL;
+  if (getifaddrs(&all) == 0) {
+    for (struct ifaddrs *i = all; i && n < MAX; i = i->ifa_next) {
+      if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK)) continue;
+      inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, addr[n], sizeof addr[n]);
+      snprintf(name[n], sizeof name[n], "%s", i->ifa_name);
+      n++;
+    }
+    freeifaddrs(all);
   }
   SEXP out = PROTECT(Rf_allocVector(STRSXP, n));
   SEXP names = PROTECT(Rf_allocVector(STRSXP, n));
-  int k = 0;
-  for (struct ifaddrs *i = all; i && k < n; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK)) continue;
-    char text[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, text, sizeof text);
-    SET_STRING_ELT(out, k, Rf_mkChar(text));
-    SET_STRING_ELT(names, k++, Rf_mkChar(i->ifa_name));
+  for (int k = 0; k < n; k++) {
+    SET_STRING_ELT(out, k, Rf_mkChar(addr[k]));
+    SET_STRING_ELT(names, k, Rf_mkChar(name[k]));
   }
-  freeifaddrs(all);
   Rf_setAttrib(out, R_NamesSymbol, names);
   UNPROTECT(2);
   return out;
@@ -469,10 +506,17 @@ static SEXP rmirai_interfaces(void) {
 /* ---- daemon ------------------------------------------------------------------------------- */
 
 /* The R side of a daemon is an environment (the frame of the package's `serve`) holding the
- * functions called below and the serialization hooks `read_hook` and `write_hook`. */
+ * functions called below and the serialization hooks `read_hook` and `write_hook`.
+ *
+ * libmirai calls the callbacks below from its own (Rust) frames: no R error may longjmp out of
+ * them, so each runs its whole body under R_ToplevelExec. */
 typedef struct {
   SEXP env;
   pthread_t main_thread;
+  /* Whether R is evaluating a task: a cancel interrupts R only then (not its cleanup, nor the
+   * next task, nor, in a sync profile, the user's own code). */
+  pthread_mutex_t lock;
+  int evaluating;
 } evaluator;
 
 static SEXP s_evaluate, s_failed, s_init, s_cleanup;
@@ -483,25 +527,52 @@ static SEXP daemon_var(evaluator *ev, SEXP sym) {
   return v == R_UnboundValue ? R_NilValue : v;
 }
 
-static void on_init(void *userdata, uint64_t id, const uint32_t *stream, const uint8_t *blob, size_t len) {
-  evaluator *ev = userdata;
+static void set_evaluating(evaluator *ev, int on) {
+  pthread_mutex_lock(&ev->lock);
+  ev->evaluating = on;
+  pthread_mutex_unlock(&ev->lock);
+  if (!on) {
+    /* A SIGINT sent just before is delivered on return from this system call; then forget it. */
+    sigset_t pending;
+    sigpending(&pending);
+    R_interrupts_pending = 0;
+  }
+}
+
+typedef struct {
+  evaluator *ev;
+  uint64_t id;
+  const uint32_t *stream;
+  const uint8_t *blob;
+  size_t len;
+} init_args;
+
+static void init_body(void *data) {
+  init_args *a = data;
   SEXP s = PROTECT(Rf_allocVector(REALSXP, 6));
-  for (int i = 0; i < 6; i++) REAL(s)[i] = (double)stream[i];
-  SEXP b = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t)len));
-  if (len) memcpy(RAW(b), blob, len);
-  SEXP call = PROTECT(Rf_lang4(daemon_var(ev, s_init), Rf_ScalarReal((double)id), s, b));
+  for (int i = 0; i < 6; i++) REAL(s)[i] = (double)a->stream[i];
+  SEXP b = PROTECT(Rf_allocVector(RAWSXP, (R_xlen_t)a->len));
+  if (a->len) memcpy(RAW(b), a->blob, a->len);
+  SEXP call = PROTECT(Rf_lang4(daemon_var(a->ev, s_init), Rf_ScalarReal((double)a->id), s, b));
   R_tryEvalSilent(call, R_GlobalEnv, NULL);
   UNPROTECT(3);
 }
 
-/* One evaluation's state, for the steps run under R_ToplevelExec (which must not longjmp
- * into libmirai's frames). */
+static void on_init(void *userdata, uint64_t id, const uint32_t *stream, const uint8_t *blob, size_t len) {
+  init_args a = {userdata, id, stream, blob, len};
+  R_ToplevelExec(init_body, &a);
+}
+
+/* One evaluation's state, for the steps run under R_ToplevelExec. */
 typedef struct {
   evaluator *ev;
   const uint8_t *data;
   size_t len;
+  bool everywhere;
+  const mirai_interrupt *intr;
   SEXP value;
   mirai_output *out;
+  mirai_eval_status status;
 } evaluation;
 
 static void read_task(void *data) {
@@ -527,52 +598,65 @@ static SEXP failure(evaluator *ev, mirai_eval_status *status) {
 
 /* Reads the task where libmirai holds it, evaluates it through the R side (which records an
  * error or interrupt before it unwinds to here), and serializes the value into the reply. */
-static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t len, bool everywhere,
-                                     const mirai_interrupt *intr, mirai_output *out) {
-  (void)intr;
-  evaluator *ev = userdata;
+static void evaluate_body(void *data) {
+  evaluation *e = data;
+  evaluator *ev = e->ev;
   const void *vmax = vmaxget();
-  evaluation e = {ev, data, len, R_NilValue, out};
-  mirai_eval_status status = MIRAI_EVAL_STATUS_VALUE;
   SEXP value;
-  if (!R_ToplevelExec(read_task, &e)) {
-    value = failure(ev, &status);
+  if (!R_ToplevelExec(read_task, e)) {
+    value = failure(ev, &e->status);
   } else {
-    SEXP call = PROTECT(Rf_lang3(daemon_var(ev, s_evaluate), e.value, Rf_ScalarLogical(everywhere)));
+    SEXP call = PROTECT(Rf_lang3(daemon_var(ev, s_evaluate), e->value, Rf_ScalarLogical(e->everywhere)));
     int failed = 0;
+    set_evaluating(ev, 1);
+    /* Cancelled before R started: interrupt at R's first check. */
+    if (mirai_interrupt_is_set(e->intr)) R_interrupts_pending = 1;
     value = R_tryEvalSilent(call, R_GlobalEnv, &failed);
+    set_evaluating(ev, 0);
     UNPROTECT(1);
-    if (failed) value = failure(ev, &status);
-    else if (Rf_inherits(value, "miraiError")) status = MIRAI_EVAL_STATUS_ERROR;
-    else if (Rf_inherits(value, "miraiInterrupt")) status = MIRAI_EVAL_STATUS_INTERRUPTED;
+    if (failed) value = failure(ev, &e->status);
+    else if (Rf_inherits(value, "miraiError")) e->status = MIRAI_EVAL_STATUS_ERROR;
+    else if (Rf_inherits(value, "miraiInterrupt")) e->status = MIRAI_EVAL_STATUS_INTERRUPTED;
   }
-  PROTECT(e.value = value);
-  if (!R_ToplevelExec(write_value, &e)) {
+  PROTECT(e->value = value);
+  if (!R_ToplevelExec(write_value, e)) {
     /* The value cannot be serialized: send why instead. */
-    PROTECT(e.value = failure(ev, &status));
-    if (!R_ToplevelExec(write_value, &e)) mirai_output_set(out, NULL, 0);
+    PROTECT(e->value = failure(ev, &e->status));
+    if (!R_ToplevelExec(write_value, e)) mirai_output_set(e->out, NULL, 0);
     UNPROTECT(1);
   }
   UNPROTECT(1);
   vmaxset(vmax);
-  /* A cancel that arrived as the evaluation ended must not interrupt whatever runs next. */
-  R_interrupts_pending = 0;
-  return status;
 }
 
-static void on_cleanup(void *userdata) {
-  evaluator *ev = userdata;
-  SEXP call = PROTECT(Rf_lang1(daemon_var(ev, s_cleanup)));
+static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t len, bool everywhere,
+                                     const mirai_interrupt *intr, mirai_output *out) {
+  evaluation e = {userdata, data, len, everywhere, intr, R_NilValue, out, MIRAI_EVAL_STATUS_VALUE};
+  if (!R_ToplevelExec(evaluate_body, &e)) {
+    /* Only R itself failing (out of memory) gets here. */
+    set_evaluating(userdata, 0);
+    mirai_output_set(out, NULL, 0);
+    return MIRAI_EVAL_STATUS_ERROR;
+  }
+  return e.status;
+}
+
+static void cleanup_body(void *data) {
+  SEXP call = PROTECT(Rf_lang1(daemon_var(data, s_cleanup)));
   R_tryEvalSilent(call, R_GlobalEnv, NULL);
   UNPROTECT(1);
 }
 
+static void on_cleanup(void *userdata) { R_ToplevelExec(cleanup_body, userdata); }
+
 /* Runs on libmirai's I/O thread when the running task is cancelled: interrupt R's main thread
- * as a user's Ctrl-C would. The signal also wakes blocking calls (Sys.sleep, waits on
- * connections), which a flag alone would not. */
+ * as a user's Ctrl-C would, if it is still evaluating. The signal also wakes blocking calls
+ * (Sys.sleep, waits on connections), which a flag alone would not. */
 static void on_interrupt(void *userdata) {
   evaluator *ev = userdata;
-  pthread_kill(ev->main_thread, SIGINT);
+  pthread_mutex_lock(&ev->lock);
+  if (ev->evaluating) pthread_kill(ev->main_thread, SIGINT);
+  pthread_mutex_unlock(&ev->lock);
 }
 
 /* secret and tls_ca: NULL to read them from the environment (MIRAI_SECRET, MIRAI_TLS_CA). */
@@ -588,7 +672,7 @@ static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_c
   o.label = "R mirai daemon";
   o.secret_hex = opt_string(secret, 0);
   o.tls_ca_pem = opt_string(tls_ca, 0);
-  evaluator ev = {env, pthread_self()};
+  evaluator ev = {env, pthread_self(), PTHREAD_MUTEX_INITIALIZER, 0};
   mirai_evaluator c = {&ev, on_init, on_evaluate, on_cleanup, on_interrupt};
   int code = 0;
   mirai_result r = mirai_daemon_run(CHAR(STRING_ELT(url, 0)), &o, &c, &code);
@@ -639,6 +723,7 @@ void R_init_mirai(DllInfo *dll) {
   s_id = Rf_install("id");
   s_read_hook = Rf_install("read_hook");
   s_write_hook = Rf_install("write_hook");
+  s_result = Rf_install("result");
   s_evaluate = Rf_install("evaluate");
   s_failed = Rf_install("failed");
   s_init = Rf_install("init");

@@ -148,10 +148,9 @@ mirai_buffer *serialize_buffer(SEXP obj, SEXP hook) {
   return buf;
 }
 
-/* A daemon serializes one reply at a time, on its one evaluating thread. */
-static chunked reply;
-
 void serialize_output(mirai_output *out, SEXP obj, SEXP hook) {
+  /* On the stack: a write hook may itself run a (sync) mirai whose daemon replies too. */
+  chunked reply;
   reply.sink = to_output;
   reply.target = out;
   serialize_chunked(&reply, obj, hook);

@@ -67,6 +67,9 @@ check_error("sync launch_local", launch_local(1, .compute = "seq"), "daemons can
 check_error("sync launch_remote", launch_remote(1, .compute = "seq"), "daemons cannot be launched for synchronous compute profiles")
 check("sync map", identical(mirai_map(1:3, function(i) i * 2, .compute = "seq")[.flat], c(2, 4, 6)))
 check("sync error", is_mirai_error(mirai(stop("x"), .compute = "seq")[]))
+t0 <- Sys.time()
+quick <- mirai(Sys.sleep(2), .timeout = 1, .compute = "seq")[]
+check("sync mirai with a short timeout returns", identical(unclass(quick), 5L) && difftime(Sys.time(), t0, units = "secs") < 1.9)
 daemons(0, .compute = "seq")
 daemons(sync = TRUE, seed = 7, .compute = "seq")
 r1 <- mirai(runif(1), .compute = "seq")[]
@@ -211,6 +214,28 @@ t0 <- Sys.time()
 while (isTRUE(tools::pskill(stay, 0L)) && difftime(Sys.time(), t0, units = "secs") < 10) Sys.sleep(0.05)
 check("daemons(NULL) ends autoexit = FALSE daemons", !isTRUE(tools::pskill(stay, 0L)))
 
+# A task's own options(error =) does not run when it fails; an everywhere task that fails part
+# way keeps what it did; a result that cannot be read here can be read later.
+daemons(1)
+flag <- tempfile()
+check("options(error =) of a task is not run", is_mirai_error(mirai({ options(error = function() writeLines("ran", flag)); stop("x") }, flag = flag)[]) &&
+        !file.exists(flag))
+invisible(everywhere({ partial <- 1; stop("x") })[])
+check("everywhere failing part way keeps its changes", isTRUE(mirai(exists("partial"))[]))
+daemons(0)
+fragile <- serial_config("fragile", function(x) serialize(attr(x, "value"), NULL),
+                         function(r) {
+                           if (isTRUE(getOption("mirai.test.fail"))) { options(mirai.test.fail = FALSE); stop("not now") }
+                           structure(methods::new("externalptr"), class = "fragile", value = unserialize(r))
+                         })
+daemons(1, serial = fragile)
+held <- mirai(structure(methods::new("externalptr"), class = "fragile", value = 7))
+invisible(call_mirai(mirai(1)))
+options(mirai.test.fail = TRUE)
+first <- tryCatch(held[], error = function(e) conditionMessage(e))
+check("a result that fails to unserialize is kept", grepl("not now", first) && identical(attr(held[], "value"), 7))
+daemons(0)
+
 # More of the API: printing, collect_mirai, local_daemons, host_url, interrupts, cancelling a
 # queued task.
 daemons(1)
@@ -298,6 +323,13 @@ if (nzchar(Sys.which("openssl"))) {
   cmd <- launch_remote(1, remote_config())
   check("launch command passes the tlscert path", inherits(cmd, "miraiLaunchCmd") && grepl(cert, cmd, fixed = TRUE))
   daemons(0)
+  daemons(url = "tls+tcp://127.0.0.1:0", tls = both)
+  check("the CA given to daemons holds no private key", !grepl("PRIVATE KEY", nextget("tls")) && grepl("CERTIFICATE", nextget("tls")))
+  launch_local(1)
+  t0 <- Sys.time()
+  while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
+  check("user certificate without tlscert", identical(mirai(4)[], 4))
+  daemons(0)
   daemons(url = "tls+tcp://127.0.0.1:0", tls = c(paste(readLines(cert), collapse = "\n"), paste(readLines(key), collapse = "\n")))
   launch_local(1)
   t0 <- Sys.time()
@@ -320,6 +352,8 @@ if (nzchar(Sys.which("openssl"))) {
 daemons(url = "tls+tcp://127.0.0.1:0")
 check("generated CA in launch commands", grepl("CERTIFICATE", launch_remote(1, remote_config())))
 check("nextget(\"tls\") is the generated CA", is.character(nextget("tls")) && grepl("CERTIFICATE", nextget("tls")))
+embedded <- str2lang(sub("^.* -e '(.*)'$", "\\1", launch_remote(1, remote_config())[1L]))
+check("the CA embedded in launch commands is intact", identical(eval(embedded$tlscert)[1L], nextget("tls")))
 daemons(0)
 
 # Remote launchers (libmirai's): a generic command, and with the CI services, SSH and Slurm.
