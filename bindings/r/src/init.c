@@ -333,21 +333,41 @@ static SEXP rmirai_memory(SEXP h) {
   return out;
 }
 
+typedef struct {
+  mirai_task **tasks;
+  size_t n;
+  SEXP p;
+} broadcast;
+
+static SEXP wrap_broadcast(void *data) {
+  broadcast *b = data;
+  SEXP out = PROTECT(Rf_allocVector(VECSXP, (R_xlen_t)b->n));
+  for (size_t i = 0; i < b->n; i++) {
+    SEXP handle = PROTECT(wrap_task(mirai_task_clone(b->tasks[i])));
+    SET_VECTOR_ELT(out, (R_xlen_t)i, make_mirai(handle, b->p));
+    UNPROTECT(1);
+  }
+  UNPROTECT(1);
+  return out;
+}
+
+static void free_broadcast(void *data) {
+  broadcast *b = data;
+  mirai_task_array_free(b->tasks, b->n);
+}
+
 /* One mirai per copy of an everywhere broadcast of `task`. */
 static SEXP rmirai_everywhere(SEXP p, SEXP task, SEXP min) {
-  membuf b;
-  membuf_init(&b, 1000);
-  serialize_into(&b, task, env_var(p, s_write_hook));
-  mirai_task **tasks = NULL;
-  size_t n = 0;
-  mirai_result r = mirai_host_everywhere(host_of(env_var(p, s_host)), RAW(b.vec), (size_t)b.len,
-                                         (size_t)Rf_asInteger(min), &tasks, &n);
+  membuf buf;
+  membuf_init(&buf, 1000);
+  serialize_into(&buf, task, env_var(p, s_write_hook));
+  broadcast b = {NULL, 0, p};
+  mirai_result r = mirai_host_everywhere(host_of(env_var(p, s_host)), RAW(buf.vec), (size_t)buf.len,
+                                         (size_t)Rf_asInteger(min), &b.tasks, &b.n);
   if (r != MIRAI_RESULT_OK) fail(r);
-  SEXP out = PROTECT(Rf_allocVector(VECSXP, (R_xlen_t)n));
-  for (size_t i = 0; i < n; i++) SET_VECTOR_ELT(out, (R_xlen_t)i, wrap_task(mirai_task_clone(tasks[i])));
-  mirai_task_array_free(tasks, n);
-  for (size_t i = 0; i < n; i++) SET_VECTOR_ELT(out, (R_xlen_t)i, make_mirai(VECTOR_ELT(out, (R_xlen_t)i), p));
-  UNPROTECT(2);
+  /* The array is freed whether wrapping finishes or R runs out of memory part way. */
+  SEXP out = R_ExecWithCleanup(wrap_broadcast, &b, free_broadcast, &b);
+  UNPROTECT(1);
   return out;
 }
 
