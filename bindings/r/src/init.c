@@ -3,6 +3,7 @@
 #include "rmirai.h"
 
 #include <R_ext/Rdynload.h>
+#include <Rversion.h>
 #include <R_ext/Utils.h>
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -187,10 +188,14 @@ static SEXP make_mirai(SEXP handle, SEXP profile) {
   /* The binding's function calls data_fun(env): both are objects inside the call, so nothing
    * is looked up by name when it runs. */
   SEXP body = PROTECT(Rf_lang2(data_fun, env));
+#if R_VERSION >= R_Version(4, 5, 0)
+  SEXP fun = PROTECT(R_mkClosure(R_NilValue, body, R_BaseEnv));
+#else
   SEXP fun = PROTECT(Rf_allocSExp(CLOSXP));
   SET_FORMALS(fun, R_NilValue);
   SET_BODY(fun, body);
   SET_CLOENV(fun, R_BaseEnv);
+#endif
   R_MakeActiveBinding(s_data, fun, env);
   Rf_setAttrib(env, R_ClassSymbol, mirai_class);
   Rf_setAttrib(env, s_id, Rf_ScalarInteger(++mirai_count));
