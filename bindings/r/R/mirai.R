@@ -22,7 +22,9 @@ get_profile <- function(.compute) {
   get0(if (is.null(.compute)) .state$cp else .compute, envir = .state$profiles, inherits = FALSE)
 }
 
-random_name <- function(n = 12L) paste(sample(c(letters, LETTERS, 0:9), n, replace = TRUE), collapse = "")
+# From the system's random source, not R's RNG: sessions that set the same seed must not pick the
+# same socket name, and taking a name must not move the user's random stream.
+random_name <- function(n = 12L) .Call(rmirai_random_name, as.integer(n))
 
 #' URL for local daemons: an abstract socket (Linux) or a TCP loopback address.
 local_url <- function(tcp = FALSE, port = 0) {
@@ -282,4 +284,8 @@ nextget <- function(x, .compute = NULL) {
          tls = if (is.null(p$tlscert)) .Call(rmirai_tls_ca, p$host) else p$tlscert, NULL)
 }
 
-nextcode <- function(xc) sprintf("%d | %s", as.integer(xc), nng_messages[as.integer(xc)])
+nextcode <- function(xc) {
+  xc <- as.integer(xc)
+  msg <- nng_messages[xc]
+  sprintf("%d | %s", xc, ifelse(is.na(msg), "Unknown error", msg))
+}

@@ -528,6 +528,22 @@ static SEXP rmirai_interfaces(void) {
   return out;
 }
 
+/* `n` random letters and digits from the system's random source (/dev/urandom). */
+static SEXP rmirai_random_name(SEXP n) {
+  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  int len = Rf_asInteger(n);
+  if (len < 1 || len > 64) Rf_error("a name of 1 to 64 characters");
+  unsigned char bytes[64];
+  FILE *f = fopen("/dev/urandom", "rb");
+  size_t got = f ? fread(bytes, 1, (size_t)len, f) : 0;
+  if (f) fclose(f);
+  if (got != (size_t)len) Rf_error("cannot read /dev/urandom");
+  char name[65];
+  for (int i = 0; i < len; i++) name[i] = alphabet[bytes[i] % (sizeof alphabet - 1)];
+  name[len] = 0;
+  return Rf_mkString(name);
+}
+
 /* ---- daemon ------------------------------------------------------------------------------- */
 
 /* The R side of a daemon is an environment (the frame of the package's `serve`) holding the
@@ -735,6 +751,7 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_wait_launched", (DL_FUNC)&rmirai_wait_launched, 3},
     {"rmirai_http_request", (DL_FUNC)&rmirai_http_request, 4},
     {"rmirai_interfaces", (DL_FUNC)&rmirai_interfaces, 0},
+    {"rmirai_random_name", (DL_FUNC)&rmirai_random_name, 1},
     {NULL, NULL, 0}};
 
 void R_init_mirai(DllInfo *dll) {

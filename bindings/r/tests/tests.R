@@ -36,7 +36,13 @@ check_error("require_daemons", require_daemons(), "No daemons set.")
 check_error("invalid URL", daemons(url = "nonsense"), "invalid URL")
 check("on_daemon() is FALSE on the host", !on_daemon())
 check("nextcode", identical(nextcode(c(5, 19, 20)), c("5 | Timed out", "19 | Connection reset", "20 | Operation canceled")))
+check("nextcode of a code outside NNG's", identical(nextcode(101), "101 | Unknown error"))
 check("local_url", grepl("^abstract://[A-Za-z0-9]{12}$", local_url()))
+set.seed(1)
+u1 <- local_url()
+seed_after <- .Random.seed
+set.seed(1)
+check("local_url neither follows nor moves R's RNG", !identical(u1, local_url()) && identical(.Random.seed, seed_after))
 check("local_url tcp", identical(local_url(tcp = TRUE, port = 5555), "tcp://127.0.0.1:5555"))
 
 # Without daemons: each mirai gets an R process of its own.
