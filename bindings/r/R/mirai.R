@@ -76,7 +76,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   if (!is.null(url) && !is.character(url)) stop("`url` must be of type character")
   if (!isTRUE(dispatcher) && !isFALSE(dispatcher)) stop("`dispatcher` must be either TRUE or FALSE")
   if (!missing(n) && n == 0 && is.null(url)) return(reset_profile(name, exit = FALSE))
-  if (isTRUE(.state$daemon_map)) stop("cannot create local daemons from within mirai map")
+  if (is.null(url) && in_map()) stop("cannot create local daemons from within mirai map")
   reset_profile(name, exit = FALSE)
   dots <- list(...)
   memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
@@ -87,7 +87,6 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
                 tls_material(tls, pass, dots$tlscert))
   p <- new.env(parent = emptyenv())
   p$host <- host
-  p$serial <- serial
   p$read_hook <- serial_reader(serial)
   p$write_hook <- serial_writer(serial)
   p$stream <- stream
@@ -108,6 +107,10 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   }
   invisible(structure(TRUE, class = c("miraiDaemons", name)))
 }
+
+# Whether this runs inside a task of a mirai_map, whose evaluation frame holds
+# `.mirai_within_map` (see mirai_map).
+in_map <- function() isTRUE(dynGet(".mirai_within_map", ifnotfound = FALSE))
 
 # Closes a profile's host (first telling its daemons to exit, with `exit`): pending mirai resolve
 # to 19; cluster jobs are cancelled.

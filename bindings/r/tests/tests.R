@@ -121,6 +121,9 @@ check("map keeps names", identical(names(named), c("a", "b")))
 df <- data.frame(x = 1:3, y = 4:6)
 check("map over data frame rows", identical(unlist(mirai_map(df, function(x, y) x + y)[]), c(5L, 7L, 9L)))
 check_error("map .stop", mirai_map(list(1, "a", 2), function(x) x + 1)[.stop], "In index 2")
+inside <- mirai_map(1, function(x) mirai::daemons(1))[][[1L]]
+check("daemons() inside a mirai_map task is an error", is_mirai_error(inside) &&
+        grepl("cannot create local daemons from within mirai map", inside, fixed = TRUE))
 check_error("map .flat with mixed types", mirai_map(list(1, "a"), identity)[.flat], "differing type")
 
 # everywhere.
