@@ -558,6 +558,7 @@ typedef struct {
    * next task, nor, in a sync profile, the user's own code). */
   pthread_mutex_t lock;
   int evaluating;
+  int signalled; /* a SIGINT was sent during this evaluation */
 } evaluator;
 
 static SEXP s_evaluate, s_failed, s_init, s_cleanup;
@@ -571,13 +572,16 @@ static SEXP daemon_var(evaluator *ev, SEXP sym) {
 static void set_evaluating(evaluator *ev, int on) {
   pthread_mutex_lock(&ev->lock);
   ev->evaluating = on;
+  int signalled = ev->signalled;
+  ev->signalled = 0;
   pthread_mutex_unlock(&ev->lock);
-  if (!on) {
-    /* A SIGINT sent just before is delivered on return from this system call; then forget it. */
+  if (!on && signalled) {
+    /* The SIGINT sent is delivered at the latest on return from this system call; then forget
+     * it. (Only after a cancel: no system call on the usual task.) */
     sigset_t pending;
     sigpending(&pending);
-    R_interrupts_pending = 0;
   }
+  if (!on) R_interrupts_pending = 0;
 }
 
 typedef struct {
@@ -696,7 +700,10 @@ static void on_cleanup(void *userdata) { R_ToplevelExec(cleanup_body, userdata);
 static void on_interrupt(void *userdata) {
   evaluator *ev = userdata;
   pthread_mutex_lock(&ev->lock);
-  if (ev->evaluating) pthread_kill(ev->main_thread, SIGINT);
+  if (ev->evaluating) {
+    pthread_kill(ev->main_thread, SIGINT);
+    ev->signalled = 1;
+  }
   pthread_mutex_unlock(&ev->lock);
 }
 
@@ -713,7 +720,7 @@ static SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_c
   o.label = "R mirai daemon";
   o.secret_hex = opt_string(secret, 0);
   o.tls_ca_pem = opt_string(tls_ca, 0);
-  evaluator ev = {env, pthread_self(), PTHREAD_MUTEX_INITIALIZER, 0};
+  evaluator ev = {env, pthread_self(), PTHREAD_MUTEX_INITIALIZER, 0, 0};
   mirai_evaluator c = {&ev, on_init, on_evaluate, on_cleanup, on_interrupt};
   int code = 0;
   mirai_result r = mirai_daemon_run(CHAR(STRING_ELT(url, 0)), &o, &c, &code);
