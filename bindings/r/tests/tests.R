@@ -237,6 +237,18 @@ fragile <- serial_config("fragile", function(x) serialize(attr(x, "value"), NULL
                            if (isTRUE(getOption("mirai.test.fail"))) { options(mirai.test.fail = FALSE); stop("not now") }
                            structure(methods::new("externalptr"), class = "fragile", value = unserialize(r))
                          })
+# A task the daemon cannot read, and a value it cannot send back: each a miraiError, and the
+# daemon serves on.
+picky <- serial_config("picky", function(x) if (mirai::on_daemon()) stop("cannot send this") else serialize(1, NULL),
+                       function(r) if (mirai::on_daemon()) stop("cannot read this") else structure(methods::new("externalptr"), class = "picky"))
+daemons(1, serial = picky)
+obj <- structure(methods::new("externalptr"), class = "picky")
+unreadable <- mirai(TRUE, obj = obj)[]
+check("a task the daemon cannot read gives a miraiError", is_mirai_error(unreadable) && grepl("cannot read this", unreadable, fixed = TRUE))
+unsendable <- mirai(structure(methods::new("externalptr"), class = "picky"))[]
+check("a value the daemon cannot send gives a miraiError", is_mirai_error(unsendable) && grepl("cannot send this", unsendable, fixed = TRUE))
+check("the daemon serves on", identical(mirai(1)[], 1))
+daemons(0)
 daemons(1, serial = fragile)
 held <- mirai(structure(methods::new("externalptr"), class = "fragile", value = 7))
 invisible(call_mirai(mirai(1)))

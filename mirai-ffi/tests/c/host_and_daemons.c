@@ -270,6 +270,10 @@ static void http_launch(mirai_host *host, const char *const *argv) {
   mirai_bytes_free(&response);
   CHECK(pthread_join(server, NULL) == 0);
   close(api.fd);
+  /* Only plain http:// is spoken; the request is refused before any connection. */
+  CHECK(mirai_http_request("https://127.0.0.1:1/x", "GET", NULL, 0, "", &status, &response) ==
+        MIRAI_RESULT_NOT_SUPPORTED);
+  CHECK(mirai_http_request(NULL, "GET", NULL, 0, "", &status, &response) == MIRAI_RESULT_NULL_PARAMETER);
   /* Nobody listening: a failure, and nothing written. */
   status = 0;
   CHECK(mirai_http_request(url, "GET", headers, 1, "", &status, &response) == MIRAI_RESULT_CONNECTION_REFUSED);
