@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "rmirai.h"
-#include "mirai.h"
 
 void membuf_init(membuf *b, R_xlen_t capacity) {
   PROTECT_WITH_INDEX(b->vec = Rf_allocVector(RAWSXP, capacity), &b->index);

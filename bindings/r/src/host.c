@@ -1,0 +1,116 @@
+/* Hosts: listening, launching local daemons, counters, races and closing. */
+#include "rmirai.h"
+
+#include <R_ext/Utils.h>
+
+/* stream: NULL, or the 7-integer .Random.seed of an L'Ecuyer-CMRG stream that daemons' streams
+ * derive from (the k-th daemon gets it jumped k times). tls: NULL, or c(chain, key, ca,
+ * password) with NA for what is not given (PEM text). */
+SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls) {
+  mirai_host_options o;
+  mirai_host_options_init(&o);
+  if (!Rf_isNull(blob)) {
+    o.init_blob = RAW(blob);
+    o.init_blob_len = (size_t)XLENGTH(blob);
+  }
+  double mem = Rf_asReal(memory);
+  if (R_FINITE(mem) && mem > 0) o.memory_limit = (uint64_t)(mem * 1e6);
+  if (!Rf_isNull(stream)) {
+    if (TYPEOF(stream) != INTSXP || XLENGTH(stream) != 7) Rf_error("`stream` must be a 7-integer .Random.seed");
+    o.stream_set = true;
+    for (int i = 0; i < 6; i++) o.stream[i] = (uint32_t)INTEGER(stream)[i + 1];
+  }
+  o.tls_cert_chain_pem = opt_string(tls, 0);
+  o.tls_key_pem = opt_string(tls, 1);
+  o.tls_ca_pem = opt_string(tls, 2);
+  o.tls_key_password = opt_string(tls, 3);
+  mirai_host *host = NULL;
+  mirai_result r = mirai_host_listen(CHAR(STRING_ELT(url, 0)), &o, &host);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP h = PROTECT(R_MakeExternalPtr(host, host_tag, R_NilValue));
+  R_RegisterCFinalizerEx(h, host_finalizer, TRUE);
+  UNPROTECT(1);
+  return h;
+}
+
+SEXP rmirai_url(SEXP h) { return Rf_mkString(mirai_host_url(host_of(h))); }
+
+SEXP rmirai_secret(SEXP h) {
+  const char *s = mirai_host_secret_hex(host_of(h));
+  return s ? Rf_mkString(s) : R_NilValue;
+}
+
+SEXP rmirai_tls_ca(SEXP h) {
+  const char *s = mirai_host_tls_ca(host_of(h));
+  return s ? Rf_mkString(s) : R_NilValue;
+}
+
+SEXP rmirai_launch(SEXP h, SEXP argv, SEXP n, SEXP output) {
+  R_xlen_t argc = XLENGTH(argv);
+  const char **args = (const char **)R_alloc((size_t)argc, sizeof(char *));
+  for (R_xlen_t i = 0; i < argc; i++) args[i] = CHAR(STRING_ELT(argv, i));
+  mirai_result r = mirai_host_launch_local(host_of(h), args, (size_t)argc, (size_t)Rf_asInteger(n),
+                                            Rf_asLogical(output) == TRUE);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  return R_NilValue;
+}
+
+/* Waits for n connections in slices, so the user can interrupt. */
+SEXP rmirai_wait_connections(SEXP h, SEXP n) {
+  mirai_host *host = host_of(h);
+  for (;;) {
+    mirai_result r = mirai_host_wait_connections(host, (uint64_t)Rf_asReal(n), SLICE_MS);
+    if (r == MIRAI_RESULT_OK) return Rf_ScalarLogical(TRUE);
+    if (r != MIRAI_RESULT_TIMED_OUT) fail(r);
+    R_CheckUserInterrupt();
+  }
+}
+
+
+/* c(used, peak, capacity) in MB (1e6 bytes); capacity NA when unbounded. */
+SEXP rmirai_memory(SEXP h) {
+  mirai_memory m;
+  mirai_result r = mirai_host_memory(host_of(h), &m);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP out = PROTECT(Rf_allocVector(REALSXP, 3));
+  REAL(out)[0] = (double)m.used / 1e6;
+  REAL(out)[1] = (double)m.peak / 1e6;
+  REAL(out)[2] = m.limit ? (double)m.limit / 1e6 : NA_REAL;
+  UNPROTECT(1);
+  return out;
+}
+
+SEXP rmirai_counters(SEXP h) {
+  mirai_counters c;
+  mirai_result r = mirai_host_counters(host_of(h), &c);
+  if (r != MIRAI_RESULT_OK) fail(r);
+  SEXP out = PROTECT(Rf_allocVector(INTSXP, 5));
+  INTEGER(out)[0] = (int)c.connections;
+  INTEGER(out)[1] = (int)c.cumulative;
+  INTEGER(out)[2] = (int)c.awaiting;
+  INTEGER(out)[3] = (int)c.executing;
+  INTEGER(out)[4] = (int)c.completed;
+  UNPROTECT(1);
+  return out;
+}
+
+SEXP rmirai_race(SEXP h, SEXP tasks) {
+  R_xlen_t n = XLENGTH(tasks);
+  const mirai_task **list = (const mirai_task **)R_alloc((size_t)n, sizeof(mirai_task *));
+  for (R_xlen_t i = 0; i < n; i++) list[i] = task_of(VECTOR_ELT(tasks, i));
+  size_t index = 0;
+  for (;;) {
+    mirai_result r = mirai_host_race(host_of(h), list, (size_t)n, SLICE_MS, &index);
+    if (r == MIRAI_RESULT_OK) return Rf_ScalarInteger((int)index + 1);
+    if (r != MIRAI_RESULT_TIMED_OUT) fail(r);
+    R_CheckUserInterrupt();
+  }
+}
+
+SEXP rmirai_close(SEXP h, SEXP exit_daemons) {
+  mirai_host *host = host_of(h);
+  if (Rf_asLogical(exit_daemons) == TRUE) mirai_host_exit_daemons(host);
+  mirai_host_free(host);
+  R_ClearExternalPtr(h);
+  return R_NilValue;
+}

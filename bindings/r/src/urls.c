@@ -1,0 +1,54 @@
+/* What local_url() and host_url() are made of: random socket names and the machine's
+ * addresses. */
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdio.h>
+
+#include "rmirai.h"
+
+
+/* The machine's IPv4 addresses, loopback excluded, named by interface. */
+SEXP rmirai_interfaces(void) {
+  /* Gathered first, so no R allocation (which may raise an error) happens while the list from
+   * getifaddrs is held. */
+  enum { MAX = 64 };
+  char addr[MAX][INET_ADDRSTRLEN], name[MAX][IF_NAMESIZE + 1];
+  int n = 0;
+  struct ifaddrs *all = NULL;
+  if (getifaddrs(&all) == 0) {
+    for (struct ifaddrs *i = all; i && n < MAX; i = i->ifa_next) {
+      if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK)) continue;
+      inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, addr[n], sizeof addr[n]);
+      snprintf(name[n], sizeof name[n], "%s", i->ifa_name);
+      n++;
+    }
+    freeifaddrs(all);
+  }
+  SEXP out = PROTECT(Rf_allocVector(STRSXP, n));
+  SEXP names = PROTECT(Rf_allocVector(STRSXP, n));
+  for (int k = 0; k < n; k++) {
+    SET_STRING_ELT(out, k, Rf_mkChar(addr[k]));
+    SET_STRING_ELT(names, k, Rf_mkChar(name[k]));
+  }
+  Rf_setAttrib(out, R_NamesSymbol, names);
+  UNPROTECT(2);
+  return out;
+}
+
+/* `n` random letters and digits from the system's random source (/dev/urandom). */
+SEXP rmirai_random_name(SEXP n) {
+  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  int len = Rf_asInteger(n);
+  if (len < 1 || len > 64) Rf_error("a name of 1 to 64 characters");
+  unsigned char bytes[64];
+  FILE *f = fopen("/dev/urandom", "rb");
+  size_t got = f ? fread(bytes, 1, (size_t)len, f) : 0;
+  if (f) fclose(f);
+  if (got != (size_t)len) Rf_error("cannot read /dev/urandom");
+  char name[65];
+  for (int i = 0; i < len; i++) name[i] = alphabet[bytes[i] % (sizeof alphabet - 1)];
+  name[len] = 0;
+  return Rf_mkString(name);
+}
