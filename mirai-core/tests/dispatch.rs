@@ -216,6 +216,27 @@ fn memory_cap_refuses_and_frees() {
 }
 
 #[test]
+fn a_submission_blocked_at_the_cap_wakes_when_daemons_drain_the_queue() {
+    let options = HostOptions { memory_limit: Some(100), ..HostOptions::default() };
+    let host = Arc::new(Host::listen(&unique_url(), options).unwrap());
+    let _d = launch(&host, 1, &[]);
+    assert!(host.wait_connections(1, Some(Duration::from_secs(30))));
+    // The daemon is busy; the next task queues and fills the cap.
+    let busy = submit(&host, "sleep:300");
+    let queued =
+        host.submit(format!("echo:{}", "q".repeat(120)).into_bytes(), SubmitOptions::default()).unwrap();
+    assert!(host.memory().used >= 100);
+    // Blocked until the queued task goes to the daemon: only that can wake it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = host.clone();
+    std::thread::spawn(move || tx.send(h.submit(b"echo:late".to_vec(), SubmitOptions::default())).unwrap());
+    let late =
+        rx.recv_timeout(Duration::from_secs(20)).expect("the blocked submission was never woken").unwrap();
+    assert_eq!(value(&late), "late");
+    assert!(busy.wait(Some(Duration::from_secs(10))) && queued.wait(Some(Duration::from_secs(10))));
+}
+
+#[test]
 fn errors_and_crashes_come_back_as_such() {
     let host = host();
     let _d = launch(&host, 1, &[]);

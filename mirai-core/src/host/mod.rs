@@ -605,6 +605,10 @@ impl Shared {
                 let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
             }
+        }
+        // A connection ending changes the counts waiters watch; tasks leaving the queue free
+        // room under a memory cap, for submissions blocked there.
+        if last || (st.memory_limit > 0 && !next.is_empty()) {
             self.cv.notify_all();
         }
         for a in next {
