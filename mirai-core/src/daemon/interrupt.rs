@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::instant_after;
+
 /// A hook run on the daemon's I/O thread when the running task is cancelled. It must be quick
 /// and thread-safe: it typically sets a flag the evaluator's language runtime polls.
 pub type InterruptHook = Arc<dyn Fn() + Send + Sync>;
@@ -36,17 +38,23 @@ impl Interrupt {
 
     /// Sleeps for `d` unless interrupted first; returns true if interrupted.
     pub fn sleep(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
+        // A sleep too long to have a deadline (u64::MAX ms from C) waits for the interrupt only.
+        let deadline = instant_after(Some(d));
         let mut guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if self.is_set() {
                 return true;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            guard = self.inner.cv.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner()).0;
+            guard = match deadline {
+                None => self.inner.cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.inner.cv.wait_timeout(guard, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
         }
     }
 
@@ -65,5 +73,20 @@ impl Interrupt {
         if let Some(hook) = &self.hook {
             hook();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sleep_too_long_for_a_deadline_ends_on_the_interrupt() {
+        let intr = Interrupt::new(None);
+        let other = intr.clone();
+        let t = std::thread::spawn(move || other.sleep(Duration::MAX));
+        std::thread::sleep(Duration::from_millis(50));
+        intr.trigger();
+        assert!(t.join().unwrap(), "interrupted, not a panic or a timeout");
     }
 }

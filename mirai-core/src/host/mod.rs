@@ -502,6 +502,8 @@ impl Shared {
             let deadline = deadline_after(timeout);
             st.timers.push(Reverse((deadline, id)));
             if st.wake_at.is_none_or(|w| deadline < w) {
+                // Recorded, so a burst of timed submissions wakes the loop once, not each time.
+                st.wake_at = Some(deadline);
                 let _ = self.waker.wake();
             }
         }
