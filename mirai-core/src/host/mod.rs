@@ -621,6 +621,9 @@ impl Shared {
     /// A daemon's connection ended: its running task (if any) resolves as connection reset.
     fn disconnect(&self, st: &mut State, key: DaemonKey, out: &mut Completions) {
         let known = st.daemons.remove(&key).is_some();
+        // A submitter may have marked it dead meanwhile; the key is about to be reused by the next
+        // connection, which that mark must not close.
+        st.dead.retain(|&k| k != key);
         if let Some(id) = st.dispatcher.disconnect(key)
             && let Some(e) = st.tasks.remove(&id)
         {
