@@ -559,7 +559,8 @@ enum mirai_result mirai_host_wait_capacity(const struct mirai_host *host, int64_
 
 /*
  Waits until one of `n` tasks is resolved; `*out_index` is the first resolved in array order.
- `MIRAI_RESULT_TIMED_OUT` if none resolved in time (negative `timeout_ms` waits forever).
+ `MIRAI_RESULT_TIMED_OUT` if none resolved in time (negative `timeout_ms` waits forever). An
+ empty race (`n` 0) is `MIRAI_RESULT_INVALID_ARGUMENT`: nothing could ever win it.
  */
 enum mirai_result mirai_host_race(const struct mirai_host *host,
                                   const struct mirai_task *const *tasks,

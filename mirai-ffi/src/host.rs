@@ -425,7 +425,8 @@ pub extern "C" fn mirai_host_wait_capacity(host: *const mirai_host, timeout_ms: 
 }
 
 /// Waits until one of `n` tasks is resolved; `*out_index` is the first resolved in array order.
-/// `MIRAI_RESULT_TIMED_OUT` if none resolved in time (negative `timeout_ms` waits forever).
+/// `MIRAI_RESULT_TIMED_OUT` if none resolved in time (negative `timeout_ms` waits forever). An
+/// empty race (`n` 0) is `MIRAI_RESULT_INVALID_ARGUMENT`: nothing could ever win it.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_race(
     host: *const mirai_host,
@@ -436,11 +437,17 @@ pub extern "C" fn mirai_host_race(
 ) -> mirai_result {
     guard(|| {
         let h = deref(host, "host")?;
-        if n > 0 && tasks.is_null() {
+        if out_index.is_null() {
+            return Err(Failure::Null("out_index"));
+        }
+        if n == 0 {
+            return Err(Failure::Code(mirai_result::InvalidArgument, "a race of no tasks".into()));
+        }
+        if tasks.is_null() {
             return Err(Failure::Null("tasks"));
         }
         // SAFETY: the caller promises `n` task pointers at `tasks`.
-        let ptrs = if n == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(tasks, n) } };
+        let ptrs = unsafe { std::slice::from_raw_parts(tasks, n) };
         let list =
             ptrs.iter().map(|&t| deref(t, "task").map(|t| t.task.clone())).collect::<Result<Vec<_>, _>>()?;
         match h.host.race(&list, timeout(timeout_ms)) {

@@ -455,7 +455,8 @@ end
 
 """
 Waits until one of `n` tasks is resolved; `*out_index` is the first resolved in array order.
-`MIRAI_RESULT_TIMED_OUT` if none resolved in time (negative `timeout_ms` waits forever).
+`MIRAI_RESULT_TIMED_OUT` if none resolved in time (negative `timeout_ms` waits forever). An
+empty race (`n` 0) is `MIRAI_RESULT_INVALID_ARGUMENT`: nothing could ever win it.
 """
 function mirai_host_race(host, tasks, n, timeout_ms, out_index)
     ccall((:mirai_host_race, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{Ptr{mirai_task}}, Csize_t, Int64, Ptr{Csize_t}), host, tasks, n, timeout_ms, out_index)

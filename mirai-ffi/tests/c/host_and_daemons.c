@@ -70,6 +70,31 @@ static void echo_daemons(const char *daemon) {
     seen += n;
   }
   CHECK(seen == N);
+  /* Racing resolved tasks: the first in array order wins at once. Bad races are refused
+   * before any wait. */
+  size_t winner = 99;
+  CHECK_OK(mirai_host_race(host, (const mirai_task *const *)tasks, N, -1, &winner));
+  CHECK(winner == 0);
+  CHECK(mirai_host_race(host, (const mirai_task *const *)tasks, 0, -1, &winner) == MIRAI_RESULT_INVALID_ARGUMENT);
+  CHECK(mirai_host_race(host, (const mirai_task *const *)tasks, N, -1, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_race(host, NULL, 1, -1, &winner) == MIRAI_RESULT_NULL_PARAMETER);
+  /* A second handle to a task sees the same task; NULL clones to NULL. */
+  mirai_task *twin = mirai_task_clone(tasks[1]);
+  CHECK(twin != NULL && mirai_task_id(twin) == mirai_task_id(tasks[1]) && mirai_task_is_resolved(twin));
+  mirai_task_free(twin);
+  CHECK(mirai_task_clone(NULL) == NULL);
+  /* Memory counters: nothing queued now; a NULL out-parameter is refused. */
+  mirai_memory mem;
+  CHECK_OK(mirai_host_memory(host, &mem));
+  CHECK(mem.used == 0 && mem.limit == 0);
+  CHECK(mirai_host_memory(host, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  /* try_submit without a cap behaves as submit. */
+  mirai_task *tried = NULL;
+  CHECK_OK(mirai_host_try_submit(host, (const uint8_t *)"tried", 5, NULL, &tried));
+  mirai_bytes tried_out;
+  CHECK(finish(tried, &tried_out, NULL) == MIRAI_STATUS_VALUE && bytes_are(&tried_out, "tried"));
+  mirai_bytes_free(&tried_out);
+  mirai_task_free(tried);
   /* A callback set after resolution runs at once; a NULL one is refused. */
   CHECK_OK(mirai_task_set_callback(tasks[0], on_done, &callbacks));
   CHECK(mirai_task_set_callback(tasks[0], NULL, NULL) == MIRAI_RESULT_NULL_PARAMETER);
