@@ -11,7 +11,10 @@ use crate::error::ProtoError;
 use crate::frame::{FrameHeader, HEADER_LEN};
 use crate::msg::Message;
 
-/// Largest slice [`Decoder::window`] hands out at once, bounding the zero-fill done per read.
+/// Bounds of the slice [`Decoder::window`] hands out. Its bytes are zero-filled each time, and a
+/// reader may fill only part (rustls returns one 16 KiB record per read): the window follows
+/// twice what the last read filled, so the zero-fill stays near the bytes actually read.
+const WINDOW_MIN: usize = 16 << 10;
 const WINDOW_MAX: usize = 1 << 20;
 
 #[derive(Debug)]
@@ -30,6 +33,8 @@ pub struct Decoder {
     payload: Vec<u8>,
     /// Start of the zero-filled region handed out by `window`, if one is outstanding.
     window_start: Option<usize>,
+    /// Size of the next window, from the last read.
+    window_len: usize,
 }
 
 impl Decoder {
@@ -41,6 +46,7 @@ impl Decoder {
             ctrl: Vec::new(),
             payload: Vec::new(),
             window_start: None,
+            window_len: WINDOW_MIN,
         }
     }
 
@@ -108,7 +114,7 @@ impl Decoder {
         }
         self.close_window(0);
         let start = self.payload.len();
-        self.payload.resize(start + remaining.min(WINDOW_MAX), 0);
+        self.payload.resize(start + remaining.min(self.window_len), 0);
         self.window_start = Some(start);
         Some(&mut self.payload[start..])
     }
@@ -120,6 +126,7 @@ impl Decoder {
             return Err(ProtoError::InvalidState { action: "commit", state: "no open window" });
         }
         self.close_window(n);
+        self.window_len = n.saturating_mul(2).clamp(WINDOW_MIN, WINDOW_MAX);
         if matches!(self.phase, Phase::Payload { need, .. } if need == self.payload.len()) {
             return self.finish_frame().map(Some);
         }
