@@ -602,11 +602,9 @@ impl Shared {
         if let Some(e) = done.and_then(|id| st.tasks.remove(&id)) {
             out.push((e.cell, status, payload));
         }
-        if last {
-            if let Some(d) = st.daemons.remove(&key) {
-                let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
-            }
+        if last && let Some(d) = st.daemons.remove(&key) {
+            let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
         }
         // A connection ending changes the counts waiters watch; tasks leaving the queue free
         // room under a memory cap, for submissions blocked there.
