@@ -58,25 +58,6 @@ typedef enum mirai_result {
 } mirai_result;
 
 /*
- What a daemon does when its host goes away (R's `autoexit`).
- */
-typedef enum mirai_autoexit {
-  /*
-   Exit; a running task is interrupted, and the process gets SIGTERM if it has not returned
-   within `grace_ms` (`autoexit = TRUE`).
-   */
-  MIRAI_AUTOEXIT_EXIT = 0,
-  /*
-   Finish the running task, then exit (`autoexit = NA`).
-   */
-  MIRAI_AUTOEXIT_FINISH_TASK = 1,
-  /*
-   Stay and redial the same URL until a host answers (`autoexit = FALSE`).
-   */
-  MIRAI_AUTOEXIT_STAY = 2,
-} mirai_autoexit;
-
-/*
  How an evaluation ended.
  */
 typedef enum mirai_eval_status {
@@ -84,15 +65,6 @@ typedef enum mirai_eval_status {
   MIRAI_EVAL_STATUS_ERROR = 1,
   MIRAI_EVAL_STATUS_INTERRUPTED = 2,
 } mirai_eval_status;
-
-/*
- How daemons authenticate to a host.
- */
-typedef enum mirai_auth {
-  MIRAI_AUTH_RANDOM = 0,
-  MIRAI_AUTH_SECRET = 1,
-  MIRAI_AUTH_DISABLED = 2,
-} mirai_auth;
 
 /*
  Where a task stands.
@@ -120,6 +92,34 @@ typedef enum mirai_status {
    */
   MIRAI_STATUS_FAILED = 4,
 } mirai_status;
+
+/*
+ What a daemon does when its host goes away (R's `autoexit`).
+ */
+typedef enum mirai_autoexit {
+  /*
+   Exit; a running task is interrupted, and the process gets SIGTERM if it has not returned
+   within `grace_ms` (`autoexit = TRUE`).
+   */
+  MIRAI_AUTOEXIT_EXIT = 0,
+  /*
+   Finish the running task, then exit (`autoexit = NA`).
+   */
+  MIRAI_AUTOEXIT_FINISH_TASK = 1,
+  /*
+   Stay and redial the same URL until a host answers (`autoexit = FALSE`).
+   */
+  MIRAI_AUTOEXIT_STAY = 2,
+} mirai_autoexit;
+
+/*
+ How daemons authenticate to a host.
+ */
+typedef enum mirai_auth {
+  MIRAI_AUTH_RANDOM = 0,
+  MIRAI_AUTH_SECRET = 1,
+  MIRAI_AUTH_DISABLED = 2,
+} mirai_auth;
 
 /*
  A batch scheduler.
@@ -189,7 +189,10 @@ typedef struct mirai_daemon_options {
    Keep retrying the first dial instead of failing at once (R's `asyncdial`).
    */
   bool retry;
-  enum mirai_autoexit autoexit;
+  /*
+   A `mirai_autoexit` value (an integer: values from C are checked, not trusted).
+   */
+  int32_t autoexit;
   uint64_t grace_ms;
   /*
    Exit after this many tasks; 0 for no limit.
@@ -295,8 +298,9 @@ typedef struct mirai_host_options {
   /*
    Authentication: `MIRAI_AUTH_RANDOM` (default), `MIRAI_AUTH_SECRET` (use `secret`), or
    `MIRAI_AUTH_DISABLED` (trusted networks only).
+   A `mirai_auth` value (an integer: values from C are checked, not trusted).
    */
-  enum mirai_auth auth;
+  int32_t auth;
   const uint8_t *secret;
   size_t secret_len;
   /*
@@ -386,9 +390,9 @@ extern "C" {
 size_t mirai_last_error(char *buf, size_t len);
 
 /*
- A static description of a result code.
+ A static description of a result code (a `mirai_result` value; others are "unknown").
  */
-const char *mirai_strerror(enum mirai_result result);
+const char *mirai_strerror(int32_t result);
 
 /*
  The library version, e.g. "0.1.0" (the header's `MIRAI_VERSION` names the one compiled against).
@@ -644,13 +648,13 @@ enum mirai_result mirai_host_launch_remote(const struct mirai_host *host,
                                            size_t n);
 
 /*
- Submits a job array of `n` daemons to a batch scheduler. `options` are directive lines
+ Submits a job array of `n` daemons to a batch scheduler (a `mirai_scheduler` value). `options` are directive lines
  without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
  NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
  `mirai_jobs_free` cancels them.
  */
 enum mirai_result mirai_host_launch_cluster(const struct mirai_host *host,
-                                            enum mirai_scheduler scheduler,
+                                            int32_t scheduler,
                                             const char *const *options,
                                             size_t n_options,
                                             const char *submit_command,

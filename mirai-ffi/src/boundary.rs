@@ -188,9 +188,41 @@ pub extern "C" fn mirai_last_error(buf: *mut c_char, len: usize) -> usize {
     })
 }
 
-/// A static description of a result code.
+/// A value given for a C enum that has no such member.
+pub(crate) fn invalid_enum(what: &str, value: i32) -> Failure {
+    Failure::Code(mirai_result::InvalidArgument, format!("{value} is not a valid {what}"))
+}
+
+/// A static description of a result code (a `mirai_result` value; others are "unknown").
 #[unsafe(no_mangle)]
-pub extern "C" fn mirai_strerror(result: mirai_result) -> *const c_char {
+pub extern "C" fn mirai_strerror(result: i32) -> *const c_char {
+    // Matched as an integer: a C caller may pass any int, which must not be taken for an enum.
+    let known = [
+        mirai_result::Ok,
+        mirai_result::NullParameter,
+        mirai_result::InvalidUtf8,
+        mirai_result::Panic,
+        mirai_result::OutOfMemory,
+        mirai_result::InvalidArgument,
+        mirai_result::TimedOut,
+        mirai_result::ConnectionRefused,
+        mirai_result::ObjectClosed,
+        mirai_result::TryAgain,
+        mirai_result::NotSupported,
+        mirai_result::AddressInUse,
+        mirai_result::IncorrectState,
+        mirai_result::ProtocolError,
+        mirai_result::AddressInvalid,
+        mirai_result::PermissionDenied,
+        mirai_result::MessageTooLarge,
+        mirai_result::ConnectionAborted,
+        mirai_result::ConnectionReset,
+        mirai_result::Cryptographic,
+        mirai_result::AuthenticationFailed,
+    ];
+    let Some(&result) = known.iter().find(|&&r| r as i32 == result) else {
+        return c"unknown result code".as_ptr();
+    };
     let text: &'static CStr = match result {
         mirai_result::Ok => c"OK",
         mirai_result::NullParameter => c"NULL parameter",

@@ -8,7 +8,9 @@ use mirai_core::daemon::{InitBundle, InterruptHook};
 use mirai_core::{AutoExit, Daemon, DaemonOptions, Evaluation, Evaluator, Interrupt};
 use mirai_proto::Status;
 
-use crate::boundary::{Failure, bytes, c_str, deref, guard, guard_value, mirai_result, opt_c_str, put};
+use crate::boundary::{
+    Failure, bytes, c_str, deref, guard, guard_value, invalid_enum, mirai_result, opt_c_str, put,
+};
 
 /// What a daemon does when its host goes away (R's `autoexit`).
 #[repr(C)]
@@ -28,7 +30,8 @@ pub enum mirai_autoexit {
 pub struct mirai_daemon_options {
     /// Keep retrying the first dial instead of failing at once (R's `asyncdial`).
     pub retry: bool,
-    pub autoexit: mirai_autoexit,
+    /// A `mirai_autoexit` value (an integer: values from C are checked, not trusted).
+    pub autoexit: i32,
     pub grace_ms: u64,
     /// Exit after this many tasks; 0 for no limit.
     pub maxtasks: u64,
@@ -123,7 +126,7 @@ pub type mirai_plugin_evaluate_fn = unsafe extern "C" fn(
 fn default_options() -> mirai_daemon_options {
     mirai_daemon_options {
         retry: false,
-        autoexit: mirai_autoexit::Exit,
+        autoexit: mirai_autoexit::Exit as i32,
         grace_ms: 200,
         maxtasks: 0,
         idletime_ms: -1,
@@ -240,9 +243,12 @@ fn daemon_options(o: &mirai_daemon_options, ev: &mirai_evaluator) -> Result<Daem
     let mut options = DaemonOptions {
         retry: o.retry,
         autoexit: match o.autoexit {
-            mirai_autoexit::Exit => AutoExit::Exit { grace: Duration::from_millis(o.grace_ms) },
-            mirai_autoexit::FinishTask => AutoExit::FinishTask,
-            mirai_autoexit::Stay => AutoExit::Stay,
+            x if x == mirai_autoexit::Exit as i32 => {
+                AutoExit::Exit { grace: Duration::from_millis(o.grace_ms) }
+            }
+            x if x == mirai_autoexit::FinishTask as i32 => AutoExit::FinishTask,
+            x if x == mirai_autoexit::Stay as i32 => AutoExit::Stay,
+            x => return Err(invalid_enum("autoexit", x)),
         },
         maxtasks: (o.maxtasks > 0).then_some(o.maxtasks),
         idletime: ms(o.idletime_ms),

@@ -10,7 +10,7 @@ use mirai_core::tls::ServerIdentity;
 use mirai_core::{Host, HostOptions, SubmitOptions};
 
 use crate::boundary::{
-    Failure, bytes, c_str, deref, guard, guard_value, mirai_result, opt_c_bytes, opt_c_str, put,
+    Failure, bytes, c_str, deref, guard, guard_value, invalid_enum, mirai_result, opt_c_bytes, opt_c_str, put,
 };
 use crate::buffer::mirai_buffer;
 use crate::task::{c_callback, mirai_task, mirai_task_callback};
@@ -49,7 +49,8 @@ pub struct mirai_host_options {
     pub handshake_timeout_ms: u64,
     /// Authentication: `MIRAI_AUTH_RANDOM` (default), `MIRAI_AUTH_SECRET` (use `secret`), or
     /// `MIRAI_AUTH_DISABLED` (trusted networks only).
-    pub auth: mirai_auth,
+    /// A `mirai_auth` value (an integer: values from C are checked, not trusted).
+    pub auth: i32,
     pub secret: *const u8,
     pub secret_len: usize,
     /// For `tls+tcp://` with your own certificate: PEM chain, key, and the CA daemons should
@@ -116,7 +117,7 @@ pub extern "C" fn mirai_host_options_init(opts: *mut mirai_host_options) -> mira
             init_blob: std::ptr::null(),
             init_blob_len: 0,
             handshake_timeout_ms: d.handshake_timeout.as_millis() as u64,
-            auth: mirai_auth::Random,
+            auth: mirai_auth::Random as i32,
             secret: std::ptr::null(),
             secret_len: 0,
             tls_cert_chain_pem: std::ptr::null(),
@@ -152,9 +153,12 @@ fn host_options(o: &mirai_host_options) -> Result<HostOptions, Failure> {
         ..HostOptions::default()
     };
     options.auth = match o.auth {
-        mirai_auth::Random => Auth::Random,
-        mirai_auth::Secret => Auth::Secret(bytes(o.secret, o.secret_len, "secret")?.to_vec()),
-        mirai_auth::Disabled => Auth::Disabled,
+        x if x == mirai_auth::Random as i32 => Auth::Random,
+        x if x == mirai_auth::Secret as i32 => {
+            Auth::Secret(bytes(o.secret, o.secret_len, "secret")?.to_vec())
+        }
+        x if x == mirai_auth::Disabled as i32 => Auth::Disabled,
+        x => return Err(invalid_enum("auth", x)),
     };
     let chain = opt_c_str(o.tls_cert_chain_pem, "tls_cert_chain_pem")?;
     let key = opt_c_str(o.tls_key_pem, "tls_key_pem")?;

@@ -10,7 +10,9 @@ use mirai_core::launch::http::{HttpConfig, exchange, launch_http};
 use mirai_core::launch::remote::{RemoteConfig, SshConfig, launch_remote, launch_ssh};
 use mirai_core::launch::{CommandTemplate, Target, wait_for_daemons};
 
-use crate::boundary::{Failure, c_str, deref, guard, guard_value, mirai_result, opt_c_str, put};
+use crate::boundary::{
+    Failure, c_str, deref, guard, guard_value, invalid_enum, mirai_result, opt_c_str, put,
+};
 use crate::bytes::mirai_bytes;
 use crate::host::mirai_host;
 
@@ -112,14 +114,14 @@ pub extern "C" fn mirai_host_launch_remote(
     })
 }
 
-/// Submits a job array of `n` daemons to a batch scheduler. `options` are directive lines
+/// Submits a job array of `n` daemons to a batch scheduler (a `mirai_scheduler` value). `options` are directive lines
 /// without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
 /// NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
 /// `mirai_jobs_free` cancels them.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_launch_cluster(
     host: *const mirai_host,
-    scheduler: mirai_scheduler,
+    scheduler: i32,
     options: *const *const c_char,
     n_options: usize,
     submit_command: *const c_char,
@@ -136,10 +138,11 @@ pub extern "C" fn mirai_host_launch_cluster(
         }
         let config = ClusterConfig {
             scheduler: match scheduler {
-                mirai_scheduler::Slurm => Scheduler::Slurm,
-                mirai_scheduler::Sge => Scheduler::Sge,
-                mirai_scheduler::Pbs => Scheduler::Pbs,
-                mirai_scheduler::Lsf => Scheduler::Lsf,
+                x if x == mirai_scheduler::Slurm as i32 => Scheduler::Slurm,
+                x if x == mirai_scheduler::Sge as i32 => Scheduler::Sge,
+                x if x == mirai_scheduler::Pbs as i32 => Scheduler::Pbs,
+                x if x == mirai_scheduler::Lsf as i32 => Scheduler::Lsf,
+                x => return Err(invalid_enum("scheduler", x)),
             },
             options: strings(options, n_options, "options")?,
             submit_command: opt_c_str(submit_command, "submit_command")?.map(str::to_string),

@@ -40,30 +40,12 @@ Outcome of a call. Codes 1-31 keep R's mirai (NNG) meaning; 100 and up are the C
 end
 
 """
-What a daemon does when its host goes away (R's `autoexit`).
-"""
-@enum mirai_autoexit::Cint begin
-    MIRAI_AUTOEXIT_EXIT = 0
-    MIRAI_AUTOEXIT_FINISH_TASK = 1
-    MIRAI_AUTOEXIT_STAY = 2
-end
-
-"""
 How an evaluation ended.
 """
 @enum mirai_eval_status::Cint begin
     MIRAI_EVAL_STATUS_VALUE = 0
     MIRAI_EVAL_STATUS_ERROR = 1
     MIRAI_EVAL_STATUS_INTERRUPTED = 2
-end
-
-"""
-How daemons authenticate to a host.
-"""
-@enum mirai_auth::Cint begin
-    MIRAI_AUTH_RANDOM = 0
-    MIRAI_AUTH_SECRET = 1
-    MIRAI_AUTH_DISABLED = 2
 end
 
 """
@@ -75,6 +57,24 @@ Where a task stands.
     MIRAI_STATUS_ERROR = 2
     MIRAI_STATUS_INTERRUPTED = 3
     MIRAI_STATUS_FAILED = 4
+end
+
+"""
+What a daemon does when its host goes away (R's `autoexit`).
+"""
+@enum mirai_autoexit::Cint begin
+    MIRAI_AUTOEXIT_EXIT = 0
+    MIRAI_AUTOEXIT_FINISH_TASK = 1
+    MIRAI_AUTOEXIT_STAY = 2
+end
+
+"""
+How daemons authenticate to a host.
+"""
+@enum mirai_auth::Cint begin
+    MIRAI_AUTH_RANDOM = 0
+    MIRAI_AUTH_SECRET = 1
+    MIRAI_AUTH_DISABLED = 2
 end
 
 """
@@ -130,7 +130,7 @@ Daemon settings. Initialise with `mirai_daemon_options_init`.
 """
 struct mirai_daemon_options
     retry::Bool
-    autoexit::mirai_autoexit
+    autoexit::Int32
     grace_ms::UInt64
     maxtasks::UInt64
     idletime_ms::Int64
@@ -188,7 +188,7 @@ struct mirai_host_options
     init_blob::Ptr{UInt8}
     init_blob_len::Csize_t
     handshake_timeout_ms::UInt64
-    auth::mirai_auth
+    auth::Int32
     secret::Ptr{UInt8}
     secret_len::Csize_t
     tls_cert_chain_pem::Ptr{Cchar}
@@ -251,10 +251,10 @@ function mirai_last_error(buf, len)
 end
 
 """
-A static description of a result code.
+A static description of a result code (a `mirai_result` value; others are "unknown").
 """
 function mirai_strerror(result)
-    ccall((:mirai_strerror, libmirai), Ptr{Cchar}, (mirai_result,), result)
+    ccall((:mirai_strerror, libmirai), Ptr{Cchar}, (Int32,), result)
 end
 
 """
@@ -531,13 +531,13 @@ function mirai_host_launch_remote(host, command, args, n_args, quote_, daemon_ar
 end
 
 """
-Submits a job array of `n` daemons to a batch scheduler. `options` are directive lines
+Submits a job array of `n` daemons to a batch scheduler (a `mirai_scheduler` value). `options` are directive lines
 without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
 NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
 `mirai_jobs_free` cancels them.
 """
 function mirai_host_launch_cluster(host, scheduler, options, n_options, submit_command, cancel_command, daemon_argv, daemon_argc, n, out_)
-    ccall((:mirai_host_launch_cluster, libmirai), mirai_result, (Ptr{mirai_host}, mirai_scheduler, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Csize_t, Ptr{Ptr{mirai_jobs}}), host, scheduler, options, n_options, submit_command, cancel_command, daemon_argv, daemon_argc, n, out_)
+    ccall((:mirai_host_launch_cluster, libmirai), mirai_result, (Ptr{mirai_host}, Int32, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Csize_t, Ptr{Ptr{mirai_jobs}}), host, scheduler, options, n_options, submit_command, cancel_command, daemon_argv, daemon_argc, n, out_)
 end
 
 """

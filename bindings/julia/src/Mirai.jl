@@ -340,7 +340,7 @@ function daemon(url::AbstractString; maxtasks::Integer=0, idletime::Integer=-1,
     o = opts[]
     mode = autoexit === true ? MIRAI_AUTOEXIT_EXIT :
            autoexit === missing ? MIRAI_AUTOEXIT_FINISH_TASK : MIRAI_AUTOEXIT_STAY
-    opts[] = mirai_daemon_options(retry, mode, o.grace_ms, maxtasks, idletime, walltime,
+    opts[] = mirai_daemon_options(retry, Int32(mode), o.grace_ms, maxtasks, idletime, walltime,
                                   o.max_frame, o.secret_hex, o.tls_ca_pem, o.label)
     init = @cfunction(_init, Cvoid, (Ptr{Cvoid}, UInt64, Ptr{UInt32}, Ptr{UInt8}, Csize_t))
     evaluate = @cfunction(_evaluate, mirai_eval_status,

@@ -353,6 +353,13 @@ static void launchers(const char *daemon, const char *fake_sbatch) {
   mirai_host_free(host);
 }
 
+static mirai_eval_status never_called(void *userdata, const uint8_t *data, size_t len, bool everywhere,
+                                      const mirai_interrupt *intr, mirai_output *out) {
+  (void)userdata, (void)data, (void)len, (void)everywhere, (void)intr, (void)out;
+  CHECK(!"called");
+  return MIRAI_EVAL_STATUS_ERROR;
+}
+
 static void error_paths(void) {
   mirai_host *host = (mirai_host *)0x1;
   CHECK(mirai_host_listen("tcp://nowhere", NULL, &host) ==
@@ -404,6 +411,27 @@ static void error_paths(void) {
 
   CHECK(strcmp(mirai_strerror(MIRAI_RESULT_TIMED_OUT), "Timed out") == 0);
   CHECK(strcmp(mirai_version(), MIRAI_VERSION) == 0);
+
+  /* Enum values from C are checked, not trusted: out of range is a clear error. */
+  CHECK(strcmp(mirai_strerror(999), "unknown result code") == 0);
+  mirai_host_options o;
+  CHECK_OK(mirai_host_options_init(&o));
+  o.auth = 7;
+  host = NULL;
+  CHECK(mirai_host_listen("tcp://127.0.0.1:0", &o, &host) == MIRAI_RESULT_INVALID_ARGUMENT && host == NULL);
+  mirai_last_error(why, sizeof why);
+  CHECK(strstr(why, "7 is not a valid auth") != NULL);
+  CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", NULL, &host));
+  const char *argv[] = {"true"};
+  mirai_jobs *jobs = NULL;
+  CHECK(mirai_host_launch_cluster(host, 9, NULL, 0, NULL, NULL, argv, 1, 1, &jobs) ==
+        MIRAI_RESULT_INVALID_ARGUMENT && jobs == NULL);
+  mirai_host_free(host);
+  mirai_daemon_options d;
+  CHECK_OK(mirai_daemon_options_init(&d));
+  d.autoexit = -1;
+  mirai_evaluator ev = {NULL, NULL, never_called, NULL, NULL};
+  CHECK(mirai_daemon_run("tcp://127.0.0.1:1", &d, &ev, &code) == MIRAI_RESULT_INVALID_ARGUMENT);
 }
 
 int main(int argc, char **argv) {
