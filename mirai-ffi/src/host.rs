@@ -1,7 +1,7 @@
 //! Hosts: listen, submit, everywhere, counters, completion signals, launching, closing.
 
 use std::ffi::{CString, c_char};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mirai_core::auth::Auth;
@@ -21,13 +21,24 @@ pub struct mirai_host {
     url: CString,
     secret_hex: Option<CString>,
     tls_ca: Option<CString>,
-    /// Processes started by each launch call, most recent last.
-    pub(crate) launches: Mutex<Vec<Vec<LocalDaemon>>>,
+    /// Processes started by each launch call, most recent last (shared, so a wait for them
+    /// does not hold the lock).
+    launches: Mutex<Vec<Arc<[LocalDaemon]>>>,
 }
 
 impl mirai_host {
     pub(crate) fn record_launch(&self, launched: Vec<LocalDaemon>) {
-        self.launches.lock().unwrap_or_else(|e| e.into_inner()).push(launched);
+        self.launches.lock().unwrap_or_else(|e| e.into_inner()).push(launched.into());
+    }
+
+    /// The processes of the most recent launch call.
+    pub(crate) fn latest_launch(&self) -> Arc<[LocalDaemon]> {
+        self.launches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .cloned()
+            .unwrap_or_else(|| Arc::new([]))
     }
 }
 

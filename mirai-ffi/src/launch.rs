@@ -270,9 +270,7 @@ pub extern "C" fn mirai_host_wait_launched(host: *const mirai_host, n: u64, time
     guard(|| {
         let h = deref(host, "host")?;
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        let launches = h.launches.lock().unwrap_or_else(|e| e.into_inner());
-        let latest = launches.last().map_or(&[][..], |l| &l[..]);
-        wait_for_daemons(&h.host, n, latest, timeout)?;
+        wait_for_daemons(&h.host, n, &h.latest_launch(), timeout)?;
         Ok(())
     })
 }
