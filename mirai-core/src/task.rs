@@ -131,7 +131,8 @@ impl Task {
 
     /// Whether the task has resolved. Never blocks.
     pub fn is_resolved(&self) -> bool {
-        self.status().is_some()
+        // The flag, not the lock: races and `unresolved()` poll many tasks at a time.
+        self.cell.resolved.load(Ordering::Acquire)
     }
 
     /// The outcome, once resolved.

@@ -15,8 +15,6 @@ pub type DaemonKey = usize;
 pub struct Assignment {
     pub daemon: DaemonKey,
     pub id: u64,
-    /// Carries the barrier marker (all copies of a broadcast but the last).
-    pub sync: bool,
     pub payload: Vec<u8>,
 }
 
@@ -136,9 +134,9 @@ impl Dispatcher {
     }
 
     /// Removes every queued task (the host is closing); returns their ids.
-    pub fn clear_queue(&mut self) -> Vec<u64> {
+    pub fn clear_queue(&mut self) {
         self.queued_bytes = 0;
-        std::mem::take(&mut self.queue).into_keys().collect()
+        self.queue.clear();
     }
 
     pub fn counters(&self) -> Counters {
@@ -155,10 +153,6 @@ impl Dispatcher {
     /// Payload bytes waiting in the queue, and the most there ever were.
     pub fn queued_bytes(&self) -> (u64, u64) {
         (self.queued_bytes, self.peak_bytes)
-    }
-
-    pub fn is_connected(&self, daemon: DaemonKey) -> bool {
-        self.slots.contains_key(&daemon)
     }
 
     fn drain(&mut self) -> Vec<Assignment> {
@@ -200,7 +194,7 @@ impl Dispatcher {
             self.syncing = false;
             self.generation = self.generation.wrapping_add(1);
         }
-        Assignment { daemon, id, sync, payload }
+        Assignment { daemon, id, payload }
     }
 }
 

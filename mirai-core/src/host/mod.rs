@@ -252,14 +252,7 @@ impl Host {
 
     /// Environment variables a daemon of this host needs: the secret and the TLS CA.
     pub fn daemon_env(&self) -> Vec<(String, String)> {
-        let mut env = Vec::new();
-        if let Some(secret) = self.secret() {
-            env.push((crate::auth::SECRET_ENV.to_string(), crate::auth::to_hex(secret)));
-        }
-        if let Some(ca) = self.tls_ca_pem() {
-            env.push((crate::tls::CA_ENV.to_string(), ca.to_string()));
-        }
-        env
+        crate::launch::Target::of(self).env()
     }
 
     /// Starts `n` local daemon processes from `template`, with this host's URL filled in and
