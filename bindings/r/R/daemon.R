@@ -6,10 +6,15 @@
 daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TRUE,
                    cleanup = TRUE, output = FALSE, idletime = Inf, walltime = Inf,
                    maxtasks = Inf, tlscert = NULL, rs = NULL) {
-  if (!is.character(url) || !grepl("://", url, fixed = TRUE)) stop("`url` must be a valid URL")
+  if (!is.character(url) || length(url) != 1L || is.na(url) || !grepl("://", url, fixed = TRUE)) stop("`url` must be a valid URL")
+  for (limit in list(idletime, walltime, maxtasks)) {
+    if (!is.numeric(limit) || length(limit) != 1L || is.na(limit) || limit < 0) stop("`idletime`, `walltime` and `maxtasks` must be non-negative numbers")
+  }
+  if (!is.logical(autoexit) || length(autoexit) != 1L) stop("`autoexit` must be TRUE, FALSE or NA")
+  if (!is.null(rs) && (!is.numeric(rs) || length(rs) != 7L)) stop("`rs` must be a 7-integer L'Ecuyer-CMRG .Random.seed")
   serve(url, asyncdial = asyncdial, autoexit = autoexit, cleanup = cleanup, output = output,
         idletime = idletime, walltime = walltime, maxtasks = maxtasks, tls_ca = tlscert_pem(tlscert),
-        rs = rs)
+        rs = rs, secret = take_secret())
 }
 
 # An ephemeral daemon (a mirai without daemons set): one task, then exit.
@@ -32,11 +37,19 @@ pem_file <- function(path, what) {
   paste(readLines(path, warn = FALSE), collapse = "\n")
 }
 
-# The daemon loop on libmirai's runtime; `secret` and `tls_ca` NULL read MIRAI_SECRET and
-# MIRAI_TLS_CA (set by the launcher).
+# The daemon loop on libmirai's runtime; `tls_ca` NULL reads MIRAI_TLS_CA (set by the
+# launcher); `secret` NULL means none.
 serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, output = FALSE,
                   idletime = Inf, walltime = Inf, maxtasks = Inf, tls_ca = NULL, rs = NULL,
                   secret = NULL) {
+  res <- serve_loop(url, asyncdial, autoexit, cleanup, output, idletime, walltime, maxtasks, tls_ca, rs, secret)
+  # Raised only now: R prints an error where it is raised, which inside the loop is the sink.
+  if (inherits(res, "error")) stop(simpleError(conditionMessage(res), sys.call(-1L)))
+  invisible(res)
+}
+
+serve_loop <- function(url, asyncdial, autoexit, cleanup, output, idletime, walltime, maxtasks,
+                       tls_ca, rs, secret) {
   if (!output) {
     devnull <- file(nullfile(), open = "w")
     sink(devnull)
@@ -59,7 +72,7 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
   evaluate <- function(task, everywhere) {
     # What an everywhere task changed stays, even when it fails part way (as in R's mirai).
     if (everywhere) on.exit(take_snapshot())
-    run_task(task, everywhere)
+    run_task(task)
   }
   init <- function(id, stream, blob) {
     if (length(blob)) {
@@ -82,16 +95,15 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
   }
   opts <- c(as.numeric(isTRUE(asyncdial)), if (isTRUE(autoexit)) 0 else if (is.na(autoexit)) 1 else 2,
             as.numeric(maxtasks), as.numeric(idletime), as.numeric(walltime))
-  invisible(.Call(rmirai_daemon, url, opts, environment(), secret, tls_ca))
+  tryCatch(.Call(rmirai_daemon, url, opts, environment(), secret, tls_ca), error = identity)
 }
 
 #' Evaluates one task: `._globals_.` into the global environment, the rest of the list as the
-#' local environment of `._expr_.` (an `everywhere` task runs in the global environment, so what
-#' it defines stays). An error or interrupt is recorded as a miraiError or miraiInterrupt by a
-#' calling handler (no exiting handler to pay for on every task), which then unwinds to the C
-#' layer with the "abort" restart: that skips R's top-level error handling (`options(error =)`,
-#' the traceback), as an exiting handler would.
-run_task <- function(task, global) {
+#' local environment of `._expr_.`. An error or interrupt is recorded as a miraiError or
+#' miraiInterrupt by a calling handler (no exiting handler to pay for on every task), which then
+#' unwinds to the C layer with the "abort" restart: that skips R's top-level error handling
+#' (`options(error =)`, the traceback), as an exiting handler would.
+run_task <- function(task) {
   .state$failure <- NULL
   globals <- task[["._globals_."]]
   for (name in names(globals)) assign(name, globals[[name]], envir = .GlobalEnv)
@@ -100,12 +112,7 @@ run_task <- function(task, global) {
   task[["._globals_."]] <- NULL
   frames <- sys.nframe() + 3L # this call, withCallingHandlers() and eval() (two frames): not the task's
   withCallingHandlers(
-    if (global) {
-      for (name in names(task)) assign(name, task[[name]], envir = .GlobalEnv)
-      eval(expr, envir = .GlobalEnv)
-    } else {
-      eval(expr, envir = list2env(task, parent = .GlobalEnv))
-    },
+    eval(expr, envir = list2env(task, parent = .GlobalEnv)),
     error = function(e) {
       .state$failure <- mirai_error(e, sys.calls()[-seq_len(frames)])
       invokeRestart("abort")

@@ -64,17 +64,25 @@ profile_ca <- function(p) {
 }
 
 #' Set or reset daemons for a compute profile.
+#' Daemons prove they hold the session's secret (see auth.R) unless `auth = FALSE`.
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
                     seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
-                    .compute = NULL) {
+                    .compute = NULL, auth = TRUE) {
+  if (!is.null(.compute) && (!is.character(.compute) || length(.compute) != 1L || is.na(.compute))) {
+    stop("`.compute` must be a character string")
+  }
   name <- profile_name(.compute)
+  if (!isTRUE(auth) && !isFALSE(auth)) stop("`auth` must be either TRUE or FALSE")
   if (isTRUE(sync)) return(sync_profile(name, seed))
-  if (missing(n) && is.null(url)) stop("`n` must be numeric, did you mean to provide `url`?")
+  if (missing(n) && is.null(url)) stop("argument \"n\" is missing, with no default")
   if (!missing(n) && is.null(n)) return(reset_profile(name, exit = TRUE))
-  if (!missing(n) && !is.numeric(n)) stop("`n` must be numeric, did you mean to provide `url`?")
-  if (!missing(n) && n < 0) stop("`n` must be zero or greater")
-  if (!is.null(url) && !is.character(url)) stop("`url` must be of type character")
+  if (!missing(n) && (!is.numeric(n) || length(n) != 1L || is.na(n))) stop("`n` must be numeric, did you mean to provide `url`?")
+  if (!missing(n) && n < 0) stop("the number of daemons must be zero or greater")
+  if (!is.null(url) && (!is.character(url) || length(url) != 1L || is.na(url))) {
+    stop(sprintf("`url` must be of type character, not %s", typeof(url)))
+  }
   if (!isTRUE(dispatcher) && !isFALSE(dispatcher)) stop("`dispatcher` must be either TRUE or FALSE")
+  if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed))) stop("`seed` must be a single number")
   if (!missing(n) && n == 0 && is.null(url)) return(reset_profile(name, exit = FALSE))
   if (is.null(url) && in_map()) stop("cannot create local daemons from within mirai map")
   reset_profile(name, exit = FALSE)
@@ -84,7 +92,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   serial <- if (is.null(serial)) .state$serial else serial
   blob <- if (length(serial$class)) serialize(serial, NULL) else NULL
   host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob,
-                tls_material(tls, pass, dots$tlscert))
+                tls_material(tls, pass, dots$tlscert), if (auth) session_secret())
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$read_hook <- serial_reader(serial)
@@ -94,6 +102,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   p$name <- name
   p$url <- .Call(rmirai_url, host)
   p$dispatcher <- dispatcher
+  p$n <- if (missing(n)) NULL else as.integer(n)
   set_launch_args(p, dots)
   assign(name, p, envir = .state$profiles)
   if (is.null(url) && !missing(n) && n > 0) {
@@ -127,7 +136,7 @@ reset_profile <- function(name, exit) {
 sync_profile <- function(name, seed) {
   reset_profile(name, exit = FALSE)
   stream <- init_stream(seed)
-  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL)
+  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL, session_secret())
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$stream <- stream
@@ -136,6 +145,7 @@ sync_profile <- function(name, seed) {
   p$url <- .Call(rmirai_url, host)
   p$secret <- .Call(rmirai_secret, host)
   p$sync <- TRUE
+  p$n <- 1L
   p$globals <- new.env(parent = emptyenv())
   p$dispatcher <- FALSE
   assign(name, p, envir = .state$profiles)
@@ -175,35 +185,44 @@ tls_material <- function(tls, pass, tlscert) {
 
 #' Launch more local daemons for a profile.
 launch_local <- function(n = 1L, ..., .compute = NULL) {
+  check_count(n)
   p <- launchable_profile(.compute)
   dots <- list(...)
   if (length(dots)) set_launch_args(p, dots)
   .Call(rmirai_launch, p$host, c(rscript_path(), "-e", daemon_call("{url}", p)), as.integer(n), TRUE)
-  invisible(n)
+  n
+}
+
+# A number of daemons to launch: one whole number, 0 or more (a bounded one: each is a process).
+check_count <- function(n) {
+  if (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 0 || n != trunc(n) || n > 1e5) {
+    stop("`n` must be a whole number of daemons, 0 or more")
+  }
 }
 
 launchable_profile <- function(.compute) {
   p <- get_profile(.compute)
-  if (is.null(p)) stop("daemons must be set to launch daemons")
+  if (is.null(p)) stop("daemons must be set to use this function")
   if (isTRUE(p$sync)) stop("daemons cannot be launched for synchronous compute profiles")
   p
 }
 
 rscript_path <- function() file.path(R.home("bin"), "Rscript")
 
-# A profile's L'Ecuyer-CMRG stream: from `set.seed(seed)` when a seed is given, otherwise drawn
-# from the session's RNG (advanced once, so repeated calls differ). The session's own
-# `.Random.seed` and RNG kind are left as they were.
+# A profile's L'Ecuyer-CMRG stream: from `set.seed(seed)` when a seed is given, otherwise from
+# a draw of the session's RNG, which that draw advances (so successive calls get different
+# streams, and after `set.seed()` the same ones). The session's RNG kind, and its
+# `.Random.seed` after that draw, are left as they were.
 init_stream <- function(seed) {
-  old <- if (exists(".Random.seed", envir = .GlobalEnv, inherits = FALSE)) get(".Random.seed", envir = .GlobalEnv) else NULL
+  if (is.null(seed)) seed <- sample.int(.Machine$integer.max, 1L)
+  old <- get0(".Random.seed", envir = .GlobalEnv, inherits = FALSE)
   kind <- RNGkind()
   on.exit({
     RNGkind(kind[1L], kind[2L], kind[3L])
     if (is.null(old)) rm(".Random.seed", envir = .GlobalEnv) else assign(".Random.seed", old, envir = .GlobalEnv)
   })
-  draw <- sample.int(.Machine$integer.max, 1L)
   RNGkind("L'Ecuyer-CMRG")
-  set.seed(if (is.null(seed)) draw else seed)
+  set.seed(seed)
   get(".Random.seed", envir = .GlobalEnv)
 }
 
@@ -218,11 +237,24 @@ nextstream <- function(.compute = "default") {
 
 daemons_set <- function(.compute = NULL) !is.null(get_profile(.compute))
 
+#' Errors unless daemons are set, attributed to `call` (a frame, as `environment()` of the
+#' function calling this, or a call).
 require_daemons <- function(.compute = NULL, call = environment()) {
   if (daemons_set(.compute)) return(invisible(TRUE))
   name <- profile_name(.compute)
-  stop(if (name == "default") "No daemons set." else sprintf("No daemons set for the '%s' compute profile.", name),
-       " Use e.g. mirai::daemons(6) to set 6 local daemons.", call. = FALSE)
+  first <- if (name == "default") "No daemons set." else sprintf("No daemons set for the '%s' compute profile.", name)
+  if (requireNamespace("cli", quietly = TRUE)) {
+    cli::cli_abort(c(first, "Use e.g. {.run mirai::daemons(6)} to set 6 local daemons."), call = call)
+  }
+  if (is.environment(call)) call <- frame_call(call)
+  stop(simpleError(sprintf("%s\nUse e.g. mirai::daemons(6) to set 6 local daemons.", first), call))
+}
+
+# The call that made frame `env`, or NULL when it is not on the stack.
+frame_call <- function(env) {
+  frames <- sys.frames()
+  for (i in rev(seq_along(frames))) if (identical(frames[[i]], env)) return(sys.call(i))
+  NULL
 }
 
 #' Status of a compute profile.
@@ -231,6 +263,8 @@ status <- function(.compute = NULL) {
   p <- get_profile(.compute)
   if (is.null(p)) return(list(connections = 0L, daemons = 0L))
   info <- .Call(rmirai_counters, p$host)
+  # Without a dispatcher R's mirai reports connections and the URL only.
+  if (!isTRUE(p$dispatcher)) return(list(connections = info[1L], daemons = p$url))
   list(connections = info[1L], daemons = p$url,
        mirai = c(awaiting = info[3L], executing = info[4L], completed = info[5L]),
        memory = `names<-`(.Call(rmirai_memory, p$host), c("used", "peak", "capacity")))
@@ -240,7 +274,9 @@ status <- function(.compute = NULL) {
 info <- function(.compute = NULL) {
   p <- get_profile(.compute)
   if (is.null(p)) return(NULL)
-  `names<-`(.Call(rmirai_counters, p$host), c("connections", "cumulative", "awaiting", "executing", "completed"))
+  out <- .Call(rmirai_counters, p$host)
+  if (!isTRUE(p$dispatcher)) out[-1L] <- NA_integer_
+  `names<-`(out, c("connections", "cumulative", "awaiting", "executing", "completed"))
 }
 
 print.miraiDaemons <- function(x, ...) {
@@ -277,18 +313,37 @@ set_current <- function(name) .state$cp <- name
 
 on_daemon <- function() isTRUE(.state$daemon)
 
-#' A field of a compute profile: "url", "n" (connections), "dispatcher" (the host), "stream",
-#' "seed", "tls" (what daemons are given to trust: `tlscert`, or the generated CA).
-nextget <- function(x, .compute = NULL) {
+#' A field of a compute profile (the default one unless `.compute` names another): "n" (the
+#' number of daemons asked for), "url", "dispatcher" (the host, or NULL without a dispatcher),
+#' "tls" (what daemons trust, as `c(<PEM chain>, "")`), "stream", "seed", "dots" (daemon
+#' arguments), "sync", "compute". Anything else is NULL.
+nextget <- function(x, .compute = "default") {
+  if (!is.character(x) || length(x) != 1L) stop("`x` must be a character string")
   p <- get_profile(.compute)
   if (is.null(p)) return(NULL)
-  switch(x, url = p$url, n = .Call(rmirai_counters, p$host)[1L], dispatcher = p$host,
-         stream = p$stream, seed = p$seed,
-         tls = if (is.null(p$tlscert)) .Call(rmirai_tls_ca, p$host) else p$tlscert, NULL)
+  switch(x, n = p$n, url = p$url, dispatcher = if (isTRUE(p$dispatcher)) p$host,
+         tls = profile_tls(p), stream = p$stream, seed = p$seed, dots = p$dots,
+         sync = isTRUE(p$sync), compute = p$name, NULL)
 }
 
+# The CA daemons of `p` trust, as daemon(tlscert =) takes it; NULL without TLS.
+profile_tls <- function(p) {
+  if (length(p$tlscert) == 1L) return(p$tlscert) # a file path, given to daemons as is
+  ca <- profile_ca(p)
+  if (is.null(ca)) NULL else c(ca, "")
+}
+
+#' What a daemon's exit code means (the value `daemon()` returns).
 nextcode <- function(xc) {
   xc <- as.integer(xc)
-  msg <- nng_messages[xc]
-  sprintf("%d | %s", xc, ifelse(is.na(msg), "Unknown error", msg))
+  why <- c("Daemon connection terminated", "Daemon idletime limit reached", "Daemon walltime limit reached",
+           "Daemon task limit reached")[xc + 1L]
+  sprintf("%d | %s", xc, ifelse(is.na(why), "Unknown exit code", why))
+}
+
+# What an errorValue's code means: NNG's text, as R's mirai prints it.
+error_text <- function(code) {
+  code <- as.integer(code)
+  msg <- nng_messages[code]
+  sprintf("%d | %s", code, ifelse(is.na(msg), "Unknown error", msg))
 }

@@ -29,7 +29,7 @@ settle <- function(entry) {
   value <- collect_value(entry$mirai)
   if (is_mirai_interrupt(value)) entry$resolve(value)
   else if (is_mirai_error(value)) entry$reject(simpleError(as.character(value)))
-  else if (is_error_value(value)) entry$reject(simpleError(nextcode(value)))
+  else if (is_error_value(value)) entry$reject(simpleError(error_text(value)))
   else entry$resolve(value)
 }
 

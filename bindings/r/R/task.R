@@ -64,7 +64,7 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
 # output discarded). The mirai keeps the host; collecting the value closes it.
 ephemeral_mirai <- function(task, timeout) {
   p <- new.env(parent = emptyenv())
-  p$host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL)
+  p$host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL, session_secret())
   .Call(rmirai_launch, p$host, c(rscript_path(), "-e", "mirai:::.daemon(\"{url}\")"), 1L, FALSE)
   m <- .Call(rmirai_submit, p, task, timeout, FALSE)
   m$host <- p$host
@@ -85,36 +85,6 @@ data_value <- function(env) .Call(rmirai_data, env)
 
 `[.mirai` <- function(x, i) collect_value(x)
 
-`[.mirai_map` <- function(x, ...) {
-  opts <- vapply(as.list(substitute(list(...)))[-1L], deparse, "")
-  collect_map(x, opts)
-}
-
-collect_map <- function(x, opts) {
-  flat <- ".flat" %in% opts
-  stop_at <- ".stop" %in% opts
-  progress <- ".progress" %in% opts
-  n <- length(x)
-  out <- vector("list", n)
-  for (i in seq_len(n)) {
-    out[[i]] <- collect_value(x[[i]])
-    if (progress) cat(sprintf("\r[ %d / %d %s ]", i, n, strrep(".", i * 10L %/% n)), file = stderr())
-    if ((stop_at || flat) && is_error_value(out[[i]])) {
-      stop_mirai(x)
-      msg <- if (is_mirai_error(out[[i]])) as.character(out[[i]]) else nextcode(out[[i]])
-      stop(sprintf("In index %d:\n%s", i, msg), call. = FALSE)
-    }
-  }
-  if (progress) cat("\n", file = stderr())
-  names(out) <- names(x)
-  if (flat) {
-    types <- unique(vapply(out, typeof, ""))
-    if (length(types) > 1L) stop(sprintf("cannot flatten outputs of differing type: %s", paste(types, collapse = " / ")))
-    out <- unlist(out, recursive = FALSE)
-  }
-  out
-}
-
 print.mirai <- function(x, ...) {
   cat(if (unresolved(x)) "< mirai [] >\n" else "< mirai [$data] >\n")
   invisible(x)
@@ -127,7 +97,7 @@ print.mirai_map <- function(x, ...) {
 }
 
 print.errorValue <- function(x, ...) {
-  cat(sprintf("'errorValue' int %s\n", nextcode(x)))
+  cat(sprintf("'errorValue' int %s\n", error_text(x)))
   invisible(x)
 }
 
@@ -151,40 +121,58 @@ print.unresolvedValue <- function(x, ...) {
 conditionMessage.miraiError <- function(c) attr(c, "message", exact = TRUE)
 conditionCall.miraiError <- function(c) attr(c, "call", exact = TRUE)
 
+# Values that are not mirai pass through unresolved, call_mirai, collect_mirai and stop_mirai
+# unchanged, as in R's mirai; a list is looked into one level deep.
 unresolved <- function(x) {
-  if (inherits(x, "mirai")) return(!exists("value", envir = x, inherits = FALSE) && !.Call(rmirai_resolved, x$handle))
+  if (is_mirai(x)) return(!exists("value", envir = x, inherits = FALSE) && !.Call(rmirai_resolved, x$handle))
   if (inherits(x, "unresolvedValue")) return(TRUE)
-  if (is.list(x)) return(any(vapply(x, unresolved, logical(1L))))
+  if (is.list(x)) {
+    for (e in unclass(x)) if (is_mirai(e) || inherits(e, "unresolvedValue")) if (unresolved(e)) return(TRUE)
+  }
   FALSE
 }
 
 call_mirai <- function(x) {
-  if (inherits(x, "mirai")) collect_value(x) else lapply(x, call_mirai)
+  if (is_mirai(x)) collect_value(x)
+  else if (is.list(x)) for (e in unclass(x)) if (is_mirai(e)) collect_value(e)
   invisible(x)
 }
 
 collect_mirai <- function(x, options = NULL) {
-  if (inherits(x, "mirai")) return(collect_value(x))
-  # A named list turns on each option whose value is not FALSE or NULL (`.progress` may be a label).
-  if (is.list(options)) options <- names(options)[vapply(options, function(o) !is.null(o) && !isFALSE(o), logical(1L))]
-  collect_map(x, options)
+  if (is_mirai(x)) return(collect_value(x))
+  if (!is.list(x)) return(x)
+  collect_map(x, map_options(options))
 }
 
 stop_mirai <- function(x) {
-  if (is.null(x)) return(FALSE)
-  if (inherits(x, "mirai")) return(.Call(rmirai_cancel, x$handle))
+  if (is_mirai(x)) return(.Call(rmirai_cancel, x$handle))
+  if (!is.list(x)) return(FALSE)
   # Last to first, as R's mirai does (unclassed: `[` on a mirai_map collects it).
   x <- unclass(x)
   out <- logical(length(x))
-  for (i in rev(seq_along(x))) out[i] <- stop_mirai(x[[i]])
+  for (i in rev(seq_along(x))) if (is_mirai(x[[i]])) out[i] <- .Call(rmirai_cancel, x[[i]]$handle)
   out
 }
 
+# The index of the first element to resolve. An element that is not a mirai of this profile
+# (a value, or a mirai of another profile, whose host this wait does not hear from) counts
+# as resolved when it is not unresolved.
 race_mirai <- function(x, .compute = NULL) {
   p <- get_profile(.compute)
-  if (is.null(p)) stop("daemons must be set to use race_mirai()")
+  if (is.null(p)) stop("daemons must be set to use this function")
+  if (is_mirai(x)) x <- list(x)
+  if (!is.list(x)) stop("`x` must be a mirai or a list of mirai")
   if (!length(x)) return(invisible(0L))
-  invisible(.Call(rmirai_race, p$host, lapply(x, function(m) m$handle)))
+  x <- unclass(x)
+  repeat {
+    ours <- vapply(x, function(m) is_mirai(m) && identical(m$profile, p), logical(1L))
+    done <- which(!vapply(x, unresolved, logical(1L)))
+    if (length(done)) return(invisible(done[1L]))
+    if (all(ours)) return(invisible(.Call(rmirai_race, p$host, lapply(x, function(m) m$handle), -1L)))
+    # Mixed hosts: wait on this profile's share a little, then look at every element again.
+    if (any(ours)) .Call(rmirai_race, p$host, lapply(x[ours], function(m) m$handle), 50L)
+    else Sys.sleep(0.05)
+  }
 }
 
 is_mirai <- function(x) inherits(x, "mirai")
@@ -193,31 +181,13 @@ is_mirai_error <- function(x) inherits(x, "miraiError")
 is_mirai_interrupt <- function(x) inherits(x, "miraiInterrupt")
 is_error_value <- function(x) inherits(x, "errorValue")
 
-#' Apply a function over a list or vector, or over the rows of a data frame or matrix.
-mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = NULL) {
-  require_daemons(.compute)
-  if (!is.function(.f)) stop("`.f` must be of type function, not ", typeof(.f))
-  rows <- is.data.frame(.x) || is.matrix(.x)
-  items <- if (rows) lapply(seq_len(nrow(.x)), function(i) as.list(if (is.data.frame(.x)) .x[i, , drop = FALSE] else .x[i, ])) else as.list(.x)
-  out <- lapply(items, function(item) {
-    args <- if (rows) c(item, .args) else c(list(item), .args)
-    mirai(do.call(.f, args, quote = TRUE), ..., .args = list(.f = .f, args = args, .mirai_within_map = TRUE), .compute = .compute)
-  })
-  names(out) <- if (rows) rownames(.x) else names(.x)
-  if (rows && is.data.frame(.x) && identical(names(out), as.character(seq_len(nrow(.x))))) names(out) <- NULL
-  # `.promise`: an onFulfilled function, or list(onFulfilled, onRejected), attached to each mirai.
-  if (!is.null(.promise)) {
-    handlers <- if (is.function(.promise)) list(.promise) else .promise
-    for (m in out) promises::then(as.promise.mirai(m), onFulfilled = handlers[[1L]],
-                                  onRejected = if (length(handlers) > 1L) handlers[[2L]])
-  }
-  structure(out, class = "mirai_map")
-}
-
-#' Evaluate an expression once on every connected daemon.
+#' Evaluate an expression once on every connected daemon, as an ordinary task (`.args` and
+#' local assignments stay local); what it changes in the daemon's global environment (with `<<-`
+#' or `...`, packages loaded, options) persists across the daemon's cleanup.
 everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   require_daemons(.compute)
   p <- get_profile(.compute)
+  if (!is.numeric(.min) || length(.min) != 1L || is.na(.min) || .min < 0) stop("`.min` must be a non-negative number")
   task <- build_task(substitute(.expr), list(...), .args, parent.frame())
   ms <- .Call(rmirai_everywhere, p, task, as.integer(.min))
   if (isTRUE(p$sync)) run_sync(p, length(ms))

@@ -50,6 +50,7 @@ const char *opt_string(SEXP x, R_xlen_t i) {
 
 /* A variable of an environment, R_NilValue when unbound. */
 SEXP env_var(SEXP env, SEXP sym) {
+  if (TYPEOF(env) != ENVSXP) Rf_error("not a mirai or compute profile");
   SEXP v = Rf_findVarInFrame3(env, sym, TRUE);
   return v == R_UnboundValue ? R_NilValue : v;
 }

@@ -1,14 +1,46 @@
 /* Hosts: listening, launching local daemons, counters, races and closing. */
+#include <string.h>
+
 #include "rmirai.h"
 
 #include <R_ext/Utils.h>
 
+static int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* The bytes of a hex string (R_alloc'd), as daemons decode MIRAI_SECRET. */
+static uint8_t *hex_bytes(const char *hex, size_t *len) {
+  size_t n = strlen(hex);
+  if (n == 0 || n % 2) Rf_error("a secret must be an even number of hex digits");
+  uint8_t *out = (uint8_t *)R_alloc(n / 2, 1);
+  for (size_t i = 0; i < n / 2; i++) {
+    int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) Rf_error("a secret must be hex digits only");
+    out[i] = (uint8_t)(hi * 16 + lo);
+  }
+  *len = n / 2;
+  return out;
+}
+
 /* stream: NULL, or the 7-integer .Random.seed of an L'Ecuyer-CMRG stream that daemons' streams
  * derive from (the k-th daemon gets it jumped k times). tls: NULL, or c(chain, key, ca,
- * password) with NA for what is not given (PEM text). */
-SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls) {
+ * password) with NA for what is not given (PEM text). secret: the hex secret daemons must
+ * prove they hold, or NULL for no authentication. */
+SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret) {
+  if (TYPEOF(url) != STRSXP || XLENGTH(url) != 1 || STRING_ELT(url, 0) == NA_STRING)
+    Rf_error("`url` must be a character string");
   mirai_host_options o;
   mirai_host_options_init(&o);
+  if (Rf_isNull(secret)) {
+    o.auth = MIRAI_AUTH_DISABLED;
+  } else {
+    o.auth = MIRAI_AUTH_SECRET;
+    o.secret = hex_bytes(CHAR(STRING_ELT(secret, 0)), &o.secret_len);
+  }
   if (!Rf_isNull(blob)) {
     o.init_blob = RAW(blob);
     o.init_blob_len = (size_t)XLENGTH(blob);
@@ -94,15 +126,21 @@ SEXP rmirai_counters(SEXP h) {
   return out;
 }
 
-SEXP rmirai_race(SEXP h, SEXP tasks) {
+/* The 1-based index of the first of `tasks` to resolve, waiting in slices so the user can
+ * interrupt; after `timeout_ms` (negative: no limit), 0. */
+SEXP rmirai_race(SEXP h, SEXP tasks, SEXP timeout_ms) {
+  if (TYPEOF(tasks) != VECSXP) Rf_error("`tasks` must be a list");
   R_xlen_t n = XLENGTH(tasks);
-  const mirai_task **list = (const mirai_task **)R_alloc((size_t)n, sizeof(mirai_task *));
+  const mirai_task **list = (const mirai_task **)R_alloc((size_t)(n ? n : 1), sizeof(mirai_task *));
   for (R_xlen_t i = 0; i < n; i++) list[i] = task_of(VECTOR_ELT(tasks, i));
+  int left = Rf_asInteger(timeout_ms);
   size_t index = 0;
   for (;;) {
-    mirai_result r = mirai_host_race(host_of(h), list, (size_t)n, SLICE_MS, &index);
+    int slice = left >= 0 && left < SLICE_MS ? left : SLICE_MS;
+    mirai_result r = mirai_host_race(host_of(h), list, (size_t)n, slice, &index);
     if (r == MIRAI_RESULT_OK) return Rf_ScalarInteger((int)index + 1);
     if (r != MIRAI_RESULT_TIMED_OUT) fail(r);
+    if (left >= 0 && (left -= slice) <= 0) return Rf_ScalarInteger(0);
     R_CheckUserInterrupt();
   }
 }

@@ -5,7 +5,7 @@
 #include <R_ext/Rdynload.h>
 
 static const R_CallMethodDef calls[] = {
-    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 5},
+    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 6},
     {"rmirai_tls_ca", (DL_FUNC)&rmirai_tls_ca, 1},
     {"rmirai_url", (DL_FUNC)&rmirai_url, 1},
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
@@ -24,7 +24,7 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_resolved", (DL_FUNC)&rmirai_resolved, 1},
     {"rmirai_cancel", (DL_FUNC)&rmirai_cancel, 1},
     {"rmirai_counters", (DL_FUNC)&rmirai_counters, 1},
-    {"rmirai_race", (DL_FUNC)&rmirai_race, 2},
+    {"rmirai_race", (DL_FUNC)&rmirai_race, 3},
     {"rmirai_close", (DL_FUNC)&rmirai_close, 2},
     {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 5},
     {"rmirai_launch_ssh", (DL_FUNC)&rmirai_launch_ssh, 7},
@@ -35,6 +35,7 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_http_request", (DL_FUNC)&rmirai_http_request, 4},
     {"rmirai_interfaces", (DL_FUNC)&rmirai_interfaces, 0},
     {"rmirai_random_name", (DL_FUNC)&rmirai_random_name, 1},
+    {"rmirai_random_hex", (DL_FUNC)&rmirai_random_hex, 1},
     {NULL, NULL, 0}};
 
 void R_init_mirai(DllInfo *dll) {

@@ -63,7 +63,7 @@ void serialize_output(mirai_output *out, SEXP obj, SEXP hook);
 SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook);
 
 /* The routines registered with R (init.c). */
-SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls);
+SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret);
 SEXP rmirai_url(SEXP h);
 SEXP rmirai_secret(SEXP h);
 SEXP rmirai_tls_ca(SEXP h);
@@ -71,7 +71,7 @@ SEXP rmirai_launch(SEXP h, SEXP argv, SEXP n, SEXP output);
 SEXP rmirai_wait_connections(SEXP h, SEXP n);
 SEXP rmirai_memory(SEXP h);
 SEXP rmirai_counters(SEXP h);
-SEXP rmirai_race(SEXP h, SEXP tasks);
+SEXP rmirai_race(SEXP h, SEXP tasks, SEXP timeout_ms);
 SEXP rmirai_close(SEXP h, SEXP exit_daemons);
 SEXP rmirai_use_later(SEXP ready);
 SEXP rmirai_setup(SEXP fun, SEXP unresolved);
@@ -90,6 +90,7 @@ SEXP rmirai_wait_launched(SEXP h, SEXP n, SEXP timeout_ms);
 SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body);
 SEXP rmirai_interfaces(void);
 SEXP rmirai_random_name(SEXP n);
+SEXP rmirai_random_hex(SEXP n);
 SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_ca);
 /* Snapshots of a daemon's global state, and whether a task changed it (state.c). */
 SEXP rmirai_state(void);

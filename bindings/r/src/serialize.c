@@ -72,10 +72,12 @@ static void chunk_byte(R_outpstream_t stream, int c) {
   w->stage[w->n++] = (uint8_t)c;
 }
 
+/* A large piece goes on directly, but only after what is staged: the order is the data. */
 static void chunk_bytes(R_outpstream_t stream, void *data, int n) {
   chunked *w = stream->data;
-  if (w->n + (size_t)n > sizeof w->stage) flush(w);
-  if ((size_t)n > sizeof w->stage / 2) {
+  int large = (size_t)n > sizeof w->stage / 2;
+  if (large || w->n + (size_t)n > sizeof w->stage) flush(w);
+  if (large) {
     pass_on(w, data, (size_t)n);
   } else {
     memcpy(w->stage + w->n, data, (size_t)n);

@@ -142,6 +142,11 @@ static void bytes_finalizer(SEXP x) {
   }
 }
 
+/* Entry points taking a mirai are reachable with anything from R. */
+static void check_mirai(SEXP m) {
+  if (TYPEOF(m) != ENVSXP || !Rf_inherits(m, "mirai")) Rf_error("not a mirai");
+}
+
 /* A resolved task's value: the result unserialized where libmirai put it, or an errorValue.
  * The bytes are held by mirai `m` (`s_result`) until they have been read, so a failed read
  * (a package missing here, an interrupt) can be tried again instead of losing the result. */
@@ -174,6 +179,7 @@ static SEXP task_value(mirai_task *task, SEXP m) {
 /* The value of mirai `m`, waiting (interruptibly) until it resolves. The value is kept in the
  * mirai; an ephemeral mirai's own host is closed once it is in. */
 SEXP rmirai_collect(SEXP m) {
+  check_mirai(m);
   SEXP v = Rf_findVarInFrame3(m, s_value, TRUE);
   if (v != R_UnboundValue) return v;
   mirai_task *task = task_of(env_var(m, s_handle));
@@ -191,6 +197,7 @@ SEXP rmirai_collect(SEXP m) {
 
 /* A mirai's `data`: its value if resolved, otherwise the unresolved value. */
 SEXP rmirai_data(SEXP m) {
+  check_mirai(m);
   SEXP v = Rf_findVarInFrame3(m, s_value, TRUE);
   if (v != R_UnboundValue) return v;
   if (!mirai_task_is_resolved(task_of(env_var(m, s_handle)))) return unresolved_value;

@@ -1,5 +1,5 @@
 /* What local_url() and host_url() are made of: random socket names and the machine's
- * addresses. */
+ * addresses; and random secrets. */
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
@@ -37,18 +37,34 @@ SEXP rmirai_interfaces(void) {
   return out;
 }
 
-/* `n` random letters and digits from the system's random source (/dev/urandom). */
-SEXP rmirai_random_name(SEXP n) {
-  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+/* `len` bytes from the system's random source (/dev/urandom). */
+static void random_bytes(unsigned char *bytes, size_t len) {
+  FILE *f = fopen("/dev/urandom", "rb");
+  size_t got = f ? fread(bytes, 1, len, f) : 0;
+  if (f) fclose(f);
+  if (got != len) Rf_error("cannot read /dev/urandom");
+}
+
+/* `n` random characters of `alphabet`. */
+static SEXP random_string(SEXP n, const char *alphabet, size_t size) {
   int len = Rf_asInteger(n);
   if (len < 1 || len > 64) Rf_error("a name of 1 to 64 characters");
   unsigned char bytes[64];
-  FILE *f = fopen("/dev/urandom", "rb");
-  size_t got = f ? fread(bytes, 1, (size_t)len, f) : 0;
-  if (f) fclose(f);
-  if (got != (size_t)len) Rf_error("cannot read /dev/urandom");
+  random_bytes(bytes, (size_t)len);
   char name[65];
-  for (int i = 0; i < len; i++) name[i] = alphabet[bytes[i] % (sizeof alphabet - 1)];
+  for (int i = 0; i < len; i++) name[i] = alphabet[bytes[i] % size];
   name[len] = 0;
   return Rf_mkString(name);
+}
+
+/* `n` random letters and digits: socket names. */
+SEXP rmirai_random_name(SEXP n) {
+  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  return random_string(n, alphabet, sizeof alphabet - 1);
+}
+
+/* `n` random hex digits: secrets (16 divides 256, so every digit is equally likely). */
+SEXP rmirai_random_hex(SEXP n) {
+  static const char alphabet[] = "0123456789abcdef";
+  return random_string(n, alphabet, sizeof alphabet - 1);
 }
