@@ -1,9 +1,26 @@
 # A `parallel` cluster backed by mirai daemons: parLapply, clusterApplyLB and friends work on it.
 
-#' Create a cluster of `n` local daemons (a compute profile of its own).
+#' Create a cluster of `n` daemons, a compute profile of its own: local daemons, or with `url`
+#' daemons that dial in (launched with `remote`, or by hand: the commands are printed). With
+#' `url`, `n` defaults to the number of launches `remote` makes, else 1.
 make_cluster <- function(n, url = NULL, remote = NULL, ...) {
-  id <- sprintf("`%d`", length(ls(.state$profiles, all.names = TRUE)))
-  daemons(n, url = url, dispatcher = FALSE, cleanup = FALSE, ..., .compute = id)
+  if (missing(n)) {
+    if (is.null(url)) stop("`n` must be supplied for a local cluster")
+    n <- if (is.list(remote) && is.list(remote$args)) length(remote$args) else 1L
+  }
+  if (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 1) stop("`n` must be 1 or greater")
+  # IDs only grow: a stopped cluster's ID is never handed to another.
+  .state$clusters <- .state$clusters + 1L
+  id <- sprintf("`%d`", .state$clusters)
+  if (is.null(url)) {
+    daemons(n, dispatcher = FALSE, cleanup = FALSE, ..., .compute = id)
+  } else {
+    daemons(url = url, remote = remote, dispatcher = FALSE, cleanup = FALSE, ..., .compute = id)
+    if (is.null(remote)) {
+      cat("Shell commands for deployment on nodes:\n\n", file = stdout())
+      print(launch_remote(n, .compute = id))
+    }
+  }
   nodes <- lapply(seq_len(n), function(i) {
     node <- new.env(parent = emptyenv())
     node$id <- id
@@ -21,7 +38,7 @@ stop_cluster <- function(cl) {
 
 stopCluster.miraiCluster <- function(cl) stop_cluster(cl)
 
-`[.miraiCluster` <- function(x, i) structure(unclass(x)[i], class = c("miraiCluster", "cluster"), id = attr(x, "id"))
+`[.miraiCluster` <- function(x, ...) .subset(x, ...)
 
 print.miraiCluster <- function(x, ...) {
   cat(sprintf("< miraiCluster | ID: %s nodes: %d active: %s >\n", attr(x, "id"), length(x), daemons_set(attr(x, "id"))))

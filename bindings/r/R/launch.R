@@ -7,20 +7,45 @@ remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript"
   list(command = command, args = args, rscript = rscript, quote = quote, tunnel = FALSE)
 }
 
-#' One daemon per `ssh://[user@]host[:port]` remote, optionally through a reverse tunnel.
+#' One daemon per `ssh://[user@]host[:port]` remote, optionally through a reverse tunnel. The
+#' fields are R mirai's (`command`, `args` as one `c(options, host, ".")` per remote, `rscript`,
+#' `quote`, `tunnel`) plus `remotes` and `timeout`. With `command = "ssh"` libmirai's SSH
+#' launcher runs it (the secret and CA travel on ssh's stdin); any other command is run as
+#' `command args` with the secret in its environment.
 ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", rscript = "Rscript") {
-  list(command = command, remotes = remotes, rscript = rscript, quote = TRUE, tunnel = tunnel,
-       timeout = timeout, type = "ssh")
+  if (!is.character(remotes) || !length(remotes) || anyNA(remotes)) stop("`remotes` must be a character vector of ssh:// URLs")
+  if (!isTRUE(tunnel) && !isFALSE(tunnel)) stop("`tunnel` must be either TRUE or FALSE")
+  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout <= 0) stop("`timeout` must be a positive number")
+  if (!is.character(command) || length(command) != 1L || is.na(command)) stop("`command` must be a character string")
+  args <- lapply(remotes, function(r) {
+    parts <- regmatches(r, regexec("^(ssh://)?([^:/]+)(:([0-9]+))?/?$", r))[[1L]]
+    if (!length(parts)) stop(sprintf("`remotes` must be ssh://[user@]host[:port] URLs, not '%s'", r))
+    port <- if (nzchar(parts[5L])) parts[5L] else "22"
+    c(sprintf("-o ConnectTimeout=%d -fTp %s", as.integer(timeout), port), parts[3L], ".")
+  })
+  list(command = command, args = args, rscript = rscript, quote = TRUE, tunnel = tunnel,
+       remotes = remotes, timeout = timeout, type = "ssh")
 }
 
-#' HPC job arrays: `command` is "sbatch", "qsub" (with `scheduler = "sge"` or "pbs") or "bsub";
-#' `options` are directive lines such as "#SBATCH --mem=1G" (the prefix is optional).
+#' HPC job arrays. With `command` "sbatch", "qsub" (`scheduler = "sge"` or "pbs") or "bsub",
+#' libmirai submits one job array; any other command (srun, a wrapper) gets R mirai's shell
+#' form: the job script on its standard input. `options` are directive lines such as
+#' "#SBATCH --mem=1G" or "module load R". The fields are R mirai's (`command` "/bin/sh", `args`
+#' holding the script, `rscript`, `quote`) plus `submit`, `options_lines` (as given), `options`
+#' (without directive prefixes, for libmirai) and `scheduler`.
 cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript", scheduler = NULL) {
-  scheduler <- if (is.null(scheduler)) switch(command, sbatch = "slurm", qsub = "sge", bsub = "lsf", "slurm") else scheduler
+  if (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command)) stop("`command` must be a character string")
+  if (!is.character(options) || length(options) != 1L || is.na(options)) stop("`options` must be a character string")
+  known <- c(sbatch = "slurm", qsub = "sge", bsub = "lsf")
+  if (is.null(scheduler)) scheduler <- if (basename(command) %in% names(known)) known[[basename(command)]]
+  else if (!scheduler %in% c("slurm", "sge", "pbs", "lsf")) stop("`scheduler` must be one of \"slurm\", \"sge\", \"pbs\" or \"lsf\"")
   lines <- trimws(strsplit(options, "\n", fixed = TRUE)[[1L]])
-  lines <- sub("^#(SBATCH|\\$|PBS|BSUB)[[:space:]]*", "", lines[nzchar(lines)])
-  list(command = command, options = lines, rscript = rscript, quote = NULL, type = "cluster",
-       scheduler = match(scheduler, c("slurm", "sge", "pbs", "lsf")) - 1L)
+  lines <- lines[nzchar(lines)]
+  list(command = "/bin/sh",
+       args = c(sprintf("%s<<'EOF'\n#!/bin/sh\n%s\n", command, paste(lines, collapse = "\n")), ".", "\nEOF"),
+       rscript = rscript, quote = NULL, type = "cluster", submit = command, options_lines = lines,
+       options = sub("^#(SBATCH|\\$|PBS|BSUB)[[:space:]]*", "", lines),
+       scheduler = if (!is.null(scheduler)) match(scheduler, c("slurm", "sge", "pbs", "lsf")) - 1L)
 }
 
 # `rscript` may be a vector, e.g. c("env", "R_LIBS=/lib", "Rscript"), for remotes that need it.
@@ -36,8 +61,9 @@ launch_command <- function(p, rscript) {
 }
 
 #' Launch daemons with a remote configuration. Returns the launch commands (class
-#' `miraiLaunchCmd`): invisibly once run, or for you to run by hand when the configuration has
-#' no `command`. With an SSH configuration, waits until the daemons are connected.
+#' `miraiLaunchCmd`), which are also yours to run by hand when the configuration has no
+#' `command`. Fires and forgets, as R's mirai does: daemons join when they start (a launcher's
+#' failure shows as daemons that never connect: see `status()`).
 launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL) {
   if (inherits(n, "miraiCluster")) {
     .compute <- attr(n, "id")
@@ -50,6 +76,8 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   dots <- list(...)
   if (length(dots)) set_launch_args(p, dots)
   if (identical(remote$type, "http")) return(launch_http(p, remote, n))
+  check_count(n)
+  if (!is.list(remote) || is.null(remote$rscript)) stop("`remote` must be made by remote_config(), ssh_config(), cluster_config() or http_config()")
   if (identical(remote$type, "ssh")) n <- length(remote$remotes)
   # `args` as a list: one launch per element (n must be 1 or match); otherwise n launches.
   sets <- if (is.list(remote$args)) remote$args else list(remote$args)
@@ -60,20 +88,23 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   commands <- structure(rep(launch_command(p, remote$rscript), n), class = "miraiLaunchCmd")
   if (is.null(remote$command)) return(commands)
   argv <- daemon_argv(p, remote$rscript)
-  before <- .Call(rmirai_counters, p$host)[1L]
-  if (identical(remote$type, "ssh")) {
+  if (identical(remote$type, "ssh") && identical(remote$command, "ssh")) {
     options <- Sys.getenv("MIRAI_SSH_OPTIONS")
     options <- if (nzchar(options)) strsplit(options, " ", fixed = TRUE)[[1L]] else character()
     .Call(rmirai_launch_ssh, p$host, remote$remotes, remote$tunnel, 0L, as.integer(remote$timeout), options, argv)
-  } else if (identical(remote$type, "cluster")) {
+  } else if (identical(remote$type, "cluster") && !is.null(remote$scheduler)) {
     p$jobs <- c(p$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, argv, as.integer(n)))
+  } else if (identical(remote$type, "cluster")) {
+    # The job script on the submit command's stdin: the daemon's command line and the directive
+    # lines come in as positional parameters, so the shell expands nothing inside them.
+    script <- sprintf("%s <<EOF\n#!/bin/sh\n$2\n$1\nEOF", remote$submit)
+    .Call(rmirai_launch_remote, p$host, "/bin/sh", c("-c", script, "sh", ".", paste(remote$options_lines, collapse = "\n")),
+          FALSE, argv, as.integer(n))
   } else {
     each <- if (length(sets) > 1L) 1L else as.integer(n)
     for (args in sets) .Call(rmirai_launch_remote, p$host, remote$command, as.character(args), isTRUE(remote$quote), argv, each)
   }
-  # Jobs start when the scheduler says; other launches are waited for, failing with their errors.
-  if (!identical(remote$type, "cluster")) .Call(rmirai_wait_launched, p$host, before + n, 120000)
-  invisible(commands)
+  commands
 }
 
 print.miraiLaunchCmd <- function(x, ...) {

@@ -4,6 +4,7 @@
 .state$cp <- "default"
 .state$profiles <- new.env(parent = emptyenv())
 .state$daemon <- FALSE
+.state$clusters <- 0L # make_cluster IDs issued
 
 nng_messages <- c(
   "Interrupted", "Out of memory", "Invalid argument", "Resource busy", "Timed out",
@@ -89,7 +90,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   dots <- list(...)
   memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
   stream <- init_stream(seed)
-  serial <- if (is.null(serial)) .state$serial else serial
+  serial <- if (is.null(serial)) .state$serial else as_serial(serial)
   blob <- if (length(serial$class)) serialize(serial, NULL) else NULL
   host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob,
                 tls_material(tls, pass, dots$tlscert), if (auth) session_secret())

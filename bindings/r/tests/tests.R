@@ -404,6 +404,8 @@ if (identical(Sys.getenv("MIRAI_TEST_SERVICES"), "1")) {
   # ssh passes no environment: point the remote Rscript at this test's library.
   rscript <- c("env", paste0("R_LIBS=", Sys.getenv("R_LIBS")), file.path(R.home("bin"), "Rscript"))
   launch_remote(remote = ssh_config(remote, rscript = rscript))
+  t0 <- Sys.time()
+  while (status()$connections < 2L && difftime(Sys.time(), t0, units = "secs") < 60) Sys.sleep(0.1)
   check("ssh daemon connected", status()$connections == 2L)
   daemons(0)
   daemons(url = "tcp://127.0.0.1:0")
@@ -452,14 +454,17 @@ if (requireNamespace("jsonlite", quietly = TRUE)) check("Workbench body is JSON"
 cfg <- serial_config("ptrobj",
                      function(x) serialize(attr(x, "value"), NULL),
                      function(r) structure(methods::new("externalptr"), class = "ptrobj", value = unserialize(r), restored = TRUE))
-check_error("serial_config checks its functions", serial_config("a", 1, 2), "must be functions")
+check_error("serial_config checks its functions", serial_config("a", 1, 2), "both `sfunc` and `ufunc` must be functions")
+check_error("serial_config checks lengths", serial_config(c("a", "b"), identity, identity), "must be the same length")
+check_error("serial_config checks the class", serial_config(1, identity, identity), "`class` must be a character string")
+check("serial_config is nanonext's unnamed list", is.null(names(cfg)) && length(cfg) == 3L)
 daemons(1, serial = cfg)
 obj <- structure(methods::new("externalptr"), class = "ptrobj", value = list(a = 1))
 check("sfunc/ufunc on the daemon", isTRUE(mirai(isTRUE(attr(obj, "restored")) && attr(obj, "value")$a == 1, obj = obj)[]))
 back <- mirai(obj, obj = obj)[]
 check("sfunc/ufunc on the way back", inherits(back, "ptrobj") && isTRUE(attr(back, "restored")) && identical(attr(back, "value"), list(a = 1)))
 daemons(0)
-register_serial("ptrobj", cfg$sfunc[[1]], cfg$ufunc[[1]])
+register_serial("ptrobj", cfg[[2L]], cfg[[3L]])
 daemons(1)
 check("registered configuration applies", isTRUE(attr(mirai(obj, obj = obj)[], "restored")))
 daemons(0)
