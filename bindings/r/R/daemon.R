@@ -44,7 +44,14 @@ serve <- function(url, asyncdial = FALSE, autoexit = TRUE, cleanup = TRUE, outpu
                   secret = NULL) {
   res <- serve_loop(url, asyncdial, autoexit, cleanup, output, idletime, walltime, maxtasks, tls_ca, rs, secret)
   # Raised only now: R prints an error where it is raised, which inside the loop is the sink.
-  if (inherits(res, "error")) stop(simpleError(conditionMessage(res), sys.call(-1L)))
+  if (inherits(res, "error")) {
+    msg <- conditionMessage(res)
+    if (grepl("AuthFailed", msg, fixed = TRUE)) {
+      msg <- paste0(msg, "\nThe host asks daemons for its secret: run the command launch_remote() prints ",
+                    "(it sets MIRAI_SECRET), or set daemons(auth = FALSE) on the host for a trusted network.")
+    }
+    stop(simpleError(msg, sys.call(-1L)))
+  }
   invisible(res)
 }
 

@@ -37,8 +37,11 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
   if (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command)) stop("`command` must be a character string")
   if (!is.character(options) || length(options) != 1L || is.na(options)) stop("`options` must be a character string")
   known <- c(sbatch = "slurm", qsub = "sge", bsub = "lsf")
-  if (is.null(scheduler)) scheduler <- if (basename(command) %in% names(known)) known[[basename(command)]]
-  else if (!scheduler %in% c("slurm", "sge", "pbs", "lsf")) stop("`scheduler` must be one of \"slurm\", \"sge\", \"pbs\" or \"lsf\"")
+  if (is.null(scheduler)) {
+    if (basename(command) %in% names(known)) scheduler <- known[[basename(command)]]
+  } else if (!is.character(scheduler) || length(scheduler) != 1L || !scheduler %in% c("slurm", "sge", "pbs", "lsf")) {
+    stop("`scheduler` must be one of \"slurm\", \"sge\", \"pbs\" or \"lsf\"")
+  }
   lines <- trimws(strsplit(options, "\n", fixed = TRUE)[[1L]])
   lines <- lines[nzchar(lines)]
   list(command = "/bin/sh",
