@@ -720,6 +720,15 @@ enum mirai_result mirai_host_wait_launched(const struct mirai_host *host,
                                            int64_t timeout_ms);
 
 /*
+ Writes libmirai's log lines up to `level` to standard error, each starting with "mirai: "
+ and the level: 0 none, 1 errors, 2 and warnings (a daemon refused, a connection closed on an
+ error), 3 and information, 4 and debugging detail. May be called again to change the level.
+ `MIRAI_RESULT_INVALID_ARGUMENT` for another level, or when the process has a logger of its
+ own (Rust programs linking libmirai). Thread-safe.
+ */
+enum mirai_result mirai_log_to_stderr(int32_t level);
+
+/*
  The task's id: unique and increasing within its host. 0 if `task` is NULL.
  */
 uint64_t mirai_task_id(const struct mirai_task *task);

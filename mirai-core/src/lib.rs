@@ -14,6 +14,7 @@ pub mod launch;
 pub mod link;
 mod notify;
 pub mod rng;
+pub mod stderr_log;
 pub mod task;
 pub mod tls;
 pub mod transport;

@@ -84,18 +84,6 @@ impl Evaluator for Echo {
 }
 
 /// Minimal stderr logger for `--verbose`.
-struct Stderr;
-
-impl log::Log for Stderr {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record) {
-        eprintln!("mirai-daemon: {} {}", r.level(), r.args());
-    }
-    fn flush(&self) {}
-}
-
 fn options(cli: &Cli) -> Result<DaemonOptions, String> {
     let read =
         |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
@@ -123,10 +111,7 @@ fn options(cli: &Cli) -> Result<DaemonOptions, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.verbose {
-        static LOGGER: Stderr = Stderr;
-        if log::set_logger(&LOGGER).is_ok() {
-            log::set_max_level(log::LevelFilter::Info);
-        }
+        mirai_core::stderr_log::install("mirai-daemon", log::LevelFilter::Info);
     }
     let result = options(&cli).and_then(|mut options| match cli.evaluator {
         Kind::Echo => Daemon::run(&cli.url, options, &mut Echo).map_err(|e| e.to_string()),

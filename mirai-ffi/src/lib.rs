@@ -19,6 +19,7 @@ mod bytes;
 mod daemon;
 mod host;
 mod launch;
+mod logging;
 mod task;
 
 pub use boundary::{mirai_last_error, mirai_result, mirai_strerror, mirai_version};
@@ -28,4 +29,5 @@ pub use daemon::CEvaluator;
 pub use daemon::*;
 pub use host::*;
 pub use launch::*;
+pub use logging::mirai_log_to_stderr;
 pub use task::*;

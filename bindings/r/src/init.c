@@ -52,6 +52,9 @@ void R_init_mirai(DllInfo *dll) {
   s_result = Rf_install("result");
   task_init();
   daemon_init();
+  /* Warnings (a daemon refused for want of the secret, a connection lost on an error) on the
+   * session's stderr: R has no other channel from libmirai's threads. */
+  mirai_log_to_stderr(2);
   R_registerRoutines(dll, NULL, calls, NULL, NULL);
   R_useDynamicSymbols(dll, FALSE);
   R_forceSymbols(dll, TRUE);

@@ -198,6 +198,12 @@ url <- nextget("url", .compute = "hand")
 cmd <- launch_remote(1, .compute = "hand")
 refused <- suppressWarnings(system2("env", c("-u", "MIRAI_SECRET", rscript, "-e", shQuote(sprintf("mirai::daemon('%s')", url))), stdout = TRUE, stderr = TRUE))
 check("a hand-run daemon without the secret is refused, saying why", !is.null(attr(refused, "status")) && any(grepl("MIRAI_SECRET", refused)))
+# The host's side of it, in a child session (libmirai writes to the process's stderr).
+host_log <- suppressWarnings(system2(rscript, c("-e", shQuote(paste(
+  "library(mirai); daemons(url = 'tcp://127.0.0.1:0');",
+  "system2('env', c('-u', 'MIRAI_SECRET', file.path(R.home('bin'), 'Rscript'), '-e', shQuote(sprintf('mirai::daemon(\"%s\")', nextget('url')))), stdout = FALSE, stderr = FALSE);",
+  "Sys.sleep(0.5)"))), stdout = TRUE, stderr = TRUE))
+check("the host says it refused a daemon", any(grepl("failed authentication", host_log)))
 system(sub("Rscript", rscript, cmd[1L], fixed = TRUE), wait = FALSE)
 check("the printed command connects", wait_for(1, "hand"))
 check("a task cannot read the secret", identical(mirai(Sys.getenv("MIRAI_SECRET"), .compute = "hand")[], ""))

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -434,9 +435,43 @@ static void error_paths(void) {
   CHECK(mirai_daemon_run("tcp://127.0.0.1:1", &d, &ev, &code) == MIRAI_RESULT_INVALID_ARGUMENT);
 }
 
+/* A daemon refused for a wrong secret is a log line on the host's stderr once asked for. */
+static void refusal_logged(void) {
+  CHECK(mirai_log_to_stderr(9) == MIRAI_RESULT_INVALID_ARGUMENT);
+  FILE *capture = tmpfile();
+  CHECK(capture != NULL);
+  fflush(stderr);
+  int saved = dup(2);
+  CHECK(saved >= 0 && dup2(fileno(capture), 2) == 2);
+  CHECK_OK(mirai_log_to_stderr(2));
+  mirai_host *host = NULL;
+  CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", NULL, &host));
+  mirai_daemon_options d;
+  CHECK_OK(mirai_daemon_options_init(&d));
+  d.secret_hex = "00112233445566778899aabbccddeeff";
+  mirai_evaluator ev = {NULL, NULL, never_called, NULL, NULL};
+  int32_t code = 0;
+  CHECK(mirai_daemon_run(mirai_host_url(host), &d, &ev, &code) != MIRAI_RESULT_OK);
+  char text[4096] = {0};
+  for (int i = 0; i < 200 && strstr(text, "failed authentication") == NULL; i++) {
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+    rewind(capture);
+    size_t got = fread(text, 1, sizeof text - 1, capture);
+    text[got] = 0;
+  }
+  CHECK_OK(mirai_log_to_stderr(0));
+  mirai_host_free(host);
+  CHECK(dup2(saved, 2) == 2);
+  close(saved);
+  fclose(capture);
+  CHECK(strstr(text, "mirai: WARN host tcp://127.0.0.1:") != NULL);
+  CHECK(strstr(text, "failed authentication") != NULL);
+}
+
 int main(int argc, char **argv) {
   CHECK(argc == 4);
   error_paths();
+  refusal_logged();
   echo_daemons(argv[1]);
   exec_daemons(argv[1]);
   plugin_daemons(argv[1], argv[2]);
