@@ -75,9 +75,8 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     .compute <- n$id
     n <- 1L
   }
-  p <- launchable_profile(.compute)
-  dots <- list(...)
-  if (length(dots)) set_launch_args(p, dots)
+  profile <- launchable_profile(.compute)
+  p <- with_launch_args(profile, list(...))
   if (identical(remote$type, "http")) return(launch_http(p, remote, n))
   check_count(n)
   if (!is.list(remote) || is.null(remote$rscript)) stop("`remote` must be made by remote_config(), ssh_config(), cluster_config() or http_config()")
@@ -91,12 +90,15 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   commands <- structure(rep(launch_command(p, remote$rscript), n), class = "miraiLaunchCmd")
   if (is.null(remote$command)) return(commands)
   argv <- daemon_argv(p, remote$rscript)
+  if (identical(remote$type, "ssh") && isTRUE(remote$tunnel) && !grepl("^[a-z+]+://127\\.0\\.0\\.1:", p$url)) {
+    stop("SSH tunnelling requires daemons `url` hostname to be `127.0.0.1`")
+  }
   if (identical(remote$type, "ssh") && identical(remote$command, "ssh")) {
     options <- Sys.getenv("MIRAI_SSH_OPTIONS")
     options <- if (nzchar(options)) strsplit(options, " ", fixed = TRUE)[[1L]] else character()
     .Call(rmirai_launch_ssh, p$host, remote$remotes, remote$tunnel, 0L, as.integer(remote$timeout), options, argv)
   } else if (identical(remote$type, "cluster") && !is.null(remote$scheduler)) {
-    p$jobs <- c(p$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, argv, as.integer(n)))
+    profile$jobs <- c(profile$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, argv, as.integer(n)))
   } else if (identical(remote$type, "cluster")) {
     # The job script on the submit command's stdin: the daemon's command line and the directive
     # lines come in as positional parameters, so the shell expands nothing inside them.

@@ -187,9 +187,7 @@ tls_material <- function(tls, pass, tlscert) {
 #' Launch more local daemons for a profile.
 launch_local <- function(n = 1L, ..., .compute = NULL) {
   check_count(n)
-  p <- launchable_profile(.compute)
-  dots <- list(...)
-  if (length(dots)) set_launch_args(p, dots)
+  p <- with_launch_args(launchable_profile(.compute), list(...))
   .Call(rmirai_launch, p$host, c(rscript_path(), "-e", daemon_call("{url}", p)), as.integer(n), TRUE)
   n
 }
@@ -199,6 +197,14 @@ check_count <- function(n) {
   if (!is.numeric(n) || length(n) != 1L || is.na(n) || n < 0 || n != trunc(n) || n > 1e5) {
     stop("`n` must be a whole number of daemons, 0 or more")
   }
+}
+
+# The profile as launches see it, with daemon arguments given to this launch only.
+with_launch_args <- function(p, dots) {
+  if (!length(dots)) return(p)
+  q <- list2env(as.list.environment(p, all.names = TRUE), parent = emptyenv())
+  set_launch_args(q, dots)
+  q
 }
 
 launchable_profile <- function(.compute) {

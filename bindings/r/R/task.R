@@ -19,11 +19,11 @@ build_task <- function(expr, globals, .args, caller, p = NULL) {
     globals <- as.list.environment(globals[[1L]], all.names = TRUE)
     globals[[".Random.seed"]] <- NULL
   } else if (length(globals) && (is.null(names(globals)) || any(!nzchar(names(globals))))) {
-    stop("all `...` arguments must be named, unless supplying an environment", call. = FALSE)
+    stop(simpleError("all `...` arguments must be named, unless supplying an environment", sys.call(-1L)))
   }
   if (is.environment(.args)) .args <- as.list.environment(.args, all.names = TRUE)
   if (length(.args) && (is.null(names(.args)) || any(!nzchar(names(.args))))) {
-    stop("all items in `.args` must be named, unless supplying an environment", call. = FALSE)
+    stop(simpleError("all items in `.args` must be named, unless supplying an environment", sys.call(-1L)))
   }
   # With `daemons(seed =)`, every mirai takes the next stream: results then do not depend on
   # which daemon, or how many, evaluate them.

@@ -177,6 +177,17 @@ check("cluster_config with any submit command runs its job script", wait_for(1, 
 check("the job script's lines ran", identical(mirai(Sys.getenv("FROM_SCRIPT"), .compute = "sh")[], "yes"))
 daemons(0, .compute = "sh")
 
+daemons(url = "tcp://127.0.0.1:0", .compute = "args")
+once <- launch_remote(1, remote_config(), maxtasks = 5, .compute = "args")
+check("daemon arguments given to a launch apply to it", grepl("maxtasks=5", once))
+check("and to it only", !grepl("maxtasks", launch_remote(1, remote_config(), .compute = "args")))
+daemons(0, .compute = "args")
+daemons(url = "tcp://0.0.0.0:0", .compute = "wide")
+check_error("SSH tunnelling needs a loopback URL", launch_remote(1, ssh_config("ssh://h", tunnel = TRUE), .compute = "wide"),
+            "SSH tunnelling requires daemons `url` hostname to be `127.0.0.1`")
+daemons(0, .compute = "wide")
+check("mirai()'s argument errors name the call", identical(conditionCall(error_of(mirai(1, 2))), quote(mirai(1, 2))))
+
 # §0.7 / §1.10 make_cluster: unique IDs, url without n, n >= 1.
 cl1 <- make_cluster(1)
 cl2 <- make_cluster(1)
