@@ -53,6 +53,7 @@ print.miraiNode <- function(x, ...) {
 # parallel's worker protocol: an EXEC message becomes a mirai of `fun(args)` on the node.
 sendData.miraiNode <- function(node, data) {
   if (!daemons_set(node$id)) stop("cluster is no longer active")
+  if (!is.list(data) || !is.list(data$data) || !is.function(data$data$fun)) stop("`data` must be a message from the parallel package")
   value <- data$data
   node$tag <- value$tag
   node$received <- FALSE
@@ -69,6 +70,7 @@ recvData.miraiNode <- function(node) {
 
 recvOneData.miraiCluster <- function(cl) {
   pending <- Filter(function(node) !is.null(node$mirai) && !isTRUE(node$received), unclass(cl))
+  if (!length(pending)) stop("no node of this cluster has a result pending")
   i <- race_mirai(lapply(pending, `[[`, "mirai"), .compute = attr(cl, "id"))
   node <- pending[[i]]
   list(node = node$index, value = recvData.miraiNode(node))

@@ -3,6 +3,9 @@
 
 #' A generic launcher: `command args`, where the element "." of `args` becomes the daemon command.
 remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript", quote = FALSE) {
+  if (!is.null(command) && (!is.character(command) || length(command) != 1L || is.na(command))) stop("`command` must be a character string or NULL")
+  if (!is.character(args) && !(is.list(args) && all(vapply(args, is.character, NA)))) stop("`args` must be a character vector, or a list of them")
+  check_rscript(rscript)
   if (!"." %in% unlist(args)) stop("`.` must be an element of the character vector(s) supplied to `args`")
   list(command = command, args = args, rscript = rscript, quote = quote, tunnel = FALSE)
 }
@@ -15,7 +18,8 @@ remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript"
 ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", rscript = "Rscript") {
   if (!is.character(remotes) || !length(remotes) || anyNA(remotes)) stop("`remotes` must be a character vector of ssh:// URLs")
   if (!isTRUE(tunnel) && !isFALSE(tunnel)) stop("`tunnel` must be either TRUE or FALSE")
-  if (!is.numeric(timeout) || length(timeout) != 1L || is.na(timeout) || timeout <= 0) stop("`timeout` must be a positive number")
+  check_number(timeout, "timeout", 1, 86400)
+  check_rscript(rscript)
   if (!is.character(command) || length(command) != 1L || is.na(command)) stop("`command` must be a character string")
   args <- lapply(remotes, function(r) {
     parts <- regmatches(r, regexec("^(ssh://)?([^:/]+)(:([0-9]+))?/?$", r))[[1L]]
@@ -36,6 +40,7 @@ ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", r
 cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript", scheduler = NULL) {
   if (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command)) stop("`command` must be a character string")
   if (!is.character(options) || length(options) != 1L || is.na(options)) stop("`options` must be a character string")
+  check_rscript(rscript)
   known <- c(sbatch = "slurm", qsub = "sge", bsub = "lsf")
   if (is.null(scheduler)) {
     if (basename(command) %in% names(known)) scheduler <- known[[basename(command)]]
@@ -49,6 +54,10 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
        rscript = rscript, quote = NULL, type = "cluster", submit = command, options_lines = lines,
        options = sub("^#(SBATCH|\\$|PBS|BSUB)[[:space:]]*", "", lines),
        scheduler = if (!is.null(scheduler)) match(scheduler, c("slurm", "sge", "pbs", "lsf")) - 1L)
+}
+
+check_rscript <- function(rscript) {
+  if (!is.character(rscript) || !length(rscript) || anyNA(rscript)) stop("`rscript` must be a character vector (the command running Rscript)")
 }
 
 # `rscript` may be a vector, e.g. c("env", "R_LIBS=/lib", "Rscript"), for remotes that need it.
@@ -75,11 +84,13 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     .compute <- n$id
     n <- 1L
   }
+  check_count(n)
+  if (!is.list(remote) || (is.null(remote$rscript) && !identical(remote$type, "http"))) {
+    stop("`remote` must be made by remote_config(), ssh_config(), cluster_config() or http_config()")
+  }
   profile <- launchable_profile(.compute)
   p <- with_launch_args(profile, list(...))
   if (identical(remote$type, "http")) return(launch_http(p, remote, n))
-  check_count(n)
-  if (!is.list(remote) || is.null(remote$rscript)) stop("`remote` must be made by remote_config(), ssh_config(), cluster_config() or http_config()")
   if (identical(remote$type, "ssh")) n <- length(remote$remotes)
   # `args` as a list: one launch per element (n must be 1 or match); otherwise n launches.
   sets <- if (is.list(remote$args)) remote$args else list(remote$args)
@@ -133,8 +144,10 @@ launch_http <- function(p, remote, n) {
   responses <- vector("list", n)
   for (i in seq_len(n)) {
     headers <- field(remote$headers)
+    if (!is.null(headers) && (!is.character(headers) || is.null(names(headers)))) stop("`headers` must be a named character vector")
     cookie <- field(remote$cookie)
     token <- field(remote$token)
+    for (v in list(cookie, token)) if (!is.null(v) && (!is.character(v) || length(v) != 1L || is.na(v))) stop("`cookie` and `token` must be character strings")
     if (!is.null(cookie)) headers <- c(headers, Cookie = cookie)
     if (!is.null(token)) headers <- c(headers, Authorization = paste("Bearer", token))
     data <- do.call(field, c(list(remote$data), remote$dots))

@@ -17,10 +17,26 @@ nng_messages <- c(
   "Incorrect type", "Connection shutdown"
 )
 
-profile_name <- function(.compute) if (is.null(.compute)) .state$cp else .compute
+profile_name <- function(.compute) {
+  if (is.null(.compute)) return(.state$cp)
+  if (!is.character(.compute) || length(.compute) != 1L || is.na(.compute) || !nzchar(.compute)) {
+    stop("`.compute` must be a character string (a compute profile's name)", call. = FALSE)
+  }
+  .compute
+}
 
-get_profile <- function(.compute) {
-  get0(if (is.null(.compute)) .state$cp else .compute, envir = .state$profiles, inherits = FALSE)
+get_profile <- function(.compute) get0(profile_name(.compute), envir = .state$profiles, inherits = FALSE)
+
+# A single TRUE or FALSE, or an error naming the argument.
+check_flag <- function(x, what) {
+  if (!isTRUE(x) && !isFALSE(x)) stop(sprintf("`%s` must be either TRUE or FALSE", what), call. = FALSE)
+}
+
+# A single number in [lo, hi] (NA refused), or an error naming the argument.
+check_number <- function(x, what, lo = 0, hi = Inf) {
+  if (!is.numeric(x) || length(x) != 1L || is.na(x) || x < lo || x > hi) {
+    stop(sprintf("`%s` must be a number from %s to %s", what, format(lo), format(hi)), call. = FALSE)
+  }
 }
 
 # From the system's random source, not R's RNG: sessions that set the same seed must not pick the
@@ -29,6 +45,8 @@ random_name <- function(n = 12L) .Call(rmirai_random_name, as.integer(n))
 
 #' URL for local daemons: an abstract socket (Linux) or a TCP loopback address.
 local_url <- function(tcp = FALSE, port = 0) {
+  check_flag(tcp, "tcp")
+  check_number(port, "port", 0, 65535)
   if (tcp) sprintf("tcp://127.0.0.1:%d", as.integer(port))
   else if (Sys.info()[["sysname"]] == "Linux") sprintf("abstract://%s", random_name())
   else sprintf("ipc:///tmp/%s", random_name())
@@ -38,6 +56,8 @@ local_url <- function(tcp = FALSE, port = 0) {
 #' One per local IPv4 interface (loopback excluded), named by interface; the node name when
 #' there is none.
 host_url <- function(tls = FALSE, port = 0) {
+  check_flag(tls, "tls")
+  check_number(port, "port", 0, 65535)
   addresses <- .Call(rmirai_interfaces)
   if (!length(addresses)) addresses <- `names<-`(Sys.info()[["nodename"]], Sys.info()[["nodename"]])
   `names<-`(sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", addresses, as.integer(port)), names(addresses))
@@ -73,8 +93,10 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     stop("`.compute` must be a character string")
   }
   name <- profile_name(.compute)
-  if (!isTRUE(auth) && !isFALSE(auth)) stop("`auth` must be either TRUE or FALSE")
-  if (isTRUE(sync)) return(sync_profile(name, seed))
+  check_flag(auth, "auth")
+  check_flag(sync, "sync")
+  if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed))) stop("`seed` must be a single number")
+  if (sync) return(sync_profile(name, seed))
   if (missing(n) && is.null(url)) stop("argument \"n\" is missing, with no default")
   if (!missing(n) && is.null(n)) return(reset_profile(name, exit = TRUE))
   if (!missing(n) && (!is.numeric(n) || length(n) != 1L || is.na(n))) stop("`n` must be numeric, did you mean to provide `url`?")
@@ -83,11 +105,11 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
     stop(sprintf("`url` must be of type character, not %s", typeof(url)))
   }
   if (!isTRUE(dispatcher) && !isFALSE(dispatcher)) stop("`dispatcher` must be either TRUE or FALSE")
-  if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed))) stop("`seed` must be a single number")
+  if (!is.null(memory) && (!is.numeric(memory) || length(memory) != 1L)) stop("`memory` must be a number of MB, or NULL")
   if (!missing(n) && n == 0 && is.null(url)) return(reset_profile(name, exit = FALSE))
   if (is.null(url) && in_map()) stop("cannot create local daemons from within mirai map")
+  dots <- check_daemon_args(list(...))
   reset_profile(name, exit = FALSE)
-  dots <- list(...)
   memory <- if (is.null(memory) || !is.finite(memory) || is.na(memory) || memory <= 0) 0 else memory
   stream <- init_stream(seed)
   serial <- if (is.null(serial)) .state$serial else as_serial(serial)
@@ -107,8 +129,13 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   set_launch_args(p, dots)
   assign(name, p, envir = .state$profiles)
   if (is.null(url) && !missing(n) && n > 0) {
-    launch_local(n, .compute = name)
-    .Call(rmirai_wait_connections, host, n)
+    tryCatch({
+      launch_local(n, .compute = name)
+      .Call(rmirai_wait_connections, host, n)
+    }, error = function(e) {
+      daemons(0L, .compute = name)
+      stop(simpleError(sprintf("daemons could not be started: %s", conditionMessage(e)), call = NULL))
+    })
   } else if (!is.null(remote)) {
     tryCatch(launch_remote(n, remote = remote, .compute = name), error = function(e) {
       daemons(0L, .compute = name)
@@ -151,6 +178,18 @@ sync_profile <- function(name, seed) {
   p$dispatcher <- FALSE
   assign(name, p, envir = .state$profiles)
   invisible(structure(TRUE, class = c("miraiDaemons", name)))
+}
+
+# Arguments for daemon() given in `...`: named, and those with a meaning checked as daemon()
+# would (a daemon refusing its arguments would otherwise leave its host waiting for it).
+check_daemon_args <- function(dots) {
+  if (length(dots) && (is.null(names(dots)) || !all(nzchar(names(dots))))) {
+    stop("`...` arguments must be named (they are arguments for daemon())", call. = FALSE)
+  }
+  for (name in intersect(names(dots), c("idletime", "walltime", "maxtasks"))) check_number(dots[[name]], name)
+  for (name in intersect(names(dots), c("asyncdial", "cleanup", "output"))) check_flag(dots[[name]], name)
+  if (!is.null(dots$autoexit) && (!is.logical(dots$autoexit) || length(dots$autoexit) != 1L)) stop("`autoexit` must be TRUE, FALSE or NA", call. = FALSE)
+  dots
 }
 
 # Daemon arguments for launch commands: logical and numeric values, and `tlscert` (the CA chain
@@ -202,6 +241,7 @@ check_count <- function(n) {
 # The profile as launches see it, with daemon arguments given to this launch only.
 with_launch_args <- function(p, dots) {
   if (!length(dots)) return(p)
+  check_daemon_args(dots)
   q <- list2env(as.list.environment(p, all.names = TRUE), parent = emptyenv())
   set_launch_args(q, dots)
   q
@@ -342,6 +382,7 @@ profile_tls <- function(p) {
 
 #' What a daemon's exit code means (the value `daemon()` returns).
 nextcode <- function(xc) {
+  if (!is.numeric(xc)) stop("`xc` must be a daemon's exit code (a number)")
   xc <- as.integer(xc)
   why <- c("Daemon connection terminated", "Daemon idletime limit reached", "Daemon walltime limit reached",
            "Daemon task limit reached")[xc + 1L]

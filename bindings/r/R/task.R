@@ -36,6 +36,7 @@ build_task <- function(expr, globals, .args, caller, p = NULL) {
 #' expression runs in a new R process started for it alone.
 mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
+  check_timeout(.timeout)
   p <- get_profile(.compute)
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) return(invisible(ephemeral_mirai(task, .timeout)))
@@ -47,6 +48,8 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
 #' Like `mirai()`, but returns NULL at once instead of waiting when the queue is at its memory cap.
 try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
+  check_timeout(.timeout)
+  check_timeout(.timeout)
   p <- get_profile(.compute)
   stream <- p$stream
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
@@ -58,6 +61,10 @@ try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NU
   }
   if (isTRUE(p$sync)) sync_resolve(p, m)
   invisible(m)
+}
+
+check_timeout <- function(.timeout) {
+  if (!is.null(.timeout)) check_number(.timeout, ".timeout", 0, 2^53)
 }
 
 # A mirai without daemons: a host of its own and one `Rscript` daemon for this task alone (its
@@ -175,7 +182,7 @@ race_mirai <- function(x, .compute = NULL) {
   }
 }
 
-is_mirai <- function(x) inherits(x, "mirai")
+is_mirai <- function(x) is.environment(x) && inherits(x, "mirai")
 is_mirai_map <- function(x) inherits(x, "mirai_map")
 is_mirai_error <- function(x) inherits(x, "miraiError")
 is_mirai_interrupt <- function(x) inherits(x, "miraiInterrupt")
@@ -187,7 +194,7 @@ is_error_value <- function(x) inherits(x, "errorValue")
 everywhere <- function(.expr, ..., .args = list(), .min = 1L, .compute = NULL) {
   require_daemons(.compute)
   p <- get_profile(.compute)
-  if (!is.numeric(.min) || length(.min) != 1L || is.na(.min) || .min < 0) stop("`.min` must be a non-negative number")
+  check_number(.min, ".min", 0, 1e5) # one copy each: a bound keeps a typo from exhausting memory
   task <- build_task(substitute(.expr), list(...), .args, parent.frame())
   ms <- .Call(rmirai_everywhere, p, task, as.integer(.min))
   if (isTRUE(p$sync)) run_sync(p, length(ms))

@@ -55,8 +55,17 @@ SEXP env_var(SEXP env, SEXP sym) {
   return v == R_UnboundValue ? R_NilValue : v;
 }
 
+const char *one_string(SEXP x, const char *what) {
+  if (TYPEOF(x) != STRSXP || XLENGTH(x) != 1 || STRING_ELT(x, 0) == NA_STRING)
+    Rf_error("`%s` must be a character string", what);
+  return CHAR(STRING_ELT(x, 0));
+}
+
 const char **c_strings(SEXP x) {
+  if (TYPEOF(x) != STRSXP) Rf_error("expected a character vector");
   R_xlen_t n = XLENGTH(x);
+  for (R_xlen_t i = 0; i < n; i++)
+    if (STRING_ELT(x, i) == NA_STRING) Rf_error("expected a character vector without NA");
   const char **out = (const char **)R_alloc((size_t)(n ? n : 1), sizeof(char *));
   for (R_xlen_t i = 0; i < n; i++) out[i] = CHAR(STRING_ELT(x, i));
   return out;

@@ -179,6 +179,7 @@ static void on_interrupt(void *userdata) {
 
 /* secret and tls_ca: NULL to read them from the environment (MIRAI_SECRET, MIRAI_TLS_CA). */
 SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_ca) {
+  if (TYPEOF(opts) != REALSXP || XLENGTH(opts) != 5) Rf_error("daemon options must be 5 numbers");
   mirai_daemon_options o;
   mirai_daemon_options_init(&o);
   /* opts: c(retry, autoexit(0 exit, 1 finish, 2 stay), maxtasks, idletime, walltime) */
@@ -193,7 +194,7 @@ SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_ca) {
   evaluator ev = {env, pthread_self(), PTHREAD_MUTEX_INITIALIZER, 0, 0};
   mirai_evaluator c = {&ev, on_init, on_evaluate, on_cleanup, on_interrupt};
   int code = 0;
-  mirai_result r = mirai_daemon_run(CHAR(STRING_ELT(url, 0)), &o, &c, &code);
+  mirai_result r = mirai_daemon_run(one_string(url, "url"), &o, &c, &code);
   if (r != MIRAI_RESULT_OK) fail(r);
   return Rf_ScalarInteger(code);
 }

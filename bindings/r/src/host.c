@@ -31,15 +31,14 @@ static uint8_t *hex_bytes(const char *hex, size_t *len) {
  * password) with NA for what is not given (PEM text). secret: the hex secret daemons must
  * prove they hold, or NULL for no authentication. */
 SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret) {
-  if (TYPEOF(url) != STRSXP || XLENGTH(url) != 1 || STRING_ELT(url, 0) == NA_STRING)
-    Rf_error("`url` must be a character string");
+  const char *where = one_string(url, "url");
   mirai_host_options o;
   mirai_host_options_init(&o);
   if (Rf_isNull(secret)) {
     o.auth = MIRAI_AUTH_DISABLED;
   } else {
     o.auth = MIRAI_AUTH_SECRET;
-    o.secret = hex_bytes(CHAR(STRING_ELT(secret, 0)), &o.secret_len);
+    o.secret = hex_bytes(one_string(secret, "secret"), &o.secret_len);
   }
   if (!Rf_isNull(blob)) {
     o.init_blob = RAW(blob);
@@ -57,7 +56,7 @@ SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP
   o.tls_ca_pem = opt_string(tls, 2);
   o.tls_key_password = opt_string(tls, 3);
   mirai_host *host = NULL;
-  mirai_result r = mirai_host_listen(CHAR(STRING_ELT(url, 0)), &o, &host);
+  mirai_result r = mirai_host_listen(where, &o, &host);
   if (r != MIRAI_RESULT_OK) fail(r);
   SEXP h = PROTECT(R_MakeExternalPtr(host, host_tag, R_NilValue));
   R_RegisterCFinalizerEx(h, host_finalizer, TRUE);
@@ -78,20 +77,19 @@ SEXP rmirai_tls_ca(SEXP h) {
 }
 
 SEXP rmirai_launch(SEXP h, SEXP argv, SEXP n, SEXP output) {
-  R_xlen_t argc = XLENGTH(argv);
-  const char **args = (const char **)R_alloc((size_t)argc, sizeof(char *));
-  for (R_xlen_t i = 0; i < argc; i++) args[i] = CHAR(STRING_ELT(argv, i));
-  mirai_result r = mirai_host_launch_local(host_of(h), args, (size_t)argc, (size_t)Rf_asInteger(n),
+  const char **args = c_strings(argv);
+  mirai_result r = mirai_host_launch_local(host_of(h), args, (size_t)XLENGTH(argv), (size_t)Rf_asInteger(n),
                                             Rf_asLogical(output) == TRUE);
   if (r != MIRAI_RESULT_OK) fail(r);
   return R_NilValue;
 }
 
-/* Waits for n connections in slices, so the user can interrupt. */
+/* Waits for n connections in slices, so the user can interrupt; fails (with what it wrote to
+ * stderr, if libmirai kept it) when a daemon of the latest launch exits in failure first. */
 SEXP rmirai_wait_connections(SEXP h, SEXP n) {
   mirai_host *host = host_of(h);
   for (;;) {
-    mirai_result r = mirai_host_wait_connections(host, (uint64_t)Rf_asReal(n), SLICE_MS);
+    mirai_result r = mirai_host_wait_launched(host, (uint64_t)Rf_asReal(n), SLICE_MS);
     if (r == MIRAI_RESULT_OK) return Rf_ScalarLogical(TRUE);
     if (r != MIRAI_RESULT_TIMED_OUT) fail(r);
     R_CheckUserInterrupt();

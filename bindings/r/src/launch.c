@@ -15,7 +15,7 @@ SEXP rmirai_launch_ssh(SEXP h, SEXP remotes, SEXP tunnel, SEXP tunnel_port, SEXP
 }
 
 SEXP rmirai_launch_remote(SEXP h, SEXP command, SEXP args, SEXP quote, SEXP argv, SEXP n) {
-  mirai_result r = mirai_host_launch_remote(host_of(h), CHAR(STRING_ELT(command, 0)), c_strings(args),
+  mirai_result r = mirai_host_launch_remote(host_of(h), one_string(command, "command"), c_strings(args),
                                             (size_t)XLENGTH(args), Rf_asLogical(quote) == TRUE,
                                             c_strings(argv), (size_t)XLENGTH(argv), (size_t)Rf_asInteger(n));
   if (r != MIRAI_RESULT_OK) fail(r);
@@ -57,8 +57,8 @@ SEXP rmirai_wait_launched(SEXP h, SEXP n, SEXP timeout_ms) {
 SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body) {
   uint16_t status = 0;
   mirai_bytes response = {NULL, 0};
-  mirai_result r = mirai_http_request(CHAR(STRING_ELT(url, 0)), CHAR(STRING_ELT(method, 0)), c_strings(headers),
-                                      (size_t)XLENGTH(headers), CHAR(STRING_ELT(body, 0)), &status, &response);
+  mirai_result r = mirai_http_request(one_string(url, "url"), one_string(method, "method"), c_strings(headers),
+                                      (size_t)XLENGTH(headers), one_string(body, "data"), &status, &response);
   if (r == MIRAI_RESULT_NULL_PARAMETER || r == MIRAI_RESULT_INVALID_ARGUMENT || r == MIRAI_RESULT_PANIC) fail(r);
   if (r != MIRAI_RESULT_OK) return Rf_ScalarInteger((int)r);
   /* Copied into R before anything can raise an error; a body R cannot hold as a string (a NUL

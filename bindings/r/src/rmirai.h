@@ -31,7 +31,9 @@ SEXP wrap_task(mirai_task *task);
 const char *opt_string(SEXP x, R_xlen_t i);
 /* A variable of an environment, R_NilValue when unbound. */
 SEXP env_var(SEXP env, SEXP sym);
-/* A character vector as C strings (R_alloc'd). */
+/* The one string of `x`, or an R error naming argument `what`. */
+const char *one_string(SEXP x, const char *what);
+/* A character vector (without NA) as C strings (R_alloc'd), or an R error. */
 const char **c_strings(SEXP x);
 
 void task_init(void);
