@@ -69,8 +69,9 @@ with_seed <- function(seed, expr) {
 atomic_types <- c("logical", "integer", "double", "complex", "character", "raw")
 
 # R's serializer writes vectors in pieces of 8096 elements; the package stages writes of up to
-# 16 KiB in a 32 KiB buffer and hands larger ones on directly. So: lengths at 8096 elements and
-# at 8, 16, 32 and 64 KiB for 1, 4, 8 and 16-byte elements.
+# 16 KiB in a 32 KiB buffer and hands larger ones on directly. So: lengths either side of a
+# piece (8096), and of 4 to 64 KiB (the staging limits, their halves and doubles) for 1, 4, 8
+# and 16-byte elements (raw; logical and integer; double; complex).
 corpus_lengths <- c(0, 1, 1023:1025, 2047:2049, 4095:4097, 8095:8097, 8191:8193, 16383:16385, 32767:32769, 1e5)
 
 # A vector of `type` and length `n` with no period a piece boundary could hide (so pieces out
@@ -364,11 +365,10 @@ check_true <- function(path, got) {
 }
 # Checks a random batch that came back, naming the first objects that differ.
 check_random <- function(path, got, want) {
-  ok <- if (is.list(got) && length(got) == length(want)) mapply(same, got, want) else FALSE
-  bad <- which(!ok)
+  if (!is.list(got) || length(got) != length(want)) return(check(sprintf("%s (%d objects; all wrong)%s", path, length(want), why(got)), FALSE))
+  bad <- which(!mapply(same, got, want))
   check(sprintf("%s (%d objects; wrong: %s)%s", path, length(want), paste(head(bad, 10L), collapse = ", "),
-                if (length(bad) && is.list(got) && length(got) >= bad[1L]) why(got[[bad[1L]]]) else if (!is.list(got)) why(got) else ""),
-        all(ok))
+                if (length(bad)) why(got[[bad[1L]]]) else ""), !length(bad))
 }
 
 lap("daemons(2)")
@@ -387,6 +387,9 @@ ms <- list(
 )
 got <- lapply(ms, function(m) `names<-`(values_of(m), keys))
 rm(ms)
+check("`...` land in the daemon's global environment, `.args` in the task's own",
+      identical(value_of(mirai(c(exists("a", envir = globalenv(), inherits = FALSE), exists("b", envir = globalenv(), inherits = FALSE),
+                                 exists("b", envir = environment(), inherits = FALSE)), a = 1, .args = list(b = 2))), c(TRUE, FALSE, TRUE)))
 check_true("mirai ... to the daemon", got$dots_there)
 check_true("mirai .args to the daemon", got$args_there)
 check_each("mirai value built on the daemon", got$back)
@@ -441,18 +444,19 @@ for (k in c("utf8", "latin1", "latin1_marked", "bytes", "mixed_encodings", "utf8
           identical(Encoding(got$args_echo[[k]]), Encoding(cases[[k]])))
 }
 # A package environment travels by name (R warns, writing one, that it may not be attached where
-# it is read; here it is).
+# it is read; here it is). The daemon's own such warning, returning it, shows on stderr when the
+# daemon exits.
 check("package environment there and back, and on the daemon",
       identical(suppressWarnings(value_of(mirai({ x }, x = as.environment("package:stats")))), as.environment("package:stats")) &&
         identical(suppressWarnings(value_of(mirai(identical(x, as.environment("package:stats")), .args = list(x = as.environment("package:stats"))))), TRUE))
-check("encodings on the daemon", identical(mirai(Encoding(x), x = cases$mixed_encodings)[], Encoding(cases$mixed_encodings)))
+check("encodings on the daemon", identical(value_of(mirai(Encoding(x), x = cases$mixed_encodings)), Encoding(cases$mixed_encodings)))
 check("names keep their encodings", identical(Encoding(names(r$names_in_encodings)), Encoding(names(cases$names_in_encodings))))
 # ALTREP forms: a compact sequence and a deferred string stay compact (their serialization is
 # a few bytes, as R's own round trip keeps them), on the daemon and back.
 check("ALTREP compact sequence stays compact",
-      identical(mirai(length(serialize(x, NULL)) < 1000, x = 1:1e7)[], TRUE) && length(serialize(got$back$altrep_compact, NULL)) < 1000 &&
+      identical(value_of(mirai(length(serialize(x, NULL)) < 1000, x = 1:1e7)), TRUE) && length(serialize(got$back$altrep_compact, NULL)) < 1000 &&
         identical(got$back$altrep_compact, 1:1e7))
-check("ALTREP deferred string stays deferred", identical(mirai(length(serialize(x, NULL)) < 1e5, x = as.character(1:1e5))[], TRUE) &&
+check("ALTREP deferred string stays deferred", identical(value_of(mirai(length(serialize(x, NULL)) < 1e5, x = as.character(1:1e5))), TRUE) &&
         identical(got$dots_echo$altrep_deferred, as.character(1:1e5)))
 check("S4 objects are still S4 and valid", isS4(r$s4) && isTRUE(methods::validObject(r$s4, test = TRUE)) && identical(r$s4@name, "Ada"))
 check("conditions still work as conditions", identical(tryCatch(stop(r$condition_error), error = conditionMessage), "boom"))
@@ -594,7 +598,8 @@ mixed <- list(ptrs$small, 1:3, ptrs$big, list(ptrs$at_16k, "x"), ptrs$small)
 got <- value_of(mirai({ x }, .args = list(x = mixed)))
 check("serial_config: pointers among other values", is.list(got) && restored(got[[1L]], payloads$small) && identical(got[[2L]], 1:3) &&
         restored(got[[3L]], payloads$big) && restored(got[[4L]][[1L]], payloads$at_16k) && identical(got[[4L]][[2L]], "x"))
-# (R's serializer calls the hook at each occurrence of an object, so twice here: two objects.)
+# (R's serializer calls the hook at each occurrence of an object, not once: the one pointer
+# comes back as two, each restored, as with R's own serialize().)
 check("serial_config: one pointer sent twice comes back twice", is.list(got) && restored(got[[5L]], payloads$small))
 holder <- list2env(list(p = ptrs$nested, v = 1), parent = globalenv())
 got <- value_of(mirai({ x }, x = holder))
@@ -624,7 +629,7 @@ rm(got, holder, mixed)
 
 lap("A raw vector of more")
 # A raw vector of more than 2^31 bytes, once: to the daemon as `.args` (where its length and
-# some thousands of bytes are checked) and returned. One daemon, and freed at once: it takes
+# half a million of its bytes are checked) and returned. One daemon, and freed at once: it takes
 # some GiB in each process.
 daemons(1)
 n <- 2^31 + 10

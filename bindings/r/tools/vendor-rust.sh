@@ -1,0 +1,54 @@
+#!/bin/sh
+# Writes src/rust: the Rust sources of libmirai (the mirai-proto, mirai-core and mirai-ffi
+# crates, the C header and the lock file) from the checkout this package sits in, with every
+# crate they depend on vendored, so that a source package made by `R CMD build` builds with no
+# network and no checkout. Run by `cleanup` (R CMD build runs it); does nothing outside a
+# checkout, and nothing when src/rust is newer than every source it comes from.
+set -eu
+cd "$(dirname "$0")/.."
+root=../..
+[ -f "$root/Cargo.toml" ] && [ -f "$root/mirai-ffi/Cargo.toml" ] || exit 0
+out=src/rust
+stamp="$out/.vendored"
+crates="mirai-proto mirai-core mirai-ffi"
+if [ -f "$stamp" ] && [ -z "$(find "$root/Cargo.toml" "$root/Cargo.lock" "$root/include" \
+  $(for c in $crates; do echo "$root/$c/Cargo.toml $root/$c/src"; done) -newer "$stamp" | head -n 1)" ]; then
+  exit 0
+fi
+
+cargo="${CARGO:-cargo}"
+command -v "$cargo" >/dev/null 2>&1 || cargo="$HOME/.cargo/bin/cargo"
+echo "vendoring libmirai's Rust sources into $out"
+rm -rf "$out"
+mkdir -p "$out/include"
+cp "$root/include/mirai.h" "$out/include/"
+cp "$root/Cargo.lock" "$out/"
+# The workspace as it is, with only the crates libmirai is built from.
+sed 's/^members = .*/members = ["mirai-proto", "mirai-core", "mirai-ffi"]/' "$root/Cargo.toml" > "$out/Cargo.toml"
+for c in $crates; do
+  mkdir -p "$out/$c"
+  cp -R "$root/$c/src" "$out/$c/"
+  # Without their tests there is no need for their test-only dependencies.
+  awk '/^\[/ { skip = ($0 == "[dev-dependencies]") } !skip' "$root/$c/Cargo.toml" > "$out/$c/Cargo.toml"
+done
+rm -rf "$out/mirai-core/src/bin" # a test helper
+# Offline first (CI has built the workspace, so every crate is in cargo's cache); the lock file
+# loses the entries of the crates left out, and nothing else changes.
+(cd "$out" && { "$cargo" vendor --offline --quiet vendor >/dev/null 2>&1 || "$cargo" vendor --quiet vendor >/dev/null; })
+# Crates for Windows only (import libraries, bindings: about 95 MB) are never built here, but
+# cargo reads their manifests: keep those, with an empty library, and checksums to match.
+if command -v sha256sum >/dev/null 2>&1; then sha="sha256sum"; else sha="shasum -a 256"; fi
+for dir in "$out"/vendor/windows*; do
+  [ -d "$dir" ] || continue
+  package=$(sed 's/.*"package":"\([0-9a-f]*\)".*/\1/' "$dir/.cargo-checksum.json")
+  find "$dir" -mindepth 1 -maxdepth 1 ! -name Cargo.toml ! -name build.rs ! -name .cargo-checksum.json -exec rm -rf {} +
+  mkdir -p "$dir/src"
+  : > "$dir/src/lib.rs"
+  files=""
+  for f in Cargo.toml build.rs src/lib.rs; do
+    [ -f "$dir/$f" ] || continue
+    files="$files${files:+,}\"$f\":\"$(cd "$dir" && $sha "$f" | cut -d' ' -f1)\""
+  done
+  printf '{"files":{%s},"package":"%s"}' "$files" "$package" > "$dir/.cargo-checksum.json"
+done
+touch "$stamp"
