@@ -128,6 +128,15 @@ run_task <- function(task) {
     interrupt = function(e) {
       .state$failure <- structure("", class = c("miraiInterrupt", "errorValue", "try-error"))
       invokeRestart("abort")
+    },
+    # Shown as it happens (R would keep it for the top level, which a daemon reaches only when
+    # it exits): to the output sink, or to the daemon's stderr with `output = TRUE`. Under
+    # options(warn = 2) it goes on to become the task's error.
+    warning = function(w) {
+      if (getOption("warn", 0) < 2) {
+        message("Warning: ", conditionMessage(w))
+        invokeRestart("muffleWarning")
+      }
     }
   )
 }

@@ -234,6 +234,15 @@ system2(rscript, c("-e", shQuote(code)), wait = FALSE)
 check("daemon(tlscert = nextget(\"tls\")) connects", wait_for(1, "tls"))
 daemons(0, .compute = "tls")
 
+# Warnings in tasks are shown as they happen, not kept for the daemon's exit.
+out <- suppressWarnings(system2(rscript, c("-e", shQuote(paste(
+  "library(mirai); daemons(1); x <- mirai({ warning('from the task'); 1 })[]; daemons(0); Sys.sleep(0.5)"))),
+  stdout = TRUE, stderr = TRUE))
+check("a task's warning does not surface on the host at the daemon's exit", !any(grepl("from the task", out)))
+daemons(1, output = TRUE, .compute = "warn")
+check("a task's warning under warn = 2 is its error", is_mirai_error(mirai({ options(warn = 2); warning("w2") }, .compute = "warn")[]))
+daemons(0, .compute = "warn")
+
 daemons(0)
 cat(sprintf("parity: %d passed, %d failed\n", passed, failed))
 if (failed > 0L) quit(status = 1L)
