@@ -648,9 +648,11 @@ enum mirai_result mirai_host_launch_remote(const struct mirai_host *host,
                                            size_t n);
 
 /*
- Submits a job array of `n` daemons to a batch scheduler (a `mirai_scheduler` value). `options` are directive lines
- without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
- NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
+ Submits a job array of `n` daemons to a batch scheduler (a `mirai_scheduler` value).
+ `options` are lines of the job script: a line starting with `-` is a directive written after
+ the scheduler's prefix (e.g. `--partition=debug`), one starting with `#` a directive written
+ as it is, any other a command run before the daemon (e.g. `module load R`).
+ `submit_command` and `cancel_command` may be NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
  `mirai_jobs_free` cancels them.
  */
 enum mirai_result mirai_host_launch_cluster(const struct mirai_host *host,

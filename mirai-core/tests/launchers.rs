@@ -142,6 +142,18 @@ fn job_scripts_match_expected_files() {
 }
 
 #[test]
+fn job_script_keeps_commands_after_the_directives() {
+    let d = CommandTemplate::new("mirai-daemon", &["{url}"]);
+    let options = ["module load R", "--mem=1G", "#SBATCH --time=10", "", "export X=1"];
+    let script = job_script(&ClusterConfig::new(Scheduler::Slurm, &options), &d, "tcp://h:1", 1);
+    assert_eq!(
+        script,
+        "#!/bin/sh\n#SBATCH --job-name=mirai\n#SBATCH --mem=1G\n#SBATCH --time=10\nmodule load R\nexport X=1\n\
+         exec mirai-daemon tcp://h:1\n"
+    );
+}
+
+#[test]
 fn sge_pbs_lsf_through_a_stand_in_submit_command() {
     let fake = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fake-submit.sh");
     for (scheduler, name) in [(Scheduler::Sge, "sge"), (Scheduler::Pbs, "pbs"), (Scheduler::Lsf, "lsf")] {

@@ -531,9 +531,11 @@ function mirai_host_launch_remote(host, command, args, n_args, quote_, daemon_ar
 end
 
 """
-Submits a job array of `n` daemons to a batch scheduler (a `mirai_scheduler` value). `options` are directive lines
-without the prefix (e.g. `--partition=debug`); `submit_command` and `cancel_command` may be
-NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
+Submits a job array of `n` daemons to a batch scheduler (a `mirai_scheduler` value).
+`options` are lines of the job script: a line starting with `-` is a directive written after
+the scheduler's prefix (e.g. `--partition=debug`), one starting with `#` a directive written
+as it is, any other a command run before the daemon (e.g. `module load R`).
+`submit_command` and `cancel_command` may be NULL for the scheduler's own. On success `*out` holds the jobs: `mirai_jobs_cancel` or
 `mirai_jobs_free` cancels them.
 """
 function mirai_host_launch_cluster(host, scheduler, options, n_options, submit_command, cancel_command, daemon_argv, daemon_argc, n, out_)

@@ -33,10 +33,10 @@ ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", r
 
 #' HPC job arrays. With `command` "sbatch", "qsub" (`scheduler = "sge"` or "pbs") or "bsub",
 #' libmirai submits one job array; any other command (srun, a wrapper) gets R mirai's shell
-#' form: the job script on its standard input. `options` are directive lines such as
-#' "#SBATCH --mem=1G" or "module load R". The fields are R mirai's (`command` "/bin/sh", `args`
-#' holding the script, `rscript`, `quote`) plus `submit`, `options_lines` (as given), `options`
-#' (without directive prefixes, for libmirai) and `scheduler`.
+#' form: the job script on its standard input. `options` are lines of the job script:
+#' directives such as "#SBATCH --mem=1G" (or "--mem=1G") and commands such as "module load R",
+#' run before the daemon. The fields are R mirai's (`command` "/bin/sh", `args` holding the
+#' script, `rscript`, `quote`) plus `submit`, `options` (the lines) and `scheduler`.
 cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript", scheduler = NULL) {
   if (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command)) stop("`command` must be a character string")
   if (!is.character(options) || length(options) != 1L || is.na(options)) stop("`options` must be a character string")
@@ -51,8 +51,7 @@ cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript"
   lines <- lines[nzchar(lines)]
   list(command = "/bin/sh",
        args = c(sprintf("%s<<'EOF'\n#!/bin/sh\n%s\n", command, paste(lines, collapse = "\n")), ".", "\nEOF"),
-       rscript = rscript, quote = NULL, type = "cluster", submit = command, options_lines = lines,
-       options = sub("^#(SBATCH|\\$|PBS|BSUB)[[:space:]]*", "", lines),
+       rscript = rscript, quote = NULL, type = "cluster", submit = command, options = lines,
        scheduler = if (!is.null(scheduler)) match(scheduler, c("slurm", "sge", "pbs", "lsf")) - 1L)
 }
 
@@ -114,7 +113,7 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     # The job script on the submit command's stdin: the daemon's command line and the directive
     # lines come in as positional parameters, so the shell expands nothing inside them.
     script <- sprintf("%s <<EOF\n#!/bin/sh\n$2\n$1\nEOF", remote$submit)
-    .Call(rmirai_launch_remote, p$host, "/bin/sh", c("-c", script, "sh", ".", paste(remote$options_lines, collapse = "\n")),
+    .Call(rmirai_launch_remote, p$host, "/bin/sh", c("-c", script, "sh", ".", paste(remote$options, collapse = "\n")),
           FALSE, argv, as.integer(n))
   } else {
     each <- if (length(sets) > 1L) 1L else as.integer(n)

@@ -137,7 +137,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
       stop(simpleError(sprintf("daemons could not be started: %s", conditionMessage(e)), call = NULL))
     })
   } else if (!is.null(remote)) {
-    tryCatch(launch_remote(n, remote = remote, .compute = name), error = function(e) {
+    tryCatch(launch_remote(if (missing(n)) 1L else n, remote = remote, .compute = name), error = function(e) {
       daemons(0L, .compute = name)
       stop(e)
     })

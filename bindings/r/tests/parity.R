@@ -176,6 +176,9 @@ launch_remote(1, cluster_config(command = "sh", options = "export FROM_SCRIPT=ye
 check("cluster_config with any submit command runs its job script", wait_for(1, "sh"))
 check("the job script's lines ran", identical(mirai(Sys.getenv("FROM_SCRIPT"), .compute = "sh")[], "yes"))
 daemons(0, .compute = "sh")
+daemons(url = "tcp://127.0.0.1:0", remote = remote_config(command = "sh", args = c("-c", "."), rscript = rscript), .compute = "nless")
+check("daemons(url =, remote =) without n launches one", wait_for(1, "nless"))
+daemons(0, .compute = "nless")
 
 daemons(url = "tcp://127.0.0.1:0", .compute = "args")
 once <- launch_remote(1, remote_config(), maxtasks = 5, .compute = "args")

@@ -43,9 +43,11 @@ impl Scheduler {
     }
 }
 
-/// A cluster launch: the scheduler, the user's directives (written after the scheduler's
-/// prefix, e.g. `--partition=debug --mem=1G` for Slurm, `-l h_rt=1:00:00` for SGE), and
-/// optionally other submit and cancel commands (a site wrapper, or a stand-in for tests).
+/// A cluster launch: the scheduler, the user's option lines, and optionally other submit and
+/// cancel commands (a site wrapper, or a stand-in for tests). An option line starting with `-`
+/// is a directive, written after the scheduler's prefix (`--partition=debug --mem=1G` for
+/// Slurm, `-l h_rt=1:00:00` for SGE); one starting with `#` is a directive written as it is;
+/// any other line (`module load R`) is a command the job runs before the daemon.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub scheduler: Scheduler,
@@ -95,7 +97,13 @@ pub fn job_script(config: &ClusterConfig, daemon: &CommandTemplate, url: &str, n
             lines.push(if n > 1 { format!("{p} -J mirai[1-{n}]") } else { format!("{p} -J mirai") });
         }
     }
-    lines.extend(config.options.iter().map(|o| format!("{p} {}", o.trim())));
+    // Schedulers read directives only before the first command.
+    let options = config.options.iter().map(|o| o.trim()).filter(|o| !o.is_empty());
+    let (directives, commands): (Vec<&str>, Vec<&str>) = options.partition(|o| o.starts_with(['-', '#']));
+    lines.extend(
+        directives.iter().map(|o| if o.starts_with('#') { o.to_string() } else { format!("{p} {o}") }),
+    );
+    lines.extend(commands.iter().map(|c| c.to_string()));
     lines.push(format!("exec {}", shell::command_line(daemon, url)));
     lines.join("\n") + "\n"
 }
