@@ -25,18 +25,22 @@ promise_ready <- function(key) {
   settle(entry)
 }
 
-settle <- function(entry) {
-  value <- collect_value(entry$mirai)
-  if (is_mirai_interrupt(value)) entry$resolve(value)
-  else if (is_mirai_error(value)) entry$reject(simpleError(as.character(value)))
-  else if (is_error_value(value)) entry$reject(simpleError(error_text(value)))
-  else entry$resolve(value)
+settle <- function(entry) entry$resolve(collect_value(entry$mirai))
+
+# A failed mirai's value as the promise's rejection: raised inside a `then` handler, where
+# promises (and Shiny's stack-trace capture) expect errors to arise, not from a bare later
+# callback (Shiny 1.7 then cannot print the error and drops the session).
+reject_failure <- function(value) {
+  if (is_mirai_interrupt(value)) return(value)
+  if (is_mirai_error(value)) stop(simpleError(as.character(value), call = NULL))
+  if (is_error_value(value)) stop(simpleError(error_text(value), call = NULL))
+  value
 }
 
 as.promise.mirai <- function(x) {
   if (!is.null(x$promise)) return(x$promise)
-  x$promise <- promises::promise(function(resolve, reject) {
-    entry <- list(mirai = x, resolve = resolve, reject = reject)
+  settled <- promises::promise(function(resolve, reject) {
+    entry <- list(mirai = x, resolve = resolve)
     if (!unresolved(x)) {
       later::later(function() settle(entry))
     } else {
@@ -47,6 +51,7 @@ as.promise.mirai <- function(x) {
       .Call(rmirai_on_done, x$handle, key)
     }
   })
+  x$promise <- promises::then(settled, onFulfilled = reject_failure)
   x$promise
 }
 

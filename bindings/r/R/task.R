@@ -152,13 +152,13 @@ collect_mirai <- function(x, options = NULL) {
 }
 
 stop_mirai <- function(x) {
-  if (is_mirai(x)) return(.Call(rmirai_cancel, x$handle))
-  if (!is.list(x)) return(FALSE)
+  if (is_mirai(x)) return(invisible(.Call(rmirai_cancel, x$handle)))
+  if (!is.list(x)) return(invisible(FALSE))
   # Last to first, as R's mirai does (unclassed: `[` on a mirai_map collects it).
   x <- unclass(x)
   out <- logical(length(x))
   for (i in rev(seq_along(x))) if (is_mirai(x[[i]])) out[i] <- .Call(rmirai_cancel, x[[i]]$handle)
-  out
+  invisible(out)
 }
 
 # The index of the first element to resolve. An element that is not a mirai of this profile
