@@ -54,7 +54,13 @@ if command -v Rscript >/dev/null; then
   R_LIBS="$rlib" Rscript bindings/r/tests/parity.R
   R_LIBS="$rlib" Rscript bindings/r/tests/wrong_args.R
   R_LIBS="$rlib" Rscript bindings/r/tests/corpus.R
+  # Packages built on mirai, from Debian: foreach/doParallel, parallel, later/promises, and a
+  # Shiny app in two real browser sessions (headless Chromium driven by selenium).
+  R_LIBS="$rlib" Rscript bindings/r/tests/clients.R
+  R_LIBS="$rlib" python3 -B bindings/r/tests/shiny_browser.py
   rm -rf "$rlib"
+  echo "== R source package: built, installed offline outside the checkout, R CMD check --as-cran"
+  bash scripts/r-source-package.sh
 else
   echo "R is not installed: the R package tests are skipped (apt-get install r-base-dev)"
 fi

@@ -10,16 +10,8 @@ suppressPackageStartupMessages({
   library(promises)
 })
 
-passed <- 0L
-failed <- 0L
-check <- function(what, ok) {
-  if (isTRUE(ok)) {
-    passed <<- passed + 1L
-  } else {
-    failed <<- failed + 1L
-    cat("FAILED:", what, "\n")
-  }
-}
+tests_dir <- dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1L])))
+source(file.path(tests_dir, "harness.R"))
 # The message of the error `expr` raises, or NA when it raises none.
 error_of <- function(expr) tryCatch({ expr; NA_character_ }, error = function(e) conditionMessage(e))
 
@@ -270,5 +262,4 @@ check("20 concurrent mirai promises settle with their own values",
 daemons(0)
 check("daemons are reset at the end", !daemons_set())
 
-cat(sprintf("clients: %d passed, %d failed\n", passed, failed))
-if (failed > 0L) quit(status = 1L)
+finish("clients")

@@ -6,16 +6,8 @@
 # Run: Rscript bindings/r/tests/corpus.R
 library(mirai)
 
-passed <- 0L
-failed <- 0L
-check <- function(what, ok) {
-  if (isTRUE(ok)) {
-    passed <<- passed + 1L
-  } else {
-    failed <<- failed + 1L
-    cat("FAILED:", what, "\n")
-  }
-}
+tests_dir <- dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1L])))
+source(file.path(tests_dir, "harness.R"))
 
 # With CORPUS_TIMES=1, the time each part takes goes to stderr.
 t_start <- Sys.time()
@@ -646,5 +638,4 @@ invisible(value_of(mirai(gc())))
 daemons(0)
 
 lap("done")
-cat(sprintf("corpus: %d passed, %d failed\n", passed, failed))
-if (failed > 0L) quit(status = 1L)
+finish("corpus")

@@ -3,16 +3,8 @@
 # Run: Rscript bindings/r/tests/parity.R
 library(mirai)
 
-passed <- 0L
-failed <- 0L
-check <- function(what, ok) {
-  if (isTRUE(ok)) {
-    passed <<- passed + 1L
-  } else {
-    failed <<- failed + 1L
-    cat("FAILED:", what, "\n")
-  }
-}
+tests_dir <- dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1L])))
+source(file.path(tests_dir, "harness.R"))
 error_of <- function(expr) tryCatch({ expr; NULL }, error = function(e) e)
 check_error <- function(what, expr, pattern) {
   e <- error_of(expr)
@@ -247,5 +239,4 @@ check("a task's warning under warn = 2 is its error", is_mirai_error(mirai({ opt
 daemons(0, .compute = "warn")
 
 daemons(0)
-cat(sprintf("parity: %d passed, %d failed\n", passed, failed))
-if (failed > 0L) quit(status = 1L)
+finish("parity")

@@ -1,20 +1,8 @@
 # Tests of the mirai R package on libmirai. Run: Rscript bindings/r/tests/tests.R
 library(mirai)
-tests_dir <- local({
-  arg <- grep("^--file=", commandArgs(FALSE), value = TRUE)
-  if (length(arg)) dirname(normalizePath(sub("^--file=", "", arg))) else "bindings/r/tests"
-})
+tests_dir <- dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1L])))
 
-passed <- 0L
-failed <- 0L
-check <- function(what, ok) {
-  if (isTRUE(ok)) {
-    passed <<- passed + 1L
-  } else {
-    failed <<- failed + 1L
-    cat("FAILED:", what, "\n")
-  }
-}
+source(file.path(tests_dir, "harness.R"))
 check_error <- function(what, expr, pattern) {
   msg <- tryCatch({ expr; NA_character_ }, error = function(e) conditionMessage(e))
   check(what, !is.na(msg) && grepl(pattern, msg, fixed = TRUE))
@@ -524,5 +512,4 @@ if (requireNamespace("promises", quietly = TRUE) && requireNamespace("later", qu
 with(daemons(1), check("with(daemons())", identical(mirai(7)[], 7)))
 check("with() resets", !daemons_set())
 
-cat(sprintf("r-tests: %d passed, %d failed\n", passed, failed))
-if (failed > 0L) quit(status = 1L)
+finish("r-tests")

@@ -17,6 +17,7 @@ self_path <- local({
 })
 if (!file.exists(self_path)) stop("run this file with Rscript (its children run it again by its path)")
 trailing <- commandArgs(TRUE)
+source(file.path(dirname(self_path), "harness.R"))
 
 one_line <- function(x) substr(gsub("[\t\r\n]+", " ", paste(x, collapse = " ")), 1L, 300L)
 
@@ -589,8 +590,6 @@ STACK <- "C stack usage|nested too deeply|infinite recursion|protection stack ov
 # (past its end); that it found R's NULL this time is luck, not a check.
 OUT_OF_BOUNDS <- "CHAR\\(\\) can only be applied to a 'CHARSXP'"
 
-passed <- 0L
-failed <- 0L
 unclear <- list()
 report <- character()
 for (i in seq_len(nrow(cases))) {
@@ -630,5 +629,4 @@ if (length(unclear)) {
 }
 if (nzchar(Sys.getenv("WA_REPORT"))) writeLines(report, Sys.getenv("WA_REPORT"))
 cat(sprintf("(%d cases, %d children, %.0f s)\n", nrow(cases), jobs, as.numeric(difftime(Sys.time(), t0, units = "secs"))))
-cat(sprintf("wrong_args: %d passed, %d failed\n", passed, failed))
-if (failed > 0L) quit(status = 1L)
+finish("wrong_args")
