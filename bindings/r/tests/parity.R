@@ -81,6 +81,17 @@ check("and cancels the rest", identical(unclass(slow[[3L]][]), 20L))
 e <- error_of(mirai_map(1:2, function(x) x, .timeout = 1)[.stop])
 check("an errorValue under .stop says its code", is.null(e) || grepl("|", conditionMessage(e$parent), fixed = TRUE))
 
+# Without cli (hidden by an empty site library): the same fields, R mirai's text, a text ticker.
+plain <- system2(rscript, c("-e", shQuote(paste(
+  "library(mirai); daemons(1); stopifnot(!requireNamespace('cli', quietly = TRUE));",
+  "e <- tryCatch(mirai_map(list(a = 1, b = 'x'), function(x) x + 1)[.stop], error = identity);",
+  "cat(e$location, e$name, inherits(e$parent, 'error'), sep = '|'); cat('\\n'); cat(conditionMessage(e), '\\n');",
+  "invisible(mirai_map(1:2, identity)[.progress]); daemons(0)"))),
+  stdout = TRUE, stderr = TRUE, env = c("R_LIBS_SITE=/nonexistent", paste0("R_LIBS=", Sys.getenv("R_LIBS"))))
+check("without cli: .stop error fields", "2|b|TRUE" %in% plain)
+check("without cli: 'In index i:' and the cause", any(plain == "In index 2:") && any(grepl("non-numeric argument", plain)))
+check("without cli: a text progress ticker", any(grepl("[ 2 / 2 done ]", plain, fixed = TRUE)))
+
 # §1.3 Data frames: cells by `[[`, names from character row names only; arrays by row.
 df <- data.frame(n = 1:3, row.names = c("r1", "r2", "r3"))
 df$l <- list(1:2, "a", list(b = 1))
