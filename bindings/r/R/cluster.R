@@ -1,8 +1,65 @@
 # A `parallel` cluster backed by mirai daemons: parLapply, clusterApplyLB and friends work on it.
 
-#' Create a cluster of `n` daemons, a compute profile of its own: local daemons, or with `url`
-#' daemons that dial in (launched with `remote`, or by hand: the commands are printed). With
-#' `url`, `n` defaults to the number of launches `remote` makes, else 1.
+#' Make a cluster of daemons for the parallel package
+#'
+#' @description
+#' `make_cluster()` sets up `n` daemons in a compute profile reserved for the cluster, and
+#' returns them as a cluster object that [parallel::parLapply()], [parallel::clusterApplyLB()],
+#' [parallel::clusterEvalQ()] and the other functions of the `parallel` package accept.
+#' `stop_cluster()` ends the cluster, and its daemons exit.
+#'
+#' @param n the number of nodes (daemons), 1 or more. Required for a cluster on this machine.
+#'   With `url`, it may be left out: it is then the number of launches `remote` makes (the
+#'   length of its `args` when that is a list, as for [ssh_config()]), or 1.
+#' @param url `NULL` (the default) to start the daemons on this machine at once. Otherwise the
+#'   URL the cluster's host listens at for daemons dialling in from elsewhere, for instance
+#'   `host_url()[1]` (the forms accepted are those of `daemons(url =)`).
+#' @param remote with `url`, a launch configuration from [ssh_config()], [cluster_config()],
+#'   [http_config()] or [remote_config()] with which the daemons are started. Left `NULL`,
+#'   nothing is launched: the shell commands that start the daemons are printed instead, to be
+#'   run by hand on the machines concerned.
+#' @param ... further named arguments for [daemons()], and through it for [daemon()] (such as
+#'   `idletime`, `output` or `tls`). `dispatcher` and `cleanup` are set by `make_cluster()`
+#'   itself, both to `FALSE`.
+#'
+#' @return `make_cluster()` returns an object of class `miraiCluster` (and `cluster`): a list of
+#'   `n` nodes of class `miraiNode`. `stop_cluster()` returns `NULL`, invisibly.
+#'
+#' @details
+#' Each cluster gets a profile of its own, named by a number in backquotes (`` `1` ``, `` `2` ``,
+#' ...) that is never reused, so clusters do not interfere with each other or with the profiles
+#' set with [daemons()]. Its daemons keep what tasks leave in their global environment
+#' (`cleanup = FALSE`), as the workers of `parallel` do, so [parallel::clusterExport()] and
+#' [parallel::clusterEvalQ()] have a lasting effect. A node works on one call at a time;
+#' `parallel::recvData()` on a node gives `parallel`'s `list(type, value, success, tag)`.
+#'
+#' The cluster object can stand in for a profile name in a few places: [status()] accepts it
+#' as `.compute`, and [launch_remote()] as `n` (to start further daemons for the cluster).
+#' Subsetting it with `[` gives a plain list of nodes.
+#'
+#' @seealso [daemons()] for the compute profile behind a cluster, [launch_remote()] and the
+#'   launch configurations.
+#'
+#' @examples
+#' \donttest{
+#' cl <- make_cluster(2)
+#' cl
+#' parallel::parLapply(cl, 1:4, function(x) x^2)
+#' parallel::clusterApplyLB(cl, c(4, 9), sqrt)
+#' status(cl)$connections
+#' stop_cluster(cl)
+#' daemons(0)
+#' }
+#' \dontrun{
+#' # Daemons that dial in from other machines: the commands to run there are printed.
+#' cl <- make_cluster(4, url = host_url()[1])
+#' stop_cluster(cl)
+#'
+#' # One node on each of two machines, started over SSH.
+#' cl <- make_cluster(url = host_url(port = 5555)[1],
+#'                    remote = ssh_config(c("ssh://node1", "ssh://node2")))
+#' stop_cluster(cl)
+#' }
 make_cluster <- function(n, url = NULL, remote = NULL, ...) {
   if (missing(n)) {
     if (is.null(url)) stop("`n` must be supplied for a local cluster")
@@ -30,7 +87,8 @@ make_cluster <- function(n, url = NULL, remote = NULL, ...) {
   structure(nodes, class = c("miraiCluster", "cluster"), id = id)
 }
 
-#' Stop a cluster (its daemons exit).
+#' @rdname make_cluster
+#' @param cl a `miraiCluster`, as returned by `make_cluster()`.
 stop_cluster <- function(cl) {
   daemons(0L, .compute = attr(cl, "id"))
   invisible()

@@ -1,8 +1,80 @@
 # The daemon: libmirai's runtime calling back into R to evaluate each task.
 
-#' Run a daemon: dial `url` and evaluate tasks until a limit is reached or the host goes.
-#' Returns the exit code invisibly: 0 connection ended, 1 idletime, 2 walltime, 3 maxtasks.
-#' `tlscert` is the CA chain to trust for a tls+tcp:// host: a PEM file, or c(chain PEM, "").
+#' Run a daemon
+#'
+#' @description
+#' Connects to the host listening at `url` and evaluates the tasks it sends, one after the
+#' other, until the connection ends or a limit set here is reached. Every daemon process runs
+#' this: the commands that [daemons()], [launch_local()] and [launch_remote()] use are
+#' `Rscript -e 'mirai::daemon("<url>", ...)'`. Call it yourself to start a daemon by hand.
+#'
+#' @param url the host's URL, a character string: `"tcp://10.0.0.5:5555"`,
+#'   `"tls+tcp://login.example.org:5555"`, `"ipc:///tmp/mirai.sock"` or
+#'   `"abstract://name"`, as `nextget("url")` reports it on the host. A string without
+#'   `"://"` is an error.
+#' @param dispatcher accepted so that calls written for R's mirai work; it has no effect, as
+#'   every host here does its own dispatching.
+#' @param ... accepted for the same reason and ignored.
+#' @param asyncdial if `FALSE` (the default), give up with an error when the first attempt to
+#'   connect fails. If `TRUE`, keep trying (with waits growing to a second between attempts)
+#'   until the host answers, which suits a daemon started before its host.
+#' @param autoexit what the daemon does when its host goes away: `TRUE` (the default) exits,
+#'   interrupting a task it is running; `NA` finishes the running task, then exits; `FALSE`
+#'   stays, and connects again as soon as a host listens at `url` again. In every case the
+#'   daemon exits when the host is reset with `daemons(NULL)`.
+#' @param cleanup if `TRUE` (the default), each task's traces are removed before the next one:
+#'   objects it created in the global environment, packages it attached, and options it
+#'   changed. What [everywhere()] sets up is kept. If `FALSE`, each task sees what the earlier
+#'   ones left.
+#' @param output if `FALSE` (the default), what tasks print to standard output or standard
+#'   error is discarded. If `TRUE` it is shown wherever the daemon's own output goes: for
+#'   daemons started with `daemons(n)` or [launch_local()], that is this session's console.
+#' @param idletime the number of milliseconds to wait for a task before exiting (exit code 1);
+#'   `Inf` (the default) waits for ever.
+#' @param walltime a soft limit in milliseconds on the daemon's life, checked as tasks arrive:
+#'   a task arriving after it has passed is the last the daemon evaluates (exit code 2). An idle
+#'   daemon also waits no longer than this for its next task. `Inf` (the default) for none.
+#' @param maxtasks the number of tasks after which the daemon exits (exit code 3); `Inf` (the
+#'   default) for no limit.
+#' @param tlscert for a `tls+tcp://` URL, the certificate authority to trust: the path of a PEM
+#'   file with the certificate chain, or `c(<PEM text>, "")`. With `NULL` (the default) the
+#'   daemon trusts the certificate passed in the environment variable `MIRAI_TLS_CA`, which the
+#'   launchers of this package set; the commands [launch_remote()] returns include
+#'   `tlscert = c(<PEM>, "")` themselves.
+#' @param rs a 7-integer L'Ecuyer-CMRG `.Random.seed` from which to start the daemon's
+#'   random-number stream. With `NULL` (the default) the daemon uses the stream the host assigns
+#'   it when it connects.
+#'
+#' @return The daemon's exit code, invisibly, once it stops: 0 the connection ended, 1 no task
+#'   came within `idletime`, 2 `walltime` passed, 3 `maxtasks` tasks were done ([nextcode()]
+#'   says the same in words). A daemon that cannot connect, or that the host refuses, stops
+#'   with an error instead.
+#'
+#' @details
+#' First of all, `daemon()` takes the session's secret out of its environment variable
+#' `MIRAI_SECRET` and removes the variable, so neither a task nor a process a task starts can
+#' read it. The daemon proves to the host that it holds this secret; a daemon without it (or
+#' with another session's) is refused, and stops with an error mentioning `AuthFailed` and how
+#' to get the secret. A host set up with `daemons(auth = FALSE)` asks for no secret.
+#'
+#' A task is evaluated in an environment holding its `.args`, whose parent is the global
+#' environment, where the objects given in `...` of [mirai()] are assigned. An error becomes
+#' the task's value as a `miraiError`, and the daemon goes on to the next task; a warning is
+#' shown when it happens (see `output`), unless `options(warn = 2)` makes it an error.
+#'
+#' @seealso [daemons()], [launch_local()] and [launch_remote()], which start daemons;
+#'   [nextcode()] for the exit codes.
+#'
+#' @examples
+#' \donttest{
+#' # A host waits for daemons at a URL; a daemon is started by hand in another R process.
+#' daemons(url = local_url())
+#' rscript <- file.path(R.home("bin"), "Rscript")
+#' call <- sprintf("mirai::daemon('%s', maxtasks = 1)", nextget("url"))
+#' system2(rscript, c("-e", shQuote(call)), wait = FALSE)
+#' mirai(Sys.getpid(), .timeout = 30000)[]
+#' daemons(0)
+#' }
 daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TRUE,
                    cleanup = TRUE, output = FALSE, idletime = Inf, walltime = Inf,
                    maxtasks = Inf, tlscert = NULL, rs = NULL) {
@@ -111,6 +183,7 @@ serve_loop <- function(url, asyncdial, autoexit, cleanup, output, idletime, wall
 #' miraiInterrupt by a calling handler (no exiting handler to pay for on every task), which then
 #' unwinds to the C layer with the "abort" restart: that skips R's top-level error handling
 #' (`options(error =)`, the traceback), as an exiting handler would.
+#' @noRd
 run_task <- function(task) {
   .state$failure <- NULL
   globals <- task[["._globals_."]]

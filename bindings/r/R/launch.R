@@ -1,7 +1,61 @@
 # Remote daemons: launch configurations and launch_remote, on libmirai's launchers (which pass the
 # host's secret and TLS CA without putting them on a command line).
 
-#' A generic launcher: `command args`, where the element "." of `args` becomes the daemon command.
+#' Launch configuration for any command
+#'
+#' @description
+#' Describes how to start daemons with a command of your choice, for [launch_remote()] or
+#' `daemons(remote =)`. Each daemon is started by running `command` with `args`, in which the
+#' element `"."` is replaced by the daemon's own command line (`Rscript -e
+#' 'mirai::daemon(...)'`).
+#'
+#' @param command the program to run (found on the PATH, or a path), such as `"ssh"`,
+#'   `"docker"` or a script of your own. With `NULL` (the default) nothing is run:
+#'   [launch_remote()] then just returns the commands that start the daemons, for you to run
+#'   wherever they should run.
+#' @param args the program's arguments: a character vector with `"."` as one element, or a list
+#'   of such vectors, in which case there is one launch per element (see [launch_remote()]).
+#' @param rscript how to run Rscript where the daemon starts: `"Rscript"` (the default) if it
+#'   is on the PATH there, a full path, or a character vector of several words such as
+#'   `c("env", "R_LIBS=/opt/R/library", "Rscript")`.
+#' @param quote if `TRUE`, the daemon's command line is quoted for a shell when it replaces
+#'   `"."`; this is needed when `command` hands it on to another shell, as `ssh` does. If
+#'   `FALSE` (the default), it is passed as a single argument, unquoted.
+#'
+#' @return A list with the elements `command`, `args`, `rscript`, `quote` and `tunnel`
+#'   (always `FALSE`), to be used as `remote`.
+#'
+#' @details
+#' `command` runs with this session's environment, which includes `MIRAI_SECRET`, the secret
+#' the daemons need to be accepted (see [daemons()]). When the daemon runs behind a barrier
+#' that does not pass the environment on, such as a container, pass the variable explicitly
+#' (as `-e MIRAI_SECRET` does for `docker run`). Launching does not wait for anything: a
+#' command that fails shows only as a daemon that never connects (see [status()]).
+#'
+#' @seealso [ssh_config()], [cluster_config()] and [http_config()] for the usual launchers;
+#'   [launch_remote()].
+#'
+#' @examples
+#' # Launch nothing: launch_remote() will return the commands instead.
+#' remote_config()
+#'
+#' # Daemons in containers; sh -c runs the daemon's command line inside.
+#' remote_config(
+#'   command = "docker",
+#'   args = c("run", "--rm", "--network=host", "-e", "MIRAI_SECRET",
+#'            "my-r-image", "sh", "-c", "."),
+#'   rscript = "Rscript"
+#' )
+#'
+#' # One launch for each element of a list.
+#' remote_config(command = "ssh", args = list(c("node1", "."), c("node2", ".")), quote = TRUE)
+#'
+#' \dontrun{
+#' daemons(url = host_url()[1])
+#' launch_remote(2, remote = remote_config(command = "ssh", args = c("node1", "."),
+#'                                         quote = TRUE))
+#' daemons(0)
+#' }
 remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript", quote = FALSE) {
   if (!is.null(command) && (!is.character(command) || length(command) != 1L || is.na(command))) stop("`command` must be a character string or NULL")
   if (!is.character(args) && !(is.list(args) && all(vapply(args, is.character, NA)))) stop("`args` must be a character vector, or a list of them")
@@ -10,11 +64,59 @@ remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript"
   list(command = command, args = args, rscript = rscript, quote = quote, tunnel = FALSE)
 }
 
-#' One daemon per `ssh://[user@]host[:port]` remote, optionally through a reverse tunnel. The
-#' fields are R mirai's (`command`, `args` as one `c(options, host, ".")` per remote, `rscript`,
-#' `quote`, `tunnel`) plus `remotes` and `timeout`. With `command = "ssh"` libmirai's SSH
-#' launcher runs it (the secret and CA travel on ssh's stdin); any other command is run as
-#' `command args` with the secret in its environment.
+#' Launch configuration for SSH
+#'
+#' @description
+#' Describes daemons to be started over SSH, one on each of the machines in `remotes`, for
+#' [launch_remote()] or `daemons(remote =)`. The daemons connect straight back to the host's
+#' URL or, with `tunnel = TRUE`, through a reverse tunnel in the SSH connection.
+#'
+#' @param remotes the machines, a character vector of URLs of the form
+#'   `"ssh://[user@]host[:port]"` (the `ssh://` may be left out; the port is 22 unless given).
+#'   One daemon is launched on each, whatever `n` is given to [launch_remote()].
+#' @param tunnel if `TRUE`, each SSH connection carries a reverse tunnel (`ssh -R`) from the
+#'   port of the host's URL on the remote machine back to this one, and the daemon dials that,
+#'   for machines that can reach this one by SSH only. The host must then listen on
+#'   `127.0.0.1`, as with `daemons(url = local_url(tcp = TRUE, port = 5555))`; other URLs make
+#'   [launch_remote()] stop with an error. `FALSE` by default.
+#' @param timeout the number of seconds SSH may take to connect (its `ConnectTimeout`), from 1
+#'   to 86400; 10 by default.
+#' @param command the SSH program, `"ssh"` by default. With `"ssh"`, libmirai's own SSH
+#'   launcher starts the daemons and hands them the secret (and, for TLS, the certificate to
+#'   trust) on SSH's standard input, where no process listing shows it. Any other program is
+#'   run as `command args`, with the secret in its environment.
+#' @param rscript how to run Rscript on the remote machines: `"Rscript"` (the default) if on
+#'   their PATH, a full path, or several words such as `c("env", "R_LIBS=/opt/lib", "Rscript")`.
+#'
+#' @return A list with the elements of R's mirai: `command`, `args` (for each remote, a
+#'   character vector of SSH options, the host, and `"."`), `rscript`, `quote` (`TRUE`) and
+#'   `tunnel`; and of this package: `remotes`, `timeout` and `type` (`"ssh"`). Use it as
+#'   `remote`.
+#'
+#' @details
+#' SSH must be able to log in without a password prompt (a key, or an agent). The environment
+#' variable `MIRAI_SSH_OPTIONS` adds options, separated by spaces, to each `ssh` command
+#' libmirai runs. The launch returns without waiting; the daemons appear in [status()] once
+#' they have connected and authenticated.
+#'
+#' @seealso [launch_remote()], [host_url()] for a URL the remote machines can reach,
+#'   [remote_config()] for other launchers.
+#'
+#' @examples
+#' ssh_config(c("ssh://node1", "ssh://user@node2:2222"))
+#' ssh_config("ssh://node1", tunnel = TRUE, timeout = 30, rscript = "/opt/R/bin/Rscript")
+#'
+#' \dontrun{
+#' # The remote machines dial this one directly.
+#' daemons(url = host_url(port = 5555)[1], remote = ssh_config(c("ssh://node1", "ssh://node2")))
+#' status()
+#' daemons(0)
+#'
+#' # Only SSH gets through: a tunnel, and a host on 127.0.0.1.
+#' daemons(url = local_url(tcp = TRUE, port = 5555))
+#' launch_remote(remote = ssh_config("ssh://node1", tunnel = TRUE))
+#' daemons(0)
+#' }
 ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", rscript = "Rscript") {
   if (!is.character(remotes) || !length(remotes) || anyNA(remotes)) stop("`remotes` must be a character vector of ssh:// URLs")
   if (!isTRUE(tunnel) && !isFALSE(tunnel)) stop("`tunnel` must be either TRUE or FALSE")
@@ -31,12 +133,64 @@ ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", r
        remotes = remotes, timeout = timeout, type = "ssh")
 }
 
-#' HPC job arrays. With `command` "sbatch", "qsub" (`scheduler = "sge"` or "pbs") or "bsub",
-#' libmirai submits one job array; any other command (srun, a wrapper) gets R mirai's shell
-#' form: the job script on its standard input. `options` are lines of the job script:
-#' directives such as "#SBATCH --mem=1G" (or "--mem=1G") and commands such as "module load R",
-#' run before the daemon. The fields are R mirai's (`command` "/bin/sh", `args` holding the
-#' script, `rscript`, `quote`) plus `submit`, `options` (the lines) and `scheduler`.
+#' Launch configuration for HPC schedulers
+#'
+#' @description
+#' Describes daemons to be submitted as jobs to a cluster's batch scheduler, for
+#' [launch_remote()] or `daemons(remote =)`. With `sbatch` (Slurm), `qsub` (SGE, or PBS with
+#' `scheduler = "pbs"`) or `bsub` (LSF), the `n` daemons of a launch go in one job array.
+#' Any other submit command is accepted as well: it is given a job script on its standard
+#' input, once for each daemon.
+#'
+#' @param command the submit command, `"sbatch"` by default. For `"sbatch"`, `"qsub"` and
+#'   `"bsub"` (or when `scheduler` is given), libmirai writes the job array script and runs that
+#'   scheduler's own submit command, found on the PATH. Anything else (`srun` with its options,
+#'   a site's wrapper script) is a command line run by `/bin/sh` with the job script on its
+#'   standard input, as R's mirai does it.
+#' @param options the job script's lines before the daemon, as one character string with one
+#'   line each: scheduler directives written in full (`"#SBATCH --mem=8G"`, `"#$ -l h_rt=2:00:00"`,
+#'   `"#PBS -l walltime=02:00:00"`, `"#BSUB -W 2:00"`), and shell commands run before the daemon
+#'   starts (`"module load R"`). For the known schedulers a line beginning with `-`, such as
+#'   `"--mem=8G"`, becomes a directive with the scheduler's prefix. Leading spaces and empty
+#'   lines are dropped. `""` (the default) for none.
+#' @param rscript how to run Rscript on the compute nodes: `"Rscript"` (the default) if on their
+#'   PATH, a full path (the usual way to choose an R installation), or several words.
+#' @param scheduler the scheduler whose job array syntax to use: `"slurm"`, `"sge"`, `"pbs"` or
+#'   `"lsf"`. With `NULL` (the default) it follows from `command`: `sbatch` Slurm, `qsub` SGE,
+#'   `bsub` LSF, none for other commands. Give `"pbs"` for PBS's `qsub`.
+#'
+#' @return A list with the elements of R's mirai: `command` (`"/bin/sh"`), `args` (the job
+#'   script around the daemon's `"."`), `rscript` and `quote`; and of this package: `type`
+#'   (`"cluster"`), `submit` (the submit command), `options` (the lines, one element each) and
+#'   `scheduler` (libmirai's number for it, or `NULL`). Use it as `remote`.
+#'
+#' @details
+#' The jobs receive the session's secret through the environment their submit command passes
+#' on to them, never in the job script. For a job array submitted by libmirai, `daemons(0)`
+#' cancels what is left of it (`scancel`, `qdel` or `bkill`). The launch does not wait for the
+#' daemons: they connect when the scheduler starts the jobs, which [status()] shows.
+#'
+#' @seealso [launch_remote()], [host_url()] for a URL the compute nodes can reach,
+#'   [remote_config()] for other launchers.
+#'
+#' @examples
+#' cluster_config(
+#'   command = "sbatch",
+#'   options = "#SBATCH --partition=short
+#'              #SBATCH --mem=8G
+#'              module load openssl",
+#'   rscript = "/opt/R/4.4.1/bin/Rscript"
+#' )
+#' cluster_config("qsub", "#$ -l h_rt=2:00:00")
+#' cluster_config("qsub", "#PBS -l walltime=02:00:00", scheduler = "pbs")
+#' cluster_config("bsub", "#BSUB -W 2:00")
+#' cluster_config("srun --partition=short")
+#'
+#' \dontrun{
+#' daemons(50, url = host_url()[1], remote = cluster_config(options = "#SBATCH --mem=2G"))
+#' status()
+#' daemons(0)
+#' }
 cluster_config <- function(command = "sbatch", options = "", rscript = "Rscript", scheduler = NULL) {
   if (!is.character(command) || length(command) != 1L || is.na(command) || !nzchar(command)) stop("`command` must be a character string")
   if (!is.character(options) || length(options) != 1L || is.na(options)) stop("`options` must be a character string")
@@ -71,10 +225,11 @@ launch_command <- function(p, rscript) {
   sprintf("%s%s -e %s", env, paste(rscript, collapse = " "), shQuote(call))
 }
 
-#' Launch daemons with a remote configuration. Returns the launch commands (class
-#' `miraiLaunchCmd`), which are also yours to run by hand when the configuration has no
-#' `command`. Fires and forgets, as R's mirai does: daemons join when they start (a launcher's
-#' failure shows as daemons that never connect: see `status()`).
+#' @rdname launch_local
+#' @param remote a launch configuration: from [remote_config()] (the default, which launches
+#'   nothing and only returns the commands), [ssh_config()], [cluster_config()] or
+#'   [http_config()].
+#' @usage NULL
 launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL) {
   if (inherits(n, "miraiCluster")) {
     .compute <- attr(n, "id")
@@ -122,14 +277,75 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
   commands
 }
 
+#' @rdname launch_local
+#' @param x a `miraiLaunchCmd`, as returned by `launch_remote()`.
+#' @usage NULL
 print.miraiLaunchCmd <- function(x, ...) {
   for (i in seq_along(x)) cat(sprintf("[%d]\n%s\n\n", i, x[i]))
   invisible(x)
 }
 
-#' An HTTP API that starts daemons (for example Posit Workbench's job launcher, the default).
-#' Every field may be a function, called at launch time; `data(...)` gets `...`, and its `%s`
-#' receives the daemon's R call, JSON-escaped.
+#' Launch configuration for HTTP APIs
+#'
+#' @description
+#' Describes daemons to be started by requests to an HTTP API that runs processes, such as a
+#' job launcher, for [launch_remote()] or `daemons(remote =)`. The defaults fit the job
+#' launcher of Posit Workbench, used from a Workbench session.
+#'
+#' @param url the API's URL, or a function returning it, called at each launch. The default
+#'   is Workbench's `launch_job` endpoint at the server in the environment variable
+#'   `RS_SERVER_ADDRESS`. Plain `http://` only.
+#' @param method the HTTP method, `"POST"` by default.
+#' @param headers a named character vector of request headers, or a function returning one.
+#'   The default sends a JSON content type and the Workbench session's cookie (the environment
+#'   variable `RS_SESSION_RPC_COOKIE`).
+#' @param data the request body, a character string with `%s` where the daemon's R call goes
+#'   (escaped for JSON), or a function returning such a string, called with `...`. The default
+#'   makes a Workbench `launch_job` request.
+#' @param ... arguments for `data` when it is a function. The default one takes `rscript`
+#'   (`"Rscript"`), `job_name` (`"mirai_daemon"`), `cluster`, `resource_profile`, `cpus`,
+#'   `memory` (in MB) and `image`.
+#' @param cookie a character string sent as the `Cookie` header, or a function returning one;
+#'   `NULL` (the default) for none.
+#' @param token a character string sent as `Authorization: Bearer <token>`, or a function
+#'   returning one; `NULL` (the default) for none.
+#'
+#' @return A list with `type = "http"` and the settings, to be used as `remote`. With it,
+#'   [launch_remote()] makes one request for each daemon and returns, invisibly, a list of the
+#'   responses: each `list(status, data)`, or an `errorValue` when no answer came (requests
+#'   give up after 5 seconds).
+#'
+#' @details
+#' Each field that is a function is called when the daemons are launched, so tokens and
+#' cookies can be read at that time. The API is expected to run the call it is sent as
+#' `Rscript -e <call>`. Since the processes it starts do not inherit this session's
+#' environment, the call sets `MIRAI_SECRET` itself (and for a `tls+tcp://` URL includes the
+#' certificate daemons should trust), so the request body must be kept private.
+#'
+#' With the Workbench default and no `cluster`, or no `resource_profile` (nor `cpus` or
+#' `memory`), the first cluster and resource profile Workbench lists are used; reading that
+#' list needs the jsonlite package.
+#'
+#' @seealso [launch_remote()], [remote_config()].
+#'
+#' @examples
+#' cfg <- http_config(
+#'   url = "http://launcher.example.org:8080/jobs",
+#'   method = "POST",
+#'   headers = c(`Content-Type` = "application/json"),
+#'   data = '{"exe": "Rscript", "args": ["-e", "%s"]}',
+#'   token = function() Sys.getenv("LAUNCHER_TOKEN")
+#' )
+#' cfg$type
+#'
+#' \dontrun{
+#' daemons(url = host_url()[1])
+#' launch_remote(2, remote = cfg)
+#'
+#' # From a Posit Workbench session:
+#' launch_remote(2, remote = http_config(cluster = "Kubernetes", resource_profile = "small"))
+#' daemons(0)
+#' }
 http_config <- function(url = posit_workbench_url, method = "POST", headers = posit_workbench_headers,
                         data = posit_workbench_data, ..., cookie = NULL, token = NULL) {
   list(type = "http", url = url, method = method, headers = headers, data = data, dots = list(...),

@@ -1,11 +1,67 @@
 # mirai_map and the collection of many mirai at once: the `.flat`, `.progress` and `.stop`
 # options and the errors they raise.
 
-#' Collection options for `[.mirai_map` and `collect_mirai()`: `mp[.flat]` flattens the values
-#' into a vector, `mp[.progress]` shows a progress bar, `mp[.stop]` stops at the first error
-#' (cancelling the rest). They combine: `mp[.stop, .progress]`, `c(.stop, .progress)`.
+#' Collection options for mirai maps
+#'
+#' @description
+#' `.flat`, `.progress` and `.stop` change how the results of a [mirai_map()] are collected,
+#' given inside its brackets (`mp[.flat]`) or to [collect_mirai()]:
+#' - `.flat` combines the results into one vector, as [unlist()] does one level down. They must
+#'   all be of one type: a result whose type differs from the first one's, or an element that
+#'   failed, stops the collection with an error, and the elements not yet done are cancelled.
+#' - `.progress` shows a progress bar as the elements come in: the cli package's bar when cli
+#'   is installed, otherwise a counter (`[ 3 / 10 .... ]`) on standard error.
+#' - `.stop` stops at the first element that failed (with an error, a timeout or a
+#'   cancellation), cancels every element not yet done, and raises an error.
+#'
+#' @format Each is a character string, its own name, of class `miraiOption`.
+#'
+#' @details
+#' The options combine, as in `mp[.stop, .progress]`. Within `mp[...]` the three names are
+#' found even when the package is not attached (so `mirai::mirai_map(x, f)[.flat]` works),
+#' and any other value there is an error. [collect_mirai()] also takes them as a character
+#' vector (`c(".flat", ".stop")`), or as a named list whose `TRUE` values turn them on; in a
+#' list, `.progress` may be a character string (the bar's name) or a list of arguments for
+#' `cli::cli_progress_bar()`.
+#'
+#' The error raised by `.stop`, or `.flat` on a failure, is the kind purrr's `in_parallel()`
+#' expects. Its call is `mirai_map()`, and it has the fields `location` (the index of the
+#' element), `name` (the element's name, or `NULL`) and `parent` (the element's failure as an
+#' R condition: for a `miraiError`, a condition with the message, call, class and fields of
+#' the error raised on the daemon; for a timeout or cancellation, a `simpleError` with the
+#' text of its code). With cli installed it is an rlang error, which prints "In index: 2."
+#' and the element's name; without cli, an error of class `miraiMapError` whose message
+#' begins "In index 2:".
+#'
+#' @keywords misc
+#' @seealso [mirai_map()], [collect_mirai()].
+#'
+#' @examples
+#' .flat
+#' \donttest{
+#' daemons(2)
+#' mp <- mirai_map(1:4, function(x) x * 10)
+#' mp[.flat]
+#' mp[.stop, .progress]
+#' collect_mirai(mp, c(".flat", ".stop"))
+#'
+#' err <- tryCatch(
+#'   mirai_map(list(a = 1, b = "x"), function(x) x + 1)[.stop],
+#'   error = identity
+#' )
+#' err$location
+#' err$name
+#' conditionMessage(err$parent)
+#' daemons(0)
+#' }
 .flat <- structure(".flat", class = "miraiOption")
+#' @rdname dot-flat
+#' @format NULL
+#' @keywords misc
 .progress <- structure(".progress", class = "miraiOption")
+#' @rdname dot-flat
+#' @format NULL
+#' @keywords misc
 .stop <- structure(".stop", class = "miraiOption")
 
 print.miraiOption <- function(x, ...) {
@@ -13,7 +69,68 @@ print.miraiOption <- function(x, ...) {
   invisible(x)
 }
 
-#' Apply a function over a list or vector, or over the rows of a data frame, matrix or array.
+#' Apply a function to each element, asynchronously
+#'
+#' @description
+#' Applies `.f` to each element of `.x`, each call a [mirai()] of its own evaluated by the
+#' daemons of a compute profile: the elements of a list or vector, or the rows of a data
+#' frame, matrix or array. It returns at once; `mp[]` collects the results, with options
+#' such as `mp[.flat]` (see [.flat]).
+#'
+#' @param .x what to map over:
+#'   - a list or atomic vector: each element is passed to `.f` as its first argument;
+#'   - a data frame: each row is one call, its cells passed as arguments named by the columns,
+#'     each as `[[` gives it (so an element of a list column is passed as it is, not inside a
+#'     list of length one);
+#'   - a matrix or array: each slice along the first dimension (a row of a matrix) is one call,
+#'     its values passed as separate arguments, named if the other dimensions have names.
+#' @param .f the function to apply.
+#' @param ... objects to assign in the daemons' global environment for every call, as
+#'   `name = value` pairs, or one environment whose objects are sent (as `...` of [mirai()]).
+#'   Use it for what `.f` calls or refers to.
+#' @param .args a list of further arguments for `.f`, the same for every call, passed after the
+#'   element itself.
+#' @param .promise `NULL` (the default), or a function, or a list of one or two functions, to
+#'   attach to each element's promise as its `onFulfilled` (and `onRejected`) handler with
+#'   `promises::then()`. Needs the promises and later packages.
+#' @param .compute the name of the compute profile whose daemons do the work; `NULL` (the
+#'   default) for the current profile.
+#'
+#' @return A `mirai_map`, invisibly: a list of mirai, one for each element, named by the names
+#'   of `.x` (by the character row names of a data frame, or the row names of a matrix or
+#'   array). Collect it with `mp[]` (see \code{\link{[.mirai_map}}).
+#'
+#' @details
+#' Daemons must be set for the profile (an error says so otherwise). The map runs as much in
+#' parallel as there are daemons: each element is one task, queued first in, first out. A
+#' failed element does not affect the others: `mp[]` returns its `miraiError` (or
+#' `errorValue`) in its place, while `.stop` and `.flat` make the first failure an error of
+#' the whole map. Starting local daemons with [daemons()] from within a task of a map is an
+#' error.
+#'
+#' @seealso [.flat], [.progress] and [.stop] for collecting; [mirai()], [collect_mirai()],
+#'   [stop_mirai()].
+#'
+#' @examples
+#' \donttest{
+#' daemons(2)
+#' mp <- mirai_map(c(a = 1, b = 2, c = 3), function(x, y) x + y, .args = list(y = 10))
+#' mp
+#' mp[]
+#' mp[.flat]
+#'
+#' # Rows of a data frame: one argument per column.
+#' df <- data.frame(n = 1:2, letter = c("x", "y"))
+#' mirai_map(df, function(n, letter) strrep(letter, n))[.flat]
+#'
+#' # Rows of a matrix.
+#' mat <- matrix(1:6, nrow = 2)
+#' mirai_map(mat, function(...) sum(...))[.flat]
+#'
+#' # A failure stays in its place, unless .stop or .flat is asked for.
+#' mirai_map(list(1, "a"), function(x) x + 1)[]
+#' daemons(0)
+#' }
 mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = NULL) {
   require_daemons(.compute)
   if (!is.function(.f)) stop(sprintf("`.f` must be of type function, not %s", typeof(.f)))
@@ -60,6 +177,38 @@ map_rows <- function(.x) {
 # `mp[...]`: the options are evaluated where `[` was called, with `.flat`, `.progress` and
 # `.stop` always in reach (so `mp[.flat]` works without attaching the package, and an unknown
 # name is an error, not ignored).
+#' Collect the results of a mirai map
+#'
+#' @description
+#' `mp[]` waits until every element of a [mirai_map()] has resolved and returns the results.
+#' The collection options [.flat], [.progress] and [.stop] may go inside the brackets.
+#' `print()` shows how many elements have resolved, as `< mirai map [2/3] >`.
+#'
+#' @param x a `mirai_map`.
+#' @param ... for `[`, nothing, or any of the options `.flat`, `.progress` and `.stop`
+#'   (evaluated where `[` is called, with the three always found; anything else is an error).
+#'   For `print()`, ignored.
+#'
+#' @return For `[`, a list of the results in order, named as the map is (a failed element
+#'   gives its `miraiError` or `errorValue`); with `.flat`, a vector. `print()` returns `x`,
+#'   invisibly.
+#'
+#' @details
+#' Waiting can be interrupted (Ctrl+C): the tasks go on, and `mp[]` can be called again. The
+#' values are kept in the mirai, so a second collection is immediate.
+#'
+#' @seealso [mirai_map()], [.flat], [collect_mirai()].
+#'
+#' @examples
+#' \donttest{
+#' daemons(2)
+#' mp <- mirai_map(1:3, function(x) { Sys.sleep(0.1); x^2 })
+#' mp
+#' mp[]
+#' mp[.flat]
+#' mp
+#' daemons(0)
+#' }
 `[.mirai_map` <- function(x, ...) {
   scope <- list2env(list(.flat = .flat, .progress = .progress, .stop = .stop), parent = parent.frame())
   exprs <- as.list(substitute(list(...)))[-1L]

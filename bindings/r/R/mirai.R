@@ -43,7 +43,30 @@ check_number <- function(x, what, lo = 0, hi = Inf) {
 # same socket name, and taking a name must not move the user's random stream.
 random_name <- function(n = 12L) .Call(rmirai_random_name, as.integer(n))
 
-#' URL for local daemons: an abstract socket (Linux) or a TCP loopback address.
+#' URL for daemons on this machine
+#'
+#' @description
+#' Makes a URL for a host that only daemons on this machine need to reach: a new abstract
+#' socket on Linux (an IPC socket under `/tmp` elsewhere), or with `tcp = TRUE` a TCP address
+#' on the loopback interface.
+#'
+#' @param tcp `FALSE` (the default) for a socket; `TRUE` for `tcp://127.0.0.1:<port>`, which
+#'   an SSH tunnel (`ssh_config(tunnel = TRUE)`) also needs.
+#' @param port with `tcp = TRUE`, the port, from 0 to 65535. With 0 (the default) the system
+#'   picks a free port when the host starts listening; `nextget("url")` then shows it.
+#'
+#' @return A URL, as a character string.
+#'
+#' @details
+#' The socket's name is made of 12 characters from the system's random source, not from R's
+#' random numbers: sessions that set the same seed do not collide, and R's random-number
+#' stream is left as it was.
+#'
+#' @seealso [host_url()] for URLs that other machines can reach; [daemons()].
+#'
+#' @examples
+#' local_url()
+#' local_url(tcp = TRUE, port = 5555)
 local_url <- function(tcp = FALSE, port = 0) {
   check_flag(tcp, "tcp")
   check_number(port, "port", 0, 65535)
@@ -52,9 +75,25 @@ local_url <- function(tcp = FALSE, port = 0) {
   else sprintf("ipc:///tmp/%s", random_name())
 }
 
-#' URL at which remote daemons can reach this machine.
-#' One per local IPv4 interface (loopback excluded), named by interface; the node name when
-#' there is none.
+#' URLs at which other machines can reach this one
+#'
+#' @description
+#' Gives a URL for each of this machine's IPv4 network interfaces, except loopback, for a host
+#' that daemons on other machines should connect to: `daemons(url = host_url()[1])`.
+#'
+#' @param tls `FALSE` (the default) for `tcp://` URLs; `TRUE` for `tls+tcp://` ones, whose
+#'   connections are encrypted (see the `tls` argument of [daemons()]).
+#' @param port the port, from 0 to 65535. With 0 (the default) the system picks a free port
+#'   when the host starts listening; `nextget("url")` then shows it.
+#'
+#' @return A character vector of URLs, named by their interfaces (`eth0`, for example). When
+#'   no interface is found, a single URL with the machine's node name.
+#'
+#' @seealso [local_url()] for daemons on this machine; [daemons()], [launch_remote()].
+#'
+#' @examples
+#' host_url()
+#' host_url(tls = TRUE, port = 5555)
 host_url <- function(tls = FALSE, port = 0) {
   check_flag(tls, "tls")
   check_number(port, "port", 0, 65535)
@@ -84,14 +123,142 @@ profile_ca <- function(p) {
   if (length(p$tlscert) > 1L) p$tlscert[1L] else .Call(rmirai_tls_ca, p$host)
 }
 
-#' Set or reset daemons for a compute profile.
-#' Daemons prove they hold the session's secret (see auth.R) unless `auth = FALSE`.
+#' Set or reset daemons
+#'
+#' @description
+#' Sets up the daemons of a compute profile: background R processes, each running [daemon()],
+#' that evaluate the tasks of [mirai()], [mirai_map()] and [everywhere()]. `daemons(n)`
+#' starts `n` of them on this machine. `daemons(url = )` listens at a URL for daemons that
+#' connect from anywhere, started with `remote`, [launch_remote()] or by hand.
+#' `daemons(0)` resets the profile.
+#'
+#' @param n the number of daemons to start on this machine (when `url` is `NULL`). `0`
+#'   resets the profile: its host closes, mirai still pending resolve to `errorValue` 19, and
+#'   the daemons exit, unless they were told to stay (`autoexit = FALSE`). `NULL` resets it as
+#'   well and makes every connected daemon exit, even those. With `url`, the number of daemons
+#'   for `remote` to launch (1 if left out).
+#' @param url `NULL` (the default) for local daemons, at a [local_url()]. Otherwise the URL at
+#'   which the host listens for daemons: `"tcp://host:port"`, `"tls+tcp://host:port"`,
+#'   `"ipc:///path"` or `"abstract://name"`. Port 0 picks a free port (`nextget("url")` shows
+#'   it). [host_url()] and [local_url()] make suitable URLs. `ws://`, `wss://` and
+#'   `inproc://` are not supported.
+#' @param remote with `url`, a launch configuration from [ssh_config()], [cluster_config()],
+#'   [http_config()] or [remote_config()], with which daemons are launched at once, as
+#'   [launch_remote()] would; `NULL` (the default) launches none.
+#' @param dispatcher `TRUE` (the default) or `FALSE`. libmirai's host always queues tasks first
+#'   in, first out, gives each daemon one task at a time and can cancel them; `FALSE` changes
+#'   only how the profile reports, as R's mirai does without a dispatcher: [status()] gives
+#'   `connections` and `daemons` only, [info()] `NA` for the task counts, and
+#'   `nextget("dispatcher")` `NULL`.
+#' @param ... named arguments for [daemon()], used by the daemons this profile launches:
+#'   `idletime`, `walltime`, `maxtasks`, `autoexit`, `cleanup`, `output`, `asyncdial`,
+#'   `tlscert`. They are checked here as `daemon()` would check them. Only logical and
+#'   numeric values, and `tlscert`, reach the launch commands.
+#' @param sync if `TRUE`, a synchronous profile: each mirai is evaluated in this R process, by
+#'   the daemon's own code, before [mirai()] returns, in a global environment that belongs to
+#'   the profile (what [everywhere()] defines stays there). `browser()` then works inside a
+#'   task, which helps debugging. Of the other arguments, only `seed` and `.compute` count.
+#'   `FALSE` by default.
+#' @param seed `NULL` (the default) or a single number. With `NULL`, each daemon takes its own
+#'   L'Ecuyer-CMRG random-number stream (the k-th daemon to connect the k-th stream after the
+#'   profile's, itself drawn from the session's random numbers). With a number, the profile's
+#'   streams follow from `set.seed(seed)` and each mirai takes the next one: random results are
+#'   then the same whatever the number of daemons and whichever daemon evaluates which task.
+#' @param memory `NULL` (the default) for no limit, or a number of megabytes (of 10^6 bytes)
+#'   capping the size of the serialized tasks waiting in the queue. At the cap, [mirai()] waits
+#'   for room and [try_mirai()] returns `NULL`. Zero, negative and infinite values mean no
+#'   limit.
+#' @param serial a configuration from [serial_config()] for sending objects that need custom
+#'   serialization; the daemons receive it when they connect. `NULL` (the default) uses the
+#'   configurations registered with [register_serial()], if any.
+#' @param tls for a `tls+tcp://` URL, your own certificate: the path of a PEM file holding the
+#'   certificate (chain) followed by the private key, or `c(<certificate PEM>, <key PEM>)` as
+#'   text. With `NULL` (the default), the host generates a certificate authority and a
+#'   certificate for the URL's host name, valid for 30 days; daemons receive only the
+#'   authority's certificate.
+#' @param pass the password of an encrypted private key in `tls` (PKCS#8, as
+#'   `openssl genpkey -aes256` writes it), as a character string or a function returning one
+#'   (for instance asking for it), so that it need not appear in code. `NULL` (the default) for
+#'   a key that is not encrypted.
+#' @param .compute the name of the compute profile to set or reset; `NULL` (the default) for the
+#'   current profile, which is `"default"` unless [with_daemons()] or [local_daemons()] has
+#'   made another current.
+#' @param auth `TRUE` (the default): daemons must prove that they hold the session's secret
+#'   before they are counted or given tasks. `FALSE` turns the check off for this profile, so
+#'   that whoever reaches `url` is given tasks: for trusted networks only. This argument is
+#'   specific to this package.
+#'
+#' @return Invisibly, when setting daemons: `TRUE`, of class `miraiDaemons`, which can be
+#'   passed to [with()] (see [with_daemons()]). When resetting: `FALSE`.
+#'
+#' @details
+#' ## Compute profiles
+#' A profile has its own host, daemons, settings and random-number streams, so that, for
+#' instance, a few large-memory daemons can be kept apart from many small ones; every function
+#' that submits or inspects work takes `.compute`. Setting daemons for a profile that has some
+#' resets it first.
+#'
+#' ## Local daemons
+#' `daemons(n)` starts `n` processes with this R installation's `Rscript` and returns once all
+#' of them have connected. When they cannot start or connect, the profile is reset and the
+#' error says why. Calling `daemons(n)` for local daemons from within a [mirai_map()] task is
+#' an error.
+#'
+#' ## Authentication
+#' The session's secret is 64 random hex digits, chosen when the first profile is set and kept
+#' in this process's environment variable `MIRAI_SECRET`; if you set that variable beforehand
+#' (at least 32 hex digits, an even number of them), your value is used, which lets daemons
+#' started elsewhere share it. A host asks each daemon for an HMAC of a fresh random challenge
+#' made with the secret, which therefore never crosses the network. Daemons started by
+#' `daemons(n)`, [launch_local()] and the SSH and cluster launchers receive the secret without
+#' it appearing on a command line; any other process this session starts inherits it; and the
+#' commands [launch_remote()] returns start with `MIRAI_SECRET=...`, so they work when run
+#' on another machine (keep them private). A daemon without the secret is refused: it stops
+#' with an `AuthFailed` error, and the host writes a `mirai: WARN` line to this session's
+#' standard error.
+#'
+#' ## TLS
+#' Authentication keeps strangers out but does not encrypt. For networks you do not trust,
+#' use a `tls+tcp://` URL. The launchers pass the certificate daemons must trust on to them,
+#' and the commands [launch_remote()] returns include it; with a certificate of your own
+#' signed by your own authority, give that authority as `tlscert` (in `...`), as a file path
+#' (read on the daemon's machine) or as `c(<PEM>, "")`.
+#'
+#' @seealso [mirai()] and [mirai_map()] to send work; [status()] and [info()]; [launch_local()]
+#'   and [launch_remote()]; [with_daemons()].
+#'
+#' @examples
+#' \donttest{
+#' daemons(2)
+#' status()
+#' mirai(Sys.getpid())[]
+#' daemons(0)
+#'
+#' # A second profile, with reproducible random numbers.
+#' daemons(2, seed = 42, .compute = "rng")
+#' mirai_map(1:3, function(i) runif(1), .compute = "rng")[.flat]
+#' daemons(0, .compute = "rng")
+#'
+#' # A synchronous profile: tasks are evaluated in this process.
+#' daemons(sync = TRUE)
+#' mirai(Sys.getpid())[] == Sys.getpid()
+#' daemons(0)
+#'
+#' # Listening at a URL, with arguments for the daemons in `...`.
+#' daemons(url = local_url(), maxtasks = 10)
+#' launch_local(1)
+#' mirai(1 + 1)[]
+#' daemons(0)
+#' }
+#' \dontrun{
+#' # Daemons on two other machines, over SSH, with TLS.
+#' daemons(url = host_url(tls = TRUE, port = 5555)[1],
+#'         remote = ssh_config(c("ssh://node1", "ssh://node2")))
+#' daemons(0)
+#' }
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
                     seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
                     .compute = NULL, auth = TRUE) {
-  if (!is.null(.compute) && (!is.character(.compute) || length(.compute) != 1L || is.na(.compute))) {
-    stop("`.compute` must be a character string")
-  }
   name <- profile_name(.compute)
   check_flag(auth, "auth")
   check_flag(sync, "sync")
@@ -223,7 +390,75 @@ tls_material <- function(tls, pass, tlscert) {
   c(chain, key, ca, if (is.null(pass)) NA_character_ else pass)
 }
 
-#' Launch more local daemons for a profile.
+#' Launch daemons
+#'
+#' @description
+#' Start more daemons for a compute profile whose daemons are set (with [daemons()]):
+#' `launch_local()` on this machine, `launch_remote()` with a launch configuration, which may
+#' also just return the commands that start them, for you to run where you like. Neither
+#' waits for the daemons to connect.
+#'
+#' @usage
+#' launch_local(n = 1L, ..., .compute = NULL)
+#'
+#' launch_remote(n = 1L, remote = remote_config(), ..., .compute = NULL)
+#'
+#' \method{print}{miraiLaunchCmd}(x, ...)
+#'
+#' @param n the number of daemons to start, a whole number (0 or more). For
+#'   `launch_remote()`, ignored with an [ssh_config()] (one daemon for each remote), and when
+#'   the configuration's `args` is a list it must be 1 or the length of that list. For
+#'   `launch_remote()` it may also be a cluster from [make_cluster()], or one of its nodes, to
+#'   start daemons for that cluster: one for each node.
+#' @param ... named arguments for [daemon()] for these daemons only (for example
+#'   `idletime = 60000`), in place of those given to [daemons()]. Only logical and numeric
+#'   values, and `tlscert`, reach the daemons' command lines. For `print()`, ignored.
+#' @param .compute the name of the compute profile; `NULL` (the default) for the current one.
+#'
+#' @return `launch_local()` returns `n`. `launch_remote()` returns the shell commands that start
+#'   the daemons, one for each daemon, as a character vector of class `miraiLaunchCmd` (printed
+#'   one by one), whether or not it launched them; with an [http_config()], it returns instead,
+#'   invisibly, the API's responses. `print()` returns `x`, invisibly.
+#'
+#' @details
+#' `launch_local()` runs this R installation's `Rscript`. The processes receive the secret
+#' and, for TLS, the certificate to trust in their environment, and share this session's
+#' console, where what tasks print appears if the daemons have `output = TRUE`.
+#'
+#' `launch_remote()` fires and forgets, as R's mirai does: it returns as soon as the launcher
+#' has been started, and the daemons join when they are up. A launcher that fails shows only as
+#' daemons that never connect, so look at [status()]. With [remote_config()] and no
+#' `command` (the default), nothing is launched.
+#'
+#' Each returned command reads `MIRAI_SECRET=<secret> Rscript -e 'mirai::daemon("<url>", ...)'`
+#' (with the `rscript` of the configuration): it carries the session's secret, and for TLS the
+#' certificate to trust, so it works on any machine that reaches the URL; keep it private.
+#' Daemons started this way get their random-number stream from the host when they connect.
+#'
+#' Synchronous profiles (`daemons(sync = TRUE)`) cannot launch daemons; neither can a profile
+#' whose daemons are not set.
+#'
+#' @seealso [daemons()], [remote_config()], [ssh_config()], [cluster_config()],
+#'   [http_config()], [status()].
+#'
+#' @examples
+#' \donttest{
+#' daemons(url = local_url())
+#'
+#' # The commands, to run by hand: here one of them, on this machine.
+#' rscript <- file.path(R.home("bin"), "Rscript")
+#' cmd <- launch_remote(1, remote = remote_config(rscript = rscript))
+#' class(cmd)
+#' substr(cmd[1], 1, 13)
+#' system(cmd[1], wait = FALSE)
+#' mirai(Sys.getpid(), .timeout = 30000)[]
+#'
+#' # Two more daemons on this machine, which leave after a minute without tasks.
+#' launch_local(2, idletime = 60000)
+#' for (i in 1:100) if (status()$connections < 3) Sys.sleep(0.1)
+#' status()$connections
+#' daemons(0)
+#' }
 launch_local <- function(n = 1L, ..., .compute = NULL) {
   check_count(n)
   p <- with_launch_args(launchable_profile(.compute), list(...))
@@ -273,7 +508,8 @@ init_stream <- function(seed) {
   get(".Random.seed", envir = .GlobalEnv)
 }
 
-#' The profile's current stream, then advanced (parallel::nextRNGStream).
+#' @rdname nextget
+#' @usage NULL
 nextstream <- function(.compute = "default") {
   p <- get_profile(.compute)
   if (is.null(p)) return(NULL)
@@ -282,10 +518,58 @@ nextstream <- function(.compute = "default") {
   stream
 }
 
+#' Query whether daemons are set
+#'
+#' @description
+#' Tells whether daemons are set for a compute profile, that is whether [daemons()] has set
+#' it up (local, remote or synchronous) and it has not been reset since. The daemons need not
+#' have connected yet.
+#'
+#' @param .compute the name of the compute profile; `NULL` (the default) for the current one.
+#'
+#' @return `TRUE` or `FALSE`.
+#'
+#' @seealso [require_daemons()] to stop with an error instead; [status()].
+#'
+#' @examples
+#' daemons_set()
+#' \donttest{
+#' daemons(sync = TRUE)
+#' daemons_set()
+#' daemons(0)
+#' daemons_set()
+#' }
 daemons_set <- function(.compute = NULL) !is.null(get_profile(.compute))
 
-#' Errors unless daemons are set, attributed to `call` (a frame, as `environment()` of the
-#' function calling this, or a call).
+#' Require daemons
+#'
+#' @description
+#' Stops with an error unless daemons are set for a compute profile, for code (in packages,
+#' for instance) that must not start its work without them. The error suggests a call such
+#' as `mirai::daemons(6)`; with cli installed, it is an rlang error in which the call is a
+#' clickable link.
+#'
+#' @param .compute the name of the compute profile; `NULL` (the default) for the current one.
+#' @param call what the error is attributed to: the frame of a running function (pass
+#'   `environment()` from your function, so that the message names it), or a call. By default,
+#'   `require_daemons()`'s own call.
+#'
+#' @return `TRUE`, invisibly, when daemons are set; an error otherwise.
+#'
+#' @seealso [daemons_set()], [daemons()].
+#'
+#' @examples
+#' try(require_daemons())
+#' analyse <- function() {
+#'   require_daemons(call = environment())
+#'   mirai(1 + 1)[]
+#' }
+#' try(analyse())
+#' \donttest{
+#' daemons(sync = TRUE)
+#' analyse()
+#' daemons(0)
+#' }
 require_daemons <- function(.compute = NULL, call = environment()) {
   if (daemons_set(.compute)) return(invisible(TRUE))
   name <- profile_name(.compute)
@@ -304,7 +588,33 @@ frame_call <- function(env) {
   NULL
 }
 
-#' Status of a compute profile.
+#' Status of a compute profile
+#'
+#' @description
+#' Reports on the daemons and tasks of a compute profile.
+#'
+#' @param .compute the name of the compute profile, or a cluster from [make_cluster()]; `NULL`
+#'   (the default) for the current profile.
+#'
+#' @return A list:
+#'   - `connections`: the number of daemons connected now (and authenticated);
+#'   - `daemons`: the URL the host listens at;
+#'   - `mirai`: the numbers of tasks `awaiting` a daemon, `executing` and `completed`;
+#'   - `memory`: the size in megabytes of the tasks waiting in the queue: `used` now, the
+#'     `peak`, and the `capacity` set by `daemons(memory =)` (`NA` without a cap).
+#'
+#'   `mirai` and `memory` are left out for a profile set with `dispatcher = FALSE`. When no
+#'   daemons are set, `list(connections = 0L, daemons = 0L)`.
+#'
+#' @seealso [info()] for the same counts as a vector; [daemons()].
+#'
+#' @examples
+#' status()
+#' \donttest{
+#' daemons(2)
+#' status()
+#' daemons(0)
+#' }
 status <- function(.compute = NULL) {
   if (inherits(.compute, "miraiCluster")) .compute <- attr(.compute, "id")
   p <- get_profile(.compute)
@@ -317,7 +627,29 @@ status <- function(.compute = NULL) {
        memory = `names<-`(.Call(rmirai_memory, p$host), c("used", "peak", "capacity")))
 }
 
-#' Counters of a compute profile.
+#' Counters of a compute profile
+#'
+#' @description
+#' Gives the counts of a compute profile's daemons and tasks as one integer vector, which is
+#' handy for programs that watch the profile.
+#'
+#' @param .compute the name of the compute profile; `NULL` (the default) for the current one.
+#'
+#' @return A named integer vector: `connections` (daemons connected now), `cumulative` (daemons
+#'   that have connected since the profile was set), `awaiting`, `executing` and `completed`
+#'   (tasks). With `dispatcher = FALSE` all but `connections` are `NA`. `NULL` when no daemons
+#'   are set.
+#'
+#' @seealso [status()], [daemons()].
+#'
+#' @examples
+#' info()
+#' \donttest{
+#' daemons(1)
+#' mirai(1)[]
+#' info()
+#' daemons(0)
+#' }
 info <- function(.compute = NULL) {
   p <- get_profile(.compute)
   if (is.null(p)) return(NULL)
@@ -331,6 +663,9 @@ print.miraiDaemons <- function(x, ...) {
   invisible(x)
 }
 
+#' @rdname with_daemons
+#' @param data the value of a [daemons()] call that set daemons up (of class `miraiDaemons`).
+#' @param ... ignored.
 with.miraiDaemons <- function(data, expr, ...) {
   name <- class(data)[2L]
   prev <- .state$cp
@@ -339,6 +674,46 @@ with.miraiDaemons <- function(data, expr, ...) {
   expr
 }
 
+#' Evaluate code with another compute profile
+#'
+#' @description
+#' These make a compute profile the current one, used by [mirai()], [mirai_map()],
+#' [everywhere()] and the other functions when they are not given `.compute`:
+#' - `with_daemons()` for the evaluation of `expr`;
+#' - `local_daemons()` for the rest of the function that calls it;
+#' - `with(daemons(...), expr)` for the evaluation of `expr`, with daemons set up for it: the
+#'   profile that `daemons()` sets is reset when `expr` is done.
+#'
+#' @param .compute the name of a compute profile whose daemons are set; an error (as from
+#'   [require_daemons()]) otherwise.
+#' @param expr the code to evaluate.
+#'
+#' @return `with_daemons()` and `with()` return the value of `expr`. `local_daemons()` returns
+#'   `NULL`, invisibly.
+#'
+#' @details
+#' The profile that was current before is restored when `expr` finishes, or the calling
+#' function returns, whether normally or by an error.
+#'
+#' @seealso [daemons()] for compute profiles.
+#'
+#' @examples
+#' \donttest{
+#' daemons(sync = TRUE, .compute = "here")
+#' with_daemons("here", mirai(Sys.getpid())[] == Sys.getpid())
+#'
+#' where <- function() {
+#'   local_daemons("here")
+#'   mirai(Sys.getpid())[] == Sys.getpid()
+#' }
+#' where()
+#' daemons(0, .compute = "here")
+#'
+#' # Daemons for one piece of work only.
+#' with(daemons(1, .compute = "once"), mirai(6 * 7)[])
+#' daemons_set("once")
+#' daemons(0)
+#' }
 with_daemons <- function(.compute, expr) {
   require_daemons(.compute)
   prev <- .state$cp
@@ -347,6 +722,9 @@ with_daemons <- function(.compute, expr) {
   expr
 }
 
+#' @rdname with_daemons
+#' @param frame the frame whose exit restores the previous profile; by default that of the
+#'   function calling `local_daemons()`.
 local_daemons <- function(.compute, frame = parent.frame()) {
   require_daemons(.compute)
   prev <- .state$cp
@@ -358,12 +736,86 @@ local_daemons <- function(.compute, frame = parent.frame()) {
 
 set_current <- function(name) .state$cp <- name
 
+#' Query whether code runs on a daemon
+#'
+#' @description
+#' Tells whether the code calling it is being evaluated as a task by a daemon, for functions
+#' that should behave differently there (for instance not start daemons of their own).
+#'
+#' @return `TRUE` inside a task, including a task of a synchronous profile evaluated in this
+#'   process (`daemons(sync = TRUE)`); `FALSE` otherwise.
+#'
+#' @seealso [daemon()].
+#'
+#' @examples
+#' on_daemon()
+#' \donttest{
+#' daemons(1)
+#' mirai(mirai::on_daemon())[]
+#' daemons(0)
+#' }
 on_daemon <- function() isTRUE(.state$daemon)
 
-#' A field of a compute profile (the default one unless `.compute` names another): "n" (the
-#' number of daemons asked for), "url", "dispatcher" (the host, or NULL without a dispatcher),
-#' "tls" (what daemons trust, as `c(<PEM chain>, "")`), "stream", "seed", "dots" (daemon
-#' arguments), "sync", "compute". Anything else is NULL.
+#' Settings, random-number streams and exit codes of compute profiles
+#'
+#' @description
+#' `nextget()` returns one setting of a compute profile. `nextstream()` hands out the profile's
+#' next L'Ecuyer-CMRG random-number stream. `nextcode()` explains daemon exit codes. They serve
+#' packages built on this one (crew, for instance) more than everyday use.
+#'
+#' @usage
+#' nextget(x, .compute = "default")
+#'
+#' nextstream(.compute = "default")
+#'
+#' nextcode(xc)
+#'
+#' @param x the name of the setting, a character string:
+#'   - `"n"`: the number of daemons asked for (`NULL` when only `url` was given);
+#'   - `"url"`: the URL the host listens at, with the port the system chose for port 0;
+#'   - `"dispatcher"`: the host itself, an external pointer; `NULL` for profiles set with
+#'     `dispatcher = FALSE` and for synchronous ones;
+#'   - `"tls"`: the certificate authority daemons are given to trust, as `c(<PEM>, "")` (the
+#'     form `daemon(tlscert =)` takes), or the `tlscert` path given to [daemons()]; `NULL`
+#'     without TLS;
+#'   - `"stream"`: the profile's current random-number stream, a 7-integer `.Random.seed`;
+#'   - `"seed"`: the `seed` given to [daemons()], or `NULL`;
+#'   - `"dots"`: the daemon arguments in the launch commands, as a named list;
+#'   - `"sync"`: whether the profile is synchronous;
+#'   - `"compute"`: the profile's name.
+#'
+#'   Any other name gives `NULL`; among them `"cv"`, since there are no nanonext condition
+#'   variables here.
+#' @param .compute the name of the compute profile, `"default"` by default (that profile, even
+#'   where [with_daemons()] has made another current).
+#' @param xc an exit code returned by [daemon()], or a vector of them.
+#'
+#' @return `nextget()`: the setting, as above, or `NULL` when the profile is not set.
+#'   `nextstream()`: the stream, a 7-integer `.Random.seed`, or `NULL` when the profile is not
+#'   set. `nextcode()`: a character vector with `"<code> | <meaning>"` for each code.
+#'
+#' @details
+#' `nextstream()` returns the profile's current stream and moves the profile on to the next
+#' one ([parallel::nextRNGStream()]), as happens when a daemon connects, or with
+#' `daemons(seed =)` when a mirai is created.
+#'
+#' The exit codes of [daemon()]: 0 the connection to the host ended, 1 the idle time limit
+#' (`idletime`) was reached, 2 the wall time limit (`walltime`), 3 the task limit (`maxtasks`);
+#' any other code is "Unknown exit code".
+#'
+#' @seealso [daemons()], [daemon()].
+#'
+#' @examples
+#' nextcode(0:3)
+#' nextget("url", .compute = "not-set")
+#' \donttest{
+#' daemons(1, .compute = "cfg")
+#' nextget("url", .compute = "cfg")
+#' nextget("n", .compute = "cfg")
+#' s <- nextstream("cfg")
+#' identical(nextstream("cfg"), parallel::nextRNGStream(s))
+#' daemons(0, .compute = "cfg")
+#' }
 nextget <- function(x, .compute = "default") {
   if (!is.character(x) || length(x) != 1L) stop("`x` must be a character string")
   p <- get_profile(.compute)
@@ -380,7 +832,8 @@ profile_tls <- function(p) {
   if (is.null(ca)) NULL else c(ca, "")
 }
 
-#' What a daemon's exit code means (the value `daemon()` returns).
+#' @rdname nextget
+#' @usage NULL
 nextcode <- function(xc) {
   if (!is.numeric(xc)) stop("`xc` must be a daemon's exit code (a number)")
   xc <- as.integer(xc)

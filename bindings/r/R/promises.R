@@ -37,6 +37,45 @@ reject_failure <- function(value) {
   value
 }
 
+#' Make a mirai a promise
+#'
+#' @description
+#' Methods for `promises::as.promise()`: a mirai, or a whole `mirai_map`, becomes a promise
+#' that settles when the value comes in, for the promises package and for Shiny (an
+#' `ExtendedTask`, for instance, takes a mirai directly). The methods for
+#' `promises::is.promising()` answer `TRUE` for both classes.
+#'
+#' @param x a mirai, or a `mirai_map`.
+#'
+#' @return `as.promise()` returns a promise. A mirai's promise is fulfilled with the value, or
+#'   rejected with an error when the value is a `miraiError` (the error's message, as
+#'   printed) or an `errorValue` (the text of its code, such as `"5 | Timed out"`); a
+#'   `miraiInterrupt` fulfils it. A map's promise is fulfilled with the list of the values,
+#'   or rejected with the first rejection (it is made with `promises::promise_all()`). Asking
+#'   again returns the same promise. `is.promising()` returns `TRUE`.
+#'
+#' @details
+#' The promise settles on R's event loop, run by the later package: asking for it sets a
+#' completion callback in libmirai, which passes the finished task to later's thread-safe
+#' scheduler, so nothing polls. Its handlers therefore run only when the event loop does:
+#' Shiny runs it; a script can call `later::run_now()`. The promises and later packages must be
+#' installed.
+#'
+#' @method as.promise mirai
+#' @seealso [mirai()], [mirai_map()] and its `.promise` argument.
+#'
+#' @examples
+#' \donttest{
+#' if (requireNamespace("promises", quietly = TRUE) &&
+#'     requireNamespace("later", quietly = TRUE)) {
+#'   daemons(1)
+#'   result <- NULL
+#'   p <- promises::then(promises::as.promise(mirai(6 * 7)), function(value) result <<- value)
+#'   for (i in 1:100) if (is.null(result)) later::run_now(0.1)
+#'   print(result)
+#'   daemons(0)
+#' }
+#' }
 as.promise.mirai <- function(x) {
   if (!is.null(x$promise)) return(x$promise)
   settled <- promises::promise(function(resolve, reject) {
@@ -55,10 +94,16 @@ as.promise.mirai <- function(x) {
   x$promise
 }
 
+#' @rdname as.promise.mirai
+#' @method as.promise mirai_map
 as.promise.mirai_map <- function(x) {
   if (is.null(attr(x, "promise"))) attr(x, "promise") <- promises::promise_all(.list = lapply(x, as.promise.mirai))
   attr(x, "promise")
 }
 
+#' @rdname as.promise.mirai
+#' @method is.promising mirai
 is.promising.mirai <- function(x) TRUE
+#' @rdname as.promise.mirai
+#' @method is.promising mirai_map
 is.promising.mirai_map <- function(x) TRUE

@@ -4,8 +4,49 @@
 
 .state$serial <- NULL
 
-#' A serialization configuration for one or more classes: as R's mirai (nanonext) makes it, the
-#' unnamed list(class, sfunc, ufunc), `sfunc` and `ufunc` a function or a list of one per class.
+#' Custom serialization configuration
+#'
+#' @description
+#' Makes a configuration that tells mirai how to send objects of the given classes, for objects
+#' that R's own serialization cannot carry usefully, typically those holding external pointers
+#' (torch tensors, Arrow tables): `sfunc` turns such an object into a raw vector, and `ufunc`
+#' rebuilds the object from it. Give it to `daemons(serial =)`, or register it for every
+#' profile with [register_serial()].
+#'
+#' @param class the class names, a character vector.
+#' @param sfunc a function taking an object of the class and returning a raw vector; for
+#'   several classes, a list of such functions, one per class, in the same order.
+#' @param ufunc a function taking that raw vector and returning the object; for several
+#'   classes, a list of them, one per class.
+#'
+#' @return The unnamed list `list(class, sfunc, ufunc)`, the form R's mirai uses.
+#'
+#' @details
+#' The configuration applies in both directions: to what is sent to daemons (the expression,
+#' `...` and `.args`) and to the results they send back. Daemons receive it when they connect.
+#' R consults it for the objects it treats as references, that is environments and external
+#' pointers, and an object is matched to the first of the classes it inherits from. The raw
+#' vector is carried hex-encoded in R's persistent-reference hook, so the bytes sent differ
+#' from R's mirai's, though the values arrive the same. `sfunc` must return a raw vector:
+#' anything else is an error when the object is serialized.
+#'
+#' @seealso [register_serial()], [daemons()].
+#'
+#' @examples
+#' # Objects of class "counter" are environments: send the values they hold.
+#' cfg <- serial_config(
+#'   "counter",
+#'   sfunc = function(x) serialize(as.list.environment(x), NULL),
+#'   ufunc = function(bytes) structure(list2env(unserialize(bytes)), class = "counter")
+#' )
+#' \donttest{
+#' daemons(1, serial = cfg)
+#' obj <- structure(list2env(list(n = 41)), class = "counter")
+#' res <- mirai({ x$n <- x$n + 1; x }, x = obj)[]
+#' class(res)
+#' res$n
+#' daemons(0)
+#' }
 serial_config <- function(class, sfunc, ufunc) {
   if (!is.character(class) || !length(class) || anyNA(class)) stop("`class` must be a character string")
   fs <- c(if (is.function(sfunc)) list(sfunc) else sfunc, if (is.function(ufunc)) list(ufunc) else ufunc)
@@ -26,7 +67,30 @@ as_serial <- function(cfg) {
   list(class = cfg[[1L]], sfunc = as_list(cfg[[2L]]), ufunc = as_list(cfg[[3L]]))
 }
 
-#' Registers a configuration for every later `daemons()` call that gives no `serial`.
+#' Register a custom serialization configuration
+#'
+#' @description
+#' Registers custom serialization (see [serial_config()]) for the given classes, for every
+#' compute profile set afterwards by a [daemons()] call without `serial`. Packages that define
+#' such classes can call it when they are loaded.
+#'
+#' @inheritParams serial_config
+#'
+#' @return `NULL`, invisibly.
+#'
+#' @details
+#' Registrations add up for the rest of the session: each call appends its classes to those
+#' registered before. Profiles already set keep the configuration they were given, and a
+#' `serial` given to [daemons()] is used in place of the registered ones.
+#'
+#' @seealso [serial_config()].
+#'
+#' @examples
+#' register_serial(
+#'   "example_counter",
+#'   sfunc = function(x) serialize(as.list.environment(x), NULL),
+#'   ufunc = function(bytes) structure(list2env(unserialize(bytes)), class = "example_counter")
+#' )
 register_serial <- function(class, sfunc, ufunc) {
   cfg <- as_serial(serial_config(class, sfunc, ufunc))
   old <- .state$serial
