@@ -70,9 +70,9 @@ make_cluster <- function(n, url = NULL, remote = NULL, ...) {
   .state$clusters <- .state$clusters + 1L
   id <- sprintf("`%d`", .state$clusters)
   if (is.null(url)) {
-    daemons(n, dispatcher = FALSE, cleanup = FALSE, ..., .compute = id)
+    do.call(daemons, c(list(n, dispatcher = FALSE, .compute = id), cluster_daemon_args(...)))
   } else {
-    daemons(url = url, remote = remote, dispatcher = FALSE, cleanup = FALSE, ..., .compute = id)
+    do.call(daemons, c(list(url = url, remote = remote, dispatcher = FALSE, .compute = id), cluster_daemon_args(...)))
     if (is.null(remote)) {
       cat("Shell commands for deployment on nodes:\n\n", file = stdout())
       print(launch_remote(n, .compute = id))
@@ -85,6 +85,14 @@ make_cluster <- function(n, url = NULL, remote = NULL, ...) {
     structure(node, class = "miraiNode")
   })
   structure(nodes, class = c("miraiCluster", "cluster"), id = id)
+}
+
+# Daemon arguments for a cluster's daemons: a cluster restores nothing between tasks (as
+# parallel's workers), unless the caller asks for `cleanup`.
+cluster_daemon_args <- function(...) {
+  dots <- list(...)
+  if (is.null(dots$cleanup)) dots$cleanup <- FALSE
+  dots
 }
 
 #' @rdname make_cluster
@@ -109,14 +117,16 @@ print.miraiNode <- function(x, ...) {
 }
 
 # parallel's worker protocol: an EXEC message becomes a mirai of `fun(args)` on the node.
+# What a node evaluates: parallel's worker call, `fun` and `args` coming in the task's `.args`.
+node_call <- quote(do.call(fun, args, quote = TRUE))
+
 sendData.miraiNode <- function(node, data) {
   if (!daemons_set(node$id)) stop("cluster is no longer active")
   if (!is.list(data) || !is.list(data$data) || !is.function(data$data$fun)) stop("`data` must be a message from the parallel package")
   value <- data$data
   node$tag <- value$tag
   node$received <- FALSE
-  node$mirai <- mirai(do.call(fun, args, quote = TRUE), .args = list(fun = value$fun, args = value$args),
-                      .compute = node$id)
+  node$mirai <- mirai(node_call, .args = list(fun = value$fun, args = value$args), .compute = node$id)
   invisible()
 }
 

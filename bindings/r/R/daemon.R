@@ -187,7 +187,7 @@ serve_loop <- function(url, asyncdial, autoexit, cleanup, output, idletime, wall
 run_task <- function(task) {
   .state$failure <- NULL
   globals <- task[["._globals_."]]
-  for (name in names(globals)) assign(name, globals[[name]], envir = .GlobalEnv)
+  if (length(globals)) list2env(globals, envir = .GlobalEnv)
   expr <- task[["._expr_."]]
   task[["._expr_."]] <- NULL
   task[["._globals_."]] <- NULL

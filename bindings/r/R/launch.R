@@ -263,7 +263,7 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     options <- if (nzchar(options)) strsplit(options, " ", fixed = TRUE)[[1L]] else character()
     .Call(rmirai_launch_ssh, p$host, remote$remotes, remote$tunnel, 0L, as.integer(remote$timeout), options, argv)
   } else if (identical(remote$type, "cluster") && !is.null(remote$scheduler)) {
-    profile$jobs <- c(profile$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, argv, as.integer(n)))
+    profile$jobs <- c(profile$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, remote$submit, argv, as.integer(n)))
   } else if (identical(remote$type, "cluster")) {
     # The job script on the submit command's stdin: the daemon's command line and the directive
     # lines come in as positional parameters, so the shell expands nothing inside them.

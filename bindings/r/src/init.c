@@ -29,7 +29,7 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_daemon", (DL_FUNC)&rmirai_daemon, 5},
     {"rmirai_launch_ssh", (DL_FUNC)&rmirai_launch_ssh, 7},
     {"rmirai_launch_remote", (DL_FUNC)&rmirai_launch_remote, 6},
-    {"rmirai_launch_cluster", (DL_FUNC)&rmirai_launch_cluster, 5},
+    {"rmirai_launch_cluster", (DL_FUNC)&rmirai_launch_cluster, 6},
     {"rmirai_cancel_jobs", (DL_FUNC)&rmirai_cancel_jobs, 1},
     {"rmirai_wait_launched", (DL_FUNC)&rmirai_wait_launched, 3},
     {"rmirai_http_request", (DL_FUNC)&rmirai_http_request, 4},

@@ -27,10 +27,12 @@ static void jobs_finalizer(SEXP j) {
   R_ClearExternalPtr(j);
 }
 
-SEXP rmirai_launch_cluster(SEXP h, SEXP scheduler, SEXP options, SEXP argv, SEXP n) {
+/* `submit`: the submit command as the user named it (a full path, a site wrapper). */
+SEXP rmirai_launch_cluster(SEXP h, SEXP scheduler, SEXP options, SEXP submit, SEXP argv, SEXP n) {
   mirai_jobs *jobs = NULL;
   mirai_result r = mirai_host_launch_cluster(host_of(h), (mirai_scheduler)Rf_asInteger(scheduler),
-                                             c_strings(options), (size_t)XLENGTH(options), NULL, NULL,
+                                             c_strings(options), (size_t)XLENGTH(options),
+                                             one_string(submit, "command"), NULL,
                                              c_strings(argv), (size_t)XLENGTH(argv), (size_t)Rf_asInteger(n), &jobs);
   if (r != MIRAI_RESULT_OK) fail(r);
   SEXP j = PROTECT(R_MakeExternalPtr(jobs, R_NilValue, R_NilValue));

@@ -86,7 +86,7 @@ SEXP rmirai_resolved(SEXP t);
 SEXP rmirai_cancel(SEXP t);
 SEXP rmirai_launch_ssh(SEXP h, SEXP remotes, SEXP tunnel, SEXP tunnel_port, SEXP timeout, SEXP options, SEXP argv);
 SEXP rmirai_launch_remote(SEXP h, SEXP command, SEXP args, SEXP quote, SEXP argv, SEXP n);
-SEXP rmirai_launch_cluster(SEXP h, SEXP scheduler, SEXP options, SEXP argv, SEXP n);
+SEXP rmirai_launch_cluster(SEXP h, SEXP scheduler, SEXP options, SEXP submit, SEXP argv, SEXP n);
 SEXP rmirai_cancel_jobs(SEXP j);
 SEXP rmirai_wait_launched(SEXP h, SEXP n, SEXP timeout_ms);
 SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body);

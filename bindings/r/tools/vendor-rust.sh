@@ -51,4 +51,21 @@ for dir in "$out"/vendor/windows*; do
   done
   printf '{"files":{%s},"package":"%s"}' "$files" "$package" > "$dir/.cargo-checksum.json"
 done
+# R CMD check refuses what looks like executables or object files in a source package, and
+# notes hidden files: test data of vendored crates (a ciphertext that reads as a DOS program),
+# objects ring assembled for Windows, and the crates' editor, CI and VCS files. None is used by
+# a build, so they go, with their checksums; the checksum files themselves cargo needs.
+find "$out/vendor" -type f -perm -u+x -exec chmod a-x {} +
+for dir in "$out"/vendor/*; do
+  { [ -d "$dir/tests" ] && find "$dir/tests" -type f ! -name '*.rs'
+    [ -d "$dir/pregenerated" ] && find "$dir/pregenerated" -type f \( -name '*.o' -o -name '*.obj' \)
+    find "$dir" -path "$dir/.*" -type f ! -name .cargo-checksum.json; } |
+  while read -r file; do
+    rel=${file#"$dir/"}
+    rm -f "$file"
+    sed -e "s|\"$rel\":\"[0-9a-f]*\",||" -e "s|,\"$rel\":\"[0-9a-f]*\"||" "$dir/.cargo-checksum.json" > "$dir/.checksum.tmp"
+    mv "$dir/.checksum.tmp" "$dir/.cargo-checksum.json"
+  done
+  find "$dir" -mindepth 1 -maxdepth 1 -name '.*' -type d -exec rm -rf {} +
+done
 touch "$stamp"
