@@ -1,35 +1,28 @@
 #!/bin/sh
-# Writes src/rust: the Rust sources of libmirai (the mirai-proto, mirai-core and mirai-ffi
-# crates, the C header and the lock file) from the checkout this package sits in, with every
-# crate they depend on vendored, so that a source package made by `R CMD build` builds with no
-# network and no checkout. Run by `cleanup` (R CMD build runs it); does nothing outside a
-# checkout, and nothing when src/rust is newer than every source it comes from.
+# Makes src/rust a self-contained Rust workspace for a source package: the sources of libmirai
+# (the mirai-proto, mirai-core and mirai-ffi crates, the C header, the lock file) with every
+# crate they depend on vendored, so that the package builds with no network and no checkout.
+#
+# In the checkout, src/rust holds only symbolic links to those crates and files (the one
+# source of truth). `R CMD build` copies the package with `cp -L`, which turns the links into
+# the files themselves, and runs `cleanup`, which runs this, in that copy. Here it does nothing
+# in the checkout (links), nor where src/rust is already vendored.
 set -eu
 cd "$(dirname "$0")/.."
-root=../..
-[ -f "$root/Cargo.toml" ] && [ -f "$root/mirai-ffi/Cargo.toml" ] || exit 0
 out=src/rust
-stamp="$out/.vendored"
-crates="mirai-proto mirai-core mirai-ffi"
-if [ -f "$stamp" ] && [ -z "$(find "$root/Cargo.toml" "$root/Cargo.lock" "$root/include" \
-  $(for c in $crates; do echo "$root/$c/Cargo.toml $root/$c/src"; done) -newer "$stamp" | head -n 1)" ]; then
-  exit 0
-fi
+[ -d "$out/mirai-ffi" ] && [ ! -L "$out/mirai-ffi" ] && [ ! -d "$out/vendor" ] || exit 0
 
 cargo="${CARGO:-cargo}"
 command -v "$cargo" >/dev/null 2>&1 || cargo="$HOME/.cargo/bin/cargo"
-echo "vendoring libmirai's Rust sources into $out"
-rm -rf "$out"
-mkdir -p "$out/include"
-cp "$root/include/mirai.h" "$out/include/"
-cp "$root/Cargo.lock" "$out/"
+echo "vendoring libmirai's Rust crates into $out"
 # The workspace as it is, with only the crates libmirai is built from.
-sed 's/^members = .*/members = ["mirai-proto", "mirai-core", "mirai-ffi"]/' "$root/Cargo.toml" > "$out/Cargo.toml"
-for c in $crates; do
-  mkdir -p "$out/$c"
-  cp -R "$root/$c/src" "$out/$c/"
+sed 's/^members = .*/members = ["mirai-proto", "mirai-core", "mirai-ffi"]/' "$out/workspace.toml" > "$out/Cargo.toml"
+rm -f "$out/workspace.toml"
+for c in mirai-proto mirai-core mirai-ffi; do
   # Without their tests there is no need for their test-only dependencies.
-  awk '/^\[/ { skip = ($0 == "[dev-dependencies]") } !skip' "$root/$c/Cargo.toml" > "$out/$c/Cargo.toml"
+  awk '/^\[/ { skip = ($0 == "[dev-dependencies]") } !skip' "$out/$c/Cargo.toml" > "$out/$c/Cargo.toml.new"
+  mv "$out/$c/Cargo.toml.new" "$out/$c/Cargo.toml"
+  rm -rf "$out/$c/tests" "$out/$c/examples" "$out/$c/benches"
 done
 rm -rf "$out/mirai-core/src/bin" # a test helper
 # Offline first (CI has built the workspace, so every crate is in cargo's cache); the lock file
@@ -68,4 +61,3 @@ for dir in "$out"/vendor/*; do
   done
   find "$dir" -mindepth 1 -maxdepth 1 -name '.*' -type d -exec rm -rf {} +
 done
-touch "$stamp"
