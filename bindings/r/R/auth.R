@@ -22,9 +22,9 @@ session_secret <- function() {
 }
 
 # For a daemon: the secret it was given in MIRAI_SECRET (NULL if none), removed from the
-# environment so no task or child process of the daemon sees it.
+# environment (and from the process's initial environment block, which /proc shows), so no
+# task or child process of the daemon sees it.
 take_secret <- function() {
-  secret <- Sys.getenv("MIRAI_SECRET")
-  Sys.unsetenv("MIRAI_SECRET")
-  if (nzchar(secret)) secret
+  secret <- .Call(rmirai_take_secret)
+  if (length(secret) && nzchar(secret)) secret
 }

@@ -262,6 +262,14 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     options <- Sys.getenv("MIRAI_SSH_OPTIONS")
     options <- if (nzchar(options)) strsplit(options, " ", fixed = TRUE)[[1L]] else character()
     .Call(rmirai_launch_ssh, p$host, remote$remotes, remote$tunnel, 0L, as.integer(remote$timeout), options, argv)
+  } else if (identical(remote$type, "ssh")) {
+    # Another ssh program (a full path, a wrapper): run as `command <options> <host> <daemon>`,
+    # the secret in its environment, which reaches the remote only if the command passes it on.
+    if (isTRUE(remote$tunnel)) stop("ssh_config(tunnel = TRUE) needs command = \"ssh\" (libmirai's SSH launcher)")
+    for (args in remote$args) {
+      words <- c(strsplit(args[1L], " ", fixed = TRUE)[[1L]], args[-1L])
+      .Call(rmirai_launch_remote, p$host, remote$command, words, TRUE, argv, 1L)
+    }
   } else if (identical(remote$type, "cluster") && !is.null(remote$scheduler)) {
     profile$jobs <- c(profile$jobs, .Call(rmirai_launch_cluster, p$host, remote$scheduler, remote$options, remote$submit, argv, as.integer(n)))
   } else if (identical(remote$type, "cluster")) {
@@ -274,7 +282,8 @@ launch_remote <- function(n = 1L, remote = remote_config(), ..., .compute = NULL
     each <- if (length(sets) > 1L) 1L else as.integer(n)
     for (args in sets) .Call(rmirai_launch_remote, p$host, remote$command, as.character(args), isTRUE(remote$quote), argv, each)
   }
-  commands
+  # Launched: the commands (which carry the secret) are not printed unless asked for.
+  invisible(commands)
 }
 
 #' @rdname launch_local

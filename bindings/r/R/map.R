@@ -135,6 +135,7 @@ mirai_map <- function(.x, .f, ..., .args = list(), .promise = NULL, .compute = N
   require_daemons(.compute)
   if (!is.function(.f)) stop(sprintf("`.f` must be of type function, not %s", typeof(.f)))
   if (!is.list(.args) && !is.environment(.args)) stop("`.args` must be a list or an environment")
+  if (is.environment(.args)) .args <- as.list.environment(.args, all.names = TRUE)
   if (!is.null(.promise) && !is.function(.promise) &&
       !(is.list(.promise) && length(.promise) %in% 1:2 && all(vapply(.promise, function(h) is.null(h) || is.function(h), NA)))) {
     stop("`.promise` must be a function, or a list of one or two functions (onFulfilled, onRejected)")

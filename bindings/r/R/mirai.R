@@ -717,7 +717,7 @@ with.miraiDaemons <- function(data, expr, ...) {
 with_daemons <- function(.compute, expr) {
   require_daemons(.compute)
   prev <- .state$cp
-  .state$cp <- .compute
+  .state$cp <- profile_name(.compute)
   on.exit(.state$cp <- prev)
   expr
 }
@@ -728,7 +728,7 @@ with_daemons <- function(.compute, expr) {
 local_daemons <- function(.compute, frame = parent.frame()) {
   require_daemons(.compute)
   prev <- .state$cp
-  .state$cp <- .compute
+  .state$cp <- profile_name(.compute)
   # The function itself goes into the exit expression: `frame` cannot see the package's names.
   do.call(on.exit, list(as.call(list(set_current, prev)), add = TRUE), envir = frame)
   invisible()
@@ -838,7 +838,7 @@ nextcode <- function(xc) {
   if (!is.numeric(xc)) stop("`xc` must be a daemon's exit code (a number)")
   xc <- as.integer(xc)
   why <- c("Daemon connection terminated", "Daemon idletime limit reached", "Daemon walltime limit reached",
-           "Daemon task limit reached")[xc + 1L]
+           "Daemon task limit reached")[ifelse(xc %in% 0:3, xc + 1L, NA_integer_)]
   sprintf("%d | %s", xc, ifelse(is.na(why), "Unknown exit code", why))
 }
 

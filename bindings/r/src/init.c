@@ -36,6 +36,7 @@ static const R_CallMethodDef calls[] = {
     {"rmirai_interfaces", (DL_FUNC)&rmirai_interfaces, 0},
     {"rmirai_random_name", (DL_FUNC)&rmirai_random_name, 1},
     {"rmirai_random_hex", (DL_FUNC)&rmirai_random_hex, 1},
+    {"rmirai_take_secret", (DL_FUNC)&rmirai_take_secret, 0},
     {NULL, NULL, 0}};
 
 void R_init_mirai(DllInfo *dll) {

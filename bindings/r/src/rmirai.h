@@ -93,6 +93,7 @@ SEXP rmirai_http_request(SEXP url, SEXP method, SEXP headers, SEXP body);
 SEXP rmirai_interfaces(void);
 SEXP rmirai_random_name(SEXP n);
 SEXP rmirai_random_hex(SEXP n);
+SEXP rmirai_take_secret(void);
 SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_ca);
 /* Snapshots of a daemon's global state, and whether a task changed it (state.c). */
 SEXP rmirai_state(void);

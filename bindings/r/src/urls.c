@@ -5,6 +5,8 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "rmirai.h"
 
@@ -61,6 +63,19 @@ static SEXP random_string(SEXP n, const char *alphabet, size_t size) {
 SEXP rmirai_random_name(SEXP n) {
   static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
   return random_string(n, alphabet, sizeof alphabet - 1);
+}
+
+/* The value of MIRAI_SECRET (NULL if unset), taken out of the environment. Unsetting alone is
+ * not enough: a variable the process started with lives in the memory /proc/<pid>/environ
+ * shows, which unsetenv() leaves as it was, so its bytes are overwritten first. */
+SEXP rmirai_take_secret(void) {
+  char *value = getenv("MIRAI_SECRET");
+  if (value == NULL) return R_NilValue;
+  SEXP out = PROTECT(Rf_mkString(value));
+  memset(value, 'x', strlen(value));
+  unsetenv("MIRAI_SECRET");
+  UNPROTECT(1);
+  return out;
 }
 
 /* `n` random hex digits: secrets (16 divides 256, so every digit is equally likely). */

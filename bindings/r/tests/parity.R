@@ -103,6 +103,8 @@ check("data-frame map: cells as lapply over rows by [[ gives them", identical(ro
 check("data-frame map: integer row names give no names", is.null(names(mirai_map(data.frame(x = 1:2), function(x) x)[])))
 check("data-frame map: reordered integer rows stay unnamed", is.null(names(mirai_map(data.frame(x = 1:3)[c(3, 1), , drop = FALSE], function(x) x)[])))
 arr <- array(1:8, c(2, 2, 2))
+check("mirai_map(.args =) as an environment", identical(mirai_map(1:2, function(x, y) x + y, .args = list2env(list(y = 1)))[], list(2, 3)))
+check("nextcode of a negative code", identical(nextcode(-1), "-1 | Unknown exit code"))
 check("3-d array: one task per row", length(mirai_map(arr, function(...) sum(...))[]) == 2L)
 m <- matrix(1:4, 2, dimnames = list(c("a", "b"), c("x", "y")))
 check("matrix rows as arguments, named by row", identical(mirai_map(m, function(x, y) x + y)[], list(a = 4L, b = 6L)))
@@ -166,7 +168,8 @@ check("everywhere: <<- stays, plain and .args do not", identical(mirai(c(exists(
 t0 <- Sys.time()
 cmds <- launch_remote(1, remote_config(command = "sh", args = c("-c", "sleep 5", ".")))
 check("launch_remote does not wait for daemons", difftime(Sys.time(), t0, units = "secs") < 3)
-check("launch_remote returns its commands visibly", withVisible(launch_remote(1, remote_config()))$visible)
+check("launch_remote returns the commands to run by hand visibly", withVisible(launch_remote(1, remote_config()))$visible)
+check("and invisibly once it has run them (they carry the secret)", !withVisible(launch_remote(1, remote_config(command = "true", args = ".")))$visible)
 s <- ssh_config(c("ssh://user@node1:2222", "node2"), timeout = 5)
 check("ssh_config fields", identical(names(s)[1:5], c("command", "args", "rscript", "quote", "tunnel")))
 check("ssh_config args", identical(s$args[[1L]], c("-o ConnectTimeout=5 -fTp 2222", "user@node1", ".")) &&
@@ -187,6 +190,8 @@ daemons(url = "tcp://127.0.0.1:0", .compute = "args")
 once <- launch_remote(1, remote_config(), maxtasks = 5, .compute = "args")
 check("daemon arguments given to a launch apply to it", grepl("maxtasks=5", once))
 check("and to it only", !grepl("maxtasks", launch_remote(1, remote_config(), .compute = "args")))
+check_error("ssh_config(command =) other than ssh refuses a tunnel",
+            launch_remote(1, ssh_config("ssh://h", tunnel = TRUE, command = "/usr/bin/ssh"), .compute = "args"), "needs command = \"ssh\"")
 daemons(0, .compute = "args")
 daemons(url = "tcp://0.0.0.0:0", .compute = "wide")
 check_error("SSH tunnelling needs a loopback URL", launch_remote(1, ssh_config("ssh://h", tunnel = TRUE), .compute = "wide"),
@@ -224,6 +229,11 @@ check("the host says it refused a daemon", any(grepl("failed authentication", ho
 system(sub("Rscript", rscript, cmd[1L], fixed = TRUE), wait = FALSE)
 check("the printed command connects", wait_for(1, "hand"))
 check("a task cannot read the secret", identical(mirai(Sys.getenv("MIRAI_SECRET"), .compute = "hand")[], ""))
+# The daemon started with the secret in its initial environment: not even /proc shows it.
+check("nor from /proc/self/environ", identical(mirai({
+  env <- readBin("/proc/self/environ", "raw", 1e6)
+  grepl(s, rawToChar(env[env != as.raw(0)]), fixed = TRUE)
+}, s = Sys.getenv("MIRAI_SECRET"), .compute = "hand")[], FALSE))
 # A process started from this session (a launcher of its own) inherits what a daemon needs.
 system2(rscript, c("-e", shQuote(sprintf("mirai::daemon('%s')", url))), wait = FALSE)
 check("a child process running mirai::daemon(url) joins", wait_for(2, "hand"))

@@ -27,7 +27,11 @@ done
 rm -rf "$out/mirai-core/src/bin" # a test helper
 # Offline first (CI has built the workspace, so every crate is in cargo's cache); the lock file
 # loses the entries of the crates left out, and nothing else changes.
-(cd "$out" && { "$cargo" vendor --offline --quiet vendor >/dev/null 2>&1 || "$cargo" vendor --quiet vendor >/dev/null; })
+# Online only if that fails, with a cargo home of its own inside the copy (the user's is not
+# written to); a failure here fails the build of the source package.
+(cd "$out" && { "$cargo" vendor --offline --quiet vendor >/dev/null 2>&1 ||
+  CARGO_HOME="$(pwd)/.cargo-home" "$cargo" vendor --quiet vendor >/dev/null; })
+rm -rf "$out/.cargo-home"
 # Crates for Windows only (import libraries, bindings: about 95 MB) are never built here, but
 # cargo reads their manifests: keep those, with an empty library, and checksums to match.
 if command -v sha256sum >/dev/null 2>&1; then sha="sha256sum"; else sha="shasum -a 256"; fi
