@@ -84,7 +84,8 @@ remote_config <- function(command = NULL, args = c("", "."), rscript = "Rscript"
 #' @param command the SSH program, `"ssh"` by default. With `"ssh"`, libmirai's own SSH
 #'   launcher starts the daemons and hands them the secret (and, for TLS, the certificate to
 #'   trust) on SSH's standard input, where no process listing shows it. Any other program is
-#'   run as `command args`, with the secret in its environment.
+#'   run as `command args`, with the secret in its environment (which reaches the remote
+#'   daemon only if the program passes it on), and cannot tunnel.
 #' @param rscript how to run Rscript on the remote machines: `"Rscript"` (the default) if on
 #'   their PATH, a full path, or several words such as `c("env", "R_LIBS=/opt/lib", "Rscript")`.
 #'

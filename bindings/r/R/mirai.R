@@ -417,7 +417,8 @@ tls_material <- function(tls, pass, tlscert) {
 #'
 #' @return `launch_local()` returns `n`. `launch_remote()` returns the shell commands that start
 #'   the daemons, one for each daemon, as a character vector of class `miraiLaunchCmd` (printed
-#'   one by one), whether or not it launched them; with an [http_config()], it returns instead,
+#'   one by one): visibly when the configuration has no `command` (for you to run), invisibly
+#'   once it has launched them, since they carry the secret; with an [http_config()], instead,
 #'   invisibly, the API's responses. `print()` returns `x`, invisibly.
 #'
 #' @details
