@@ -79,11 +79,8 @@ daemon <- function(url, dispatcher = TRUE, ..., asyncdial = FALSE, autoexit = TR
                    cleanup = TRUE, output = FALSE, idletime = Inf, walltime = Inf,
                    maxtasks = Inf, tlscert = NULL, rs = NULL) {
   if (!is.character(url) || length(url) != 1L || is.na(url) || !grepl("://", url, fixed = TRUE)) stop("`url` must be a valid URL")
-  for (limit in list(idletime, walltime, maxtasks)) {
-    if (!is.numeric(limit) || length(limit) != 1L || is.na(limit) || limit < 0) stop("`idletime`, `walltime` and `maxtasks` must be non-negative numbers")
-  }
-  if (!is.logical(autoexit) || length(autoexit) != 1L) stop("`autoexit` must be TRUE, FALSE or NA")
-  for (flag in c("asyncdial", "cleanup", "output")) check_flag(get(flag), flag)
+  check_daemon_args(list(idletime = idletime, walltime = walltime, maxtasks = maxtasks, autoexit = autoexit,
+                         asyncdial = asyncdial, cleanup = cleanup, output = output))
   if (!is.null(rs) && (!is.numeric(rs) || length(rs) != 7L)) stop("`rs` must be a 7-integer L'Ecuyer-CMRG .Random.seed")
   serve(url, asyncdial = asyncdial, autoexit = autoexit, cleanup = cleanup, output = output,
         idletime = idletime, walltime = walltime, maxtasks = maxtasks, tls_ca = tlscert_pem(tlscert),
