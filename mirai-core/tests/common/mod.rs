@@ -44,6 +44,11 @@ pub fn launch(host: &Host, n: usize, args: &[&str]) -> Vec<LocalDaemon> {
     daemons
 }
 
+/// A launched daemon's exit code, waiting for it up to `PATIENCE`.
+pub fn exit_code(d: &LocalDaemon) -> Option<i32> {
+    d.wait(PATIENCE).and_then(|s| s.code())
+}
+
 pub fn host() -> Host {
     Host::listen(&unique_url(), HostOptions::default()).expect("listen")
 }
