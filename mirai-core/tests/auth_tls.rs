@@ -29,10 +29,6 @@ fn run_daemon(url: &str, options: DaemonOptions) -> Result<mirai_core::ExitCode,
     std::thread::spawn(move || Daemon::run(&url, options, &mut Echo)).join().unwrap()
 }
 
-fn port_of(host: &Host) -> u16 {
-    host.url().rsplit(':').next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn tls_host_serves_daemons_given_its_ca() {
     for url in ["tls+tcp://127.0.0.1:0", "tls+tcp://localhost:0"] {

@@ -1,7 +1,7 @@
 //! How many connections may sit in their handshake at once, and which one gives way when a
 //! stranger floods the listener: the cap bounds the descriptors and memory that peers without
 //! the secret can hold, and the oldest unfinished handshake is dropped for a newcomer once it has
-//! had time enough to finish (a real daemon needs a few round trips).
+//! had time enough to finish (a real daemon needs a few round trips), so a flood drains fast.
 
 use std::collections::VecDeque;
 
@@ -39,6 +39,12 @@ impl Admission {
         }
     }
 
+    /// The oldest unfinished handshake, if it has had its grace: the one to drop when the
+    /// process runs out of descriptors.
+    pub(super) fn evictable(&self, now: u64) -> Option<usize> {
+        self.pending.front().filter(|&&(_, opened)| now >= opened.saturating_add(self.grace)).map(|&(k, _)| k)
+    }
+
     /// A connection was accepted and starts its handshake.
     pub(super) fn opened(&mut self, key: usize, now: u64) {
         self.pending.push_back((key, now));
@@ -69,6 +75,8 @@ mod tests {
         // The next oldest is 11, accepted at 400.
         assert_eq!(a.admit(1_100), Admit::Wait(1_400));
         assert_eq!(a.admit(1_400), Admit::Evict(11));
+        assert_eq!(a.evictable(1_399), None);
+        assert_eq!(a.evictable(1_400), Some(11));
     }
 
     #[test]

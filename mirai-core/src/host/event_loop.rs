@@ -24,8 +24,9 @@ const LISTENER: Token = Token(0);
 const FIRST_LINK: usize = 2;
 const READ_BUF: usize = 64 * 1024;
 /// An unfinished handshake gives way to a newcomer only after this long (ms): a real daemon
-/// finishes in a few round trips.
-const HANDSHAKE_GRACE: u64 = 1_000;
+/// finishes in a few round trips, and only a burst of more than `max_handshakes` at once makes
+/// one give way.
+const HANDSHAKE_GRACE: u64 = 250;
 /// After `accept` failed for want of descriptors or memory, try again this soon (ms): the
 /// listener is edge-triggered, so the daemons already queued would otherwise wait for a newcomer.
 const ACCEPT_RETRY: u64 = 100;
@@ -153,13 +154,22 @@ impl Loop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors and the like: the connection stays queued; try again
-                    // soon rather than when the next one arrives.
+                    // Out of descriptors and the like: the connection stays queued. A stalled
+                    // handshake gives its descriptor up at once; otherwise try again soon rather
+                    // than when the next connection arrives.
                     if !self.starved {
                         log::warn!("host {}: accept failed, retrying: {e}", self.shared.url);
                         self.starved = true;
                     }
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    let retry = match self.admission.evictable(now) {
+                        Some(key) => {
+                            self.admission.ended(key);
+                            self.closing.push(key);
+                            now
+                        }
+                        None => now + ACCEPT_RETRY,
+                    };
+                    self.accept_retry = Some(retry);
                     return;
                 }
             };

@@ -63,8 +63,8 @@ pub struct HostOptions {
     /// How daemons prove they may connect.
     pub auth: Auth,
     /// Connections allowed in their handshake at once. Beyond it, the oldest unfinished one
-    /// (once it has had a second) gives way to a newcomer, so a flood of strangers holds few
-    /// descriptors and cannot lock real daemons out.
+    /// (once it has had a quarter of a second) gives way to a newcomer, so a flood of strangers
+    /// holds few descriptors and cannot lock real daemons out.
     pub max_handshakes: usize,
 }
 
@@ -80,7 +80,7 @@ impl Default for HostOptions {
             peer_timeout: None,
             tls: None,
             auth: Auth::Random,
-            max_handshakes: 256,
+            max_handshakes: 1024,
         }
     }
 }

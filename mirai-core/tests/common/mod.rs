@@ -49,6 +49,11 @@ pub fn exit_code(d: &LocalDaemon) -> Option<i32> {
     d.wait(PATIENCE).and_then(|s| s.code())
 }
 
+/// The port of a `tcp://` or `tls+tcp://` host.
+pub fn port_of(host: &Host) -> u16 {
+    host.url().rsplit(':').next().unwrap().parse().unwrap()
+}
+
 pub fn host() -> Host {
     Host::listen(&unique_url(), HostOptions::default()).expect("listen")
 }
