@@ -251,7 +251,8 @@ typedef void (*mirai_interrupt_fn)(void *userdata);
 
 /*
  A daemon's evaluator: callbacks plus the userdata passed to each. Only `evaluate` is required.
- Read by `mirai_daemon_run`, and used until it returns.
+ Read by `mirai_daemon_run`, and used until it returns. This struct keeps its fields in every
+ version (a new callback would come with a new function), as libmirai reads it.
  */
 typedef struct mirai_evaluator {
   void *userdata;

@@ -66,7 +66,8 @@ pub type mirai_cleanup_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 pub type mirai_interrupt_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
 /// A daemon's evaluator: callbacks plus the userdata passed to each. Only `evaluate` is required.
-/// Read by `mirai_daemon_run`, and used until it returns.
+/// Read by `mirai_daemon_run`, and used until it returns. This struct keeps its fields in every
+/// version (a new callback would come with a new function), as libmirai reads it.
 #[repr(C)]
 pub struct mirai_evaluator {
     pub userdata: *mut c_void,

@@ -186,7 +186,8 @@ const mirai_interrupt_fn = Ptr{Cvoid}
 
 """
 A daemon's evaluator: callbacks plus the userdata passed to each. Only `evaluate` is required.
-Read by `mirai_daemon_run`, and used until it returns.
+Read by `mirai_daemon_run`, and used until it returns. This struct keeps its fields in every
+version (a new callback would come with a new function), as libmirai reads it.
 """
 struct mirai_evaluator
     userdata::Ptr{Cvoid}
