@@ -95,8 +95,8 @@ mutable struct mirai_buffer end
 
 """
 Settings for `mirai_daemon_run`: create with `mirai_daemon_options_new` (the defaults), change
-with the `mirai_daemon_options_set_*` functions, free with `mirai_daemon_options_free` (after
-`mirai_daemon_run` returns, or right after it starts: the daemon keeps its own copy).
+with the `mirai_daemon_options_set_*` functions, free with `mirai_daemon_options_free` once
+`mirai_daemon_run` has returned (it may be reused for another run).
 Threads: a builder may move between threads, but only one may use it at a time.
 """
 mutable struct mirai_daemon_options end
