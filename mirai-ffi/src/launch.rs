@@ -31,6 +31,7 @@ pub enum mirai_scheduler {
 }
 
 /// Jobs submitted by `mirai_host_launch_cluster`. Freeing cancels them.
+/// Threads: jobs may move between threads, but only one may use them at a time.
 pub struct mirai_jobs {
     jobs: Jobs,
 }
@@ -166,13 +167,37 @@ pub extern "C" fn mirai_jobs_cancel(jobs: *mut mirai_jobs) -> mirai_result {
     })
 }
 
-/// Cancels (if not yet) and frees the jobs. NULL is a no-op.
+/// Cancels (if not yet) and frees the jobs. NULL is a no-op. This blocks: it runs the cancel
+/// command (`scancel`, `qdel`, `bkill`) and waits for it, which on a busy cluster can take
+/// seconds; a failure is only logged (see `mirai_log_to_stderr`). Where that must not block (a
+/// garbage collector's finalizer, an event loop), use `mirai_jobs_free_background`.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_jobs_free(jobs: *mut mirai_jobs) {
     guard_value((), || {
         if !jobs.is_null() {
             // SAFETY: a pointer from mirai_host_launch_cluster, freed once.
             drop(unsafe { Box::from_raw(jobs) });
+        }
+    })
+}
+
+/// Like `mirai_jobs_free`, but returns at once: the jobs are cancelled on a thread of their own.
+/// Nothing waits for that thread, so a process that exits right after may leave the jobs
+/// running: before exiting, use `mirai_jobs_free`. If no thread can be started, the jobs are
+/// cancelled before this returns. NULL is a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_jobs_free_background(jobs: *mut mirai_jobs) {
+    guard_value((), || {
+        if jobs.is_null() {
+            return;
+        }
+        // SAFETY: a pointer from mirai_host_launch_cluster, freed once.
+        let jobs = unsafe { Box::from_raw(jobs) };
+        // Dropping the jobs cancels them. If the spawn fails, std drops the closure, and with it
+        // the jobs, before returning the error: the synchronous fallback.
+        let spawned = std::thread::Builder::new().name("mirai-cancel-jobs".into()).spawn(move || drop(jobs));
+        if let Err(e) = spawned {
+            log::warn!("cancelled the jobs on the calling thread: cannot start a thread: {e}");
         }
     })
 }
