@@ -1,6 +1,6 @@
-//! A host raises the descriptor limit, and one that ran out of descriptors accepts the daemons already queued as soon as descriptors
-//! free up, without waiting for another connection. In a test binary of its own: it lowers this
-//! process's descriptor limit for good.
+//! A host raises the descriptor limit, and one that ran out of descriptors accepts the daemons
+//! already queued as soon as descriptors free up, without waiting for another connection. In a
+//! test binary of its own: it lowers this process's descriptor limit for good.
 
 mod common;
 
