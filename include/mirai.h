@@ -705,6 +705,20 @@ enum mirai_result mirai_host_options_set_handshake_timeout_ms(struct mirai_host_
                                                               uint64_t ms);
 
 /*
+ Heartbeats, both ways, when a connection carried nothing else for `ms` milliseconds
+ (default 10000); 0 turns them off, and with them the peer timeout, which needs them. Checked
+ against the peer timeout when the host starts listening.
+ */
+enum mirai_result mirai_host_options_set_heartbeat_ms(struct mirai_host_options *opts, uint64_t ms);
+
+/*
+ Drop a daemon from which nothing (heartbeats included) arrived for `ms` milliseconds
+ (default 120000; at least three heartbeats); 0 turns it off.
+ */
+enum mirai_result mirai_host_options_set_peer_timeout_ms(struct mirai_host_options *opts,
+                                                         uint64_t ms);
+
+/*
  Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
  has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
  */
@@ -794,6 +808,14 @@ enum mirai_result mirai_daemon_options_set_autoexit(struct mirai_daemon_options 
  Exit (code 3) after this many tasks. 0 is refused (for no limit, do not call this).
  */
 enum mirai_result mirai_daemon_options_set_maxtasks(struct mirai_daemon_options *opts, uint64_t n);
+
+/*
+ Give up on a host from which nothing (heartbeats included) arrived for `ms` milliseconds
+ (default 120000), then do as `autoexit` says. Applies only to hosts that heartbeat, and is at
+ least three of their heartbeats; 0 turns it off.
+ */
+enum mirai_result mirai_daemon_options_set_host_timeout_ms(struct mirai_daemon_options *opts,
+                                                           uint64_t ms);
 
 /*
  Exit (code 1) when no task arrives for `ms` milliseconds.

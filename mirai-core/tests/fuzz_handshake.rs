@@ -65,7 +65,7 @@ impl HostEnd {
                 Message::Auth { proof } => match self.handshake.check(Some(SECRET), &proof) {
                     Ok(()) => {
                         self.admitted = true;
-                        Message::Init { daemon_id: 1, rng_stream: [1; 6], blob: vec![] }
+                        Message::Init { daemon_id: 1, rng_stream: [1; 6], heartbeat_ms: 0, blob: vec![] }
                     }
                     Err(r) => Message::Exit { reason: ExitReason::AuthFailed, detail: r.to_string() },
                 },

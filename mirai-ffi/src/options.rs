@@ -149,6 +149,37 @@ pub extern "C" fn mirai_host_options_set_handshake_timeout_ms(
     })
 }
 
+/// Heartbeats, both ways, when a connection carried nothing else for `ms` milliseconds
+/// (default 10000); 0 turns them off, and with them the peer timeout, which needs them. Checked
+/// against the peer timeout when the host starts listening.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_options_set_heartbeat_ms(
+    opts: *mut mirai_host_options,
+    ms: u64,
+) -> mirai_result {
+    guard(|| {
+        let o = builder(opts)?;
+        o.inner.heartbeat = (ms > 0).then(|| Duration::from_millis(ms));
+        if ms == 0 {
+            o.inner.peer_timeout = None;
+        }
+        Ok(())
+    })
+}
+
+/// Drop a daemon from which nothing (heartbeats included) arrived for `ms` milliseconds
+/// (default 120000; at least three heartbeats); 0 turns it off.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_options_set_peer_timeout_ms(
+    opts: *mut mirai_host_options,
+    ms: u64,
+) -> mirai_result {
+    guard(|| {
+        builder(opts)?.inner.peer_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        Ok(())
+    })
+}
+
 /// Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
 /// has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
 #[unsafe(no_mangle)]
@@ -412,6 +443,20 @@ pub extern "C" fn mirai_daemon_options_set_maxtasks(opts: *mut mirai_daemon_opti
             return Err(refuse("maxtasks must be at least 1 (for no limit, leave it unset)"));
         }
         o.inner.maxtasks = Some(n);
+        Ok(())
+    })
+}
+
+/// Give up on a host from which nothing (heartbeats included) arrived for `ms` milliseconds
+/// (default 120000), then do as `autoexit` says. Applies only to hosts that heartbeat, and is at
+/// least three of their heartbeats; 0 turns it off.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_daemon_options_set_host_timeout_ms(
+    opts: *mut mirai_daemon_options,
+    ms: u64,
+) -> mirai_result {
+    guard(|| {
+        builder(opts)?.inner.host_timeout = (ms > 0).then(|| Duration::from_millis(ms));
         Ok(())
     })
 }

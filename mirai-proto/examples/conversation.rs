@@ -30,7 +30,8 @@ fn main() {
     daemon.send(Message::Auth { proof: b"proof".to_vec() }).unwrap();
     let n = pump(&mut daemon, &mut host);
     println!("daemon -> host   {n:>3} bytes  {:?}", host.poll_event().unwrap());
-    host.send(Message::Init { daemon_id: 1, rng_stream: [1, 2, 3, 4, 5, 6], blob: vec![] }).unwrap();
+    host.send(Message::Init { daemon_id: 1, rng_stream: [1, 2, 3, 4, 5, 6], heartbeat_ms: 0, blob: vec![] })
+        .unwrap();
     let n = pump(&mut host, &mut daemon);
     println!("host   -> daemon {n:>3} bytes  {:?}", daemon.poll_event().unwrap());
 

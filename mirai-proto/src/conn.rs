@@ -157,6 +157,15 @@ impl Conn {
         self.error.as_ref()
     }
 
+    /// Changes the heartbeat interval and peer timeout from `now` on (a daemon adopts the
+    /// interval its host asks for in `Init`).
+    pub fn set_liveness(&mut self, heartbeat_interval: Option<u64>, peer_timeout: Option<u64>, now: u64) {
+        self.config.heartbeat_interval = heartbeat_interval;
+        self.config.peer_timeout = peer_timeout;
+        self.next_heartbeat = heartbeat_interval.map(|t| now.saturating_add(t));
+        self.last_recv = now;
+    }
+
     /// The id of the task at the daemon, if any.
     pub fn in_flight(&self) -> Option<u64> {
         self.in_flight

@@ -86,10 +86,12 @@ pub enum ExitReason {
 pub enum Message {
     Hello(Hello),
     /// Host to daemon, once, before any task: the daemon's id, its RNG stream (6 MRG32k3a state
-    /// words) and the binding's opaque init blob.
+    /// words), how often the daemon must send something (ms; the host sends as often, and 0
+    /// means neither does) and the binding's opaque init blob.
     Init {
         daemon_id: u64,
         rng_stream: [u32; 6],
+        heartbeat_ms: u64,
         blob: Vec<u8>,
     },
     /// Host to daemon: evaluate `payload`.
@@ -126,6 +128,7 @@ pub enum Message {
 struct InitCtrl {
     daemon_id: u64,
     rng_stream: [u32; 6],
+    heartbeat_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -166,8 +169,8 @@ impl Message {
                 put(head, &hello, kind)?;
                 (0, Vec::new())
             }
-            Message::Init { daemon_id, rng_stream, blob } => {
-                put(head, &InitCtrl { daemon_id, rng_stream }, kind)?;
+            Message::Init { daemon_id, rng_stream, heartbeat_ms, blob } => {
+                put(head, &InitCtrl { daemon_id, rng_stream, heartbeat_ms }, kind)?;
                 (0, blob)
             }
             Message::Task { id, everywhere, payload } => {
@@ -226,7 +229,12 @@ impl Message {
             }
             Kind::Init => {
                 let c: InitCtrl = take_all(ctrl, kind)?;
-                Message::Init { daemon_id: c.daemon_id, rng_stream: c.rng_stream, blob: payload }
+                Message::Init {
+                    daemon_id: c.daemon_id,
+                    rng_stream: c.rng_stream,
+                    heartbeat_ms: c.heartbeat_ms,
+                    blob: payload,
+                }
             }
             Kind::Task => Message::Task {
                 id: take_all(ctrl, kind)?,

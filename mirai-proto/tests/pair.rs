@@ -111,7 +111,7 @@ fn host_rejects_a_daemon() {
 fn handshake_steps_happen_in_order() {
     let mut p = Pair::new(Config::default());
     // The host may not send Init before it has the proof, nor its hello before the daemon's.
-    let init = Message::Init { daemon_id: 1, rng_stream: [0; 6], blob: vec![] };
+    let init = Message::Init { daemon_id: 1, rng_stream: [0; 6], heartbeat_ms: 0, blob: vec![] };
     assert!(matches!(p.host.send(init.clone()), Err(ProtoError::InvalidState { .. })));
     assert!(matches!(
         p.host.send(Message::Hello(common::host_hello(b"c"))),

@@ -103,8 +103,14 @@ fn arb_message() -> impl Strategy<Value = Message> {
     use mirai_proto::{ExitReason, Status};
     let bytes = || proptest::collection::vec(any::<u8>(), 0..300);
     prop_oneof![
-        (any::<u64>(), any::<[u32; 6]>(), bytes())
-            .prop_map(|(daemon_id, rng_stream, blob)| { Message::Init { daemon_id, rng_stream, blob } }),
+        (any::<u64>(), any::<[u32; 6]>(), any::<u64>(), bytes()).prop_map(
+            |(daemon_id, rng_stream, heartbeat_ms, blob)| Message::Init {
+                daemon_id,
+                rng_stream,
+                heartbeat_ms,
+                blob
+            }
+        ),
         (any::<u64>(), any::<bool>(), bytes())
             .prop_map(|(id, everywhere, payload)| { Message::Task { id, everywhere, payload } }),
         (any::<u64>(), 0..3u8, any::<bool>(), bytes()).prop_map(|(id, s, last, payload)| {

@@ -69,6 +69,11 @@ pub struct DaemonOptions {
     /// The CA certificate (PEM) to verify a `tls+tcp://` host with; `None` reads
     /// `MIRAI_TLS_CA` from the environment, if set.
     pub tls_ca: Option<String>,
+    /// Give up on the host when nothing (heartbeats included) arrived from it for this long,
+    /// then do as `autoexit` says: a host that was killed without its socket closing, stopped,
+    /// or behind a vanished network. Applies only to hosts that heartbeat, and is at least
+    /// three of their heartbeats.
+    pub host_timeout: Option<Duration>,
 }
 
 impl Default for DaemonOptions {
@@ -84,6 +89,7 @@ impl Default for DaemonOptions {
             label: concat!("mirai-core ", env!("CARGO_PKG_VERSION")).to_string(),
             secret: None,
             tls_ca: None,
+            host_timeout: Some(Duration::from_secs(120)),
         }
     }
 }
@@ -150,6 +156,7 @@ impl Daemon {
             label: options.label.clone(),
             secret: secret.map(Arc::new),
             tls,
+            host_timeout: options.host_timeout,
         };
         let mut runner = Runner { options, ctx, started: Instant::now(), tasks: 0, evaluator };
         let mut session = runner.connect(&url, config, runner.options.retry)?;

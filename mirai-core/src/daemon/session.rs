@@ -59,6 +59,8 @@ pub(crate) struct Context {
     pub secret: Option<Arc<Vec<u8>>>,
     /// For `tls+tcp://`: the configuration trusting the host's CA.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Give up on a host that heartbeats but from which nothing arrived for this long.
+    pub host_timeout: Option<Duration>,
 }
 
 pub(crate) struct Session {
@@ -219,7 +221,9 @@ impl IoThread {
                     }
                 }
             }
-            Message::Init { daemon_id, rng_stream, blob } => {
+            Message::Init { daemon_id, rng_stream, heartbeat_ms, blob } => {
+                let (beat, silence) = liveness(heartbeat_ms, self.ctx.host_timeout);
+                link.proto.set_liveness(beat, silence, now_ms());
                 let _ = self.tx.send(Event::Init { daemon_id, rng_stream, blob });
                 None
             }
@@ -236,5 +240,31 @@ impl IoThread {
             Message::Exit { reason, detail } => Some(Closed::Exit(reason, detail)),
             Message::Result { .. } | Message::Heartbeat | Message::Auth { .. } => None,
         }
+    }
+}
+
+/// The daemon's heartbeat interval and host timeout (ms) for a host that asked for heartbeats
+/// every `heartbeat_ms` (0: none, and then a quiet host is just idle). The timeout is at least
+/// three of the host's heartbeats, whatever the daemon was configured with.
+fn liveness(heartbeat_ms: u64, host_timeout: Option<Duration>) -> (Option<u64>, Option<u64>) {
+    if heartbeat_ms == 0 {
+        return (None, None);
+    }
+    let floor = heartbeat_ms.saturating_mul(3);
+    let timeout = host_timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(floor));
+    (Some(heartbeat_ms), timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_sets_the_beat_and_bounds_the_timeout_from_below() {
+        let two_min = Some(Duration::from_secs(120));
+        assert_eq!(liveness(0, two_min), (None, None));
+        assert_eq!(liveness(10_000, two_min), (Some(10_000), Some(120_000)));
+        assert_eq!(liveness(60_000, two_min), (Some(60_000), Some(180_000)));
+        assert_eq!(liveness(10_000, None), (Some(10_000), None));
     }
 }

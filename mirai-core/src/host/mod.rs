@@ -52,9 +52,13 @@ pub struct HostOptions {
     pub init_blob: Vec<u8>,
     /// A daemon must finish its handshake within this time.
     pub handshake_timeout: Duration,
-    /// Send a heartbeat to a daemon that was sent nothing for this long.
+    /// Send a heartbeat to a daemon that was sent nothing for this long, and ask daemons to do
+    /// the same (they heartbeat from their I/O thread, also while a task runs). `None`: no
+    /// heartbeats either way, and daemons never give up on a silent host.
     pub heartbeat: Option<Duration>,
-    /// Drop a daemon that sent nothing (heartbeats included) for this long.
+    /// Drop a daemon that sent nothing (heartbeats included) for this long: a daemon killed
+    /// without its socket closing, stopped, or behind a vanished network. At least three
+    /// heartbeats long; needs `heartbeat`.
     pub peer_timeout: Option<Duration>,
     /// Certificate, key (with its password if encrypted) and the CA daemons should trust, for
     /// `tls+tcp://`; `None` generates a short-lived CA and a certificate for the URL's host at
@@ -76,8 +80,8 @@ impl Default for HostOptions {
             stream: None,
             init_blob: Vec::new(),
             handshake_timeout: Duration::from_secs(30),
-            heartbeat: None,
-            peer_timeout: None,
+            heartbeat: Some(Duration::from_secs(10)),
+            peer_timeout: Some(Duration::from_secs(120)),
             tls: None,
             auth: Auth::Random,
             max_handshakes: 1024,
@@ -185,6 +189,21 @@ impl Host {
     pub fn listen(url: &str, options: HostOptions) -> Result<Host, Error> {
         let url = Url::parse(url)?;
         let secret = options.auth.resolve()?;
+        match (options.heartbeat, options.peer_timeout) {
+            (Some(h), _) if h.is_zero() => {
+                return Err(Error::InvalidArgument("heartbeat must be positive (None turns it off)".into()));
+            }
+            (None, Some(_)) => {
+                return Err(Error::InvalidArgument(
+                    "peer_timeout needs heartbeat: without heartbeats every idle daemon would time out"
+                        .into(),
+                ));
+            }
+            (Some(h), Some(t)) if t < h * 3 => {
+                return Err(Error::InvalidArgument("peer_timeout must be at least three heartbeats".into()));
+            }
+            _ => {}
+        }
         if options.max_handshakes == 0 {
             return Err(Error::InvalidArgument("max_handshakes must be at least 1".into()));
         }
@@ -580,6 +599,7 @@ impl Shared {
         link.lock().unwrap_or_else(|e| e.into_inner()).send(Message::Init {
             daemon_id,
             rng_stream: st.stream,
+            heartbeat_ms: self.proto.heartbeat_interval.unwrap_or(0),
             blob: st.init_blob.clone(),
         })?;
         log::debug!(

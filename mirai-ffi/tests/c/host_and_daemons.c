@@ -498,7 +498,13 @@ static void option_refusals(void) {
   CHECK_OK(mirai_host_options_set_handshake_timeout_ms(o, 5000));
   CHECK_OK(mirai_host_options_set_max_handshakes(o, 64));
   CHECK_OK(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, secret, 16));
+  /* Liveness: a peer timeout shorter than three heartbeats is refused when listening. */
+  CHECK_OK(mirai_host_options_set_heartbeat_ms(o, 1000));
+  CHECK_OK(mirai_host_options_set_peer_timeout_ms(o, 2000));
   mirai_host *host = NULL;
+  REFUSED(mirai_host_listen("tcp://127.0.0.1:0", o, &host), "at least three heartbeats");
+  CHECK(host == NULL);
+  CHECK_OK(mirai_host_options_set_peer_timeout_ms(o, 3000));
   CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", o, &host));
   mirai_host_options_free(o);
   mirai_memory mem;
@@ -511,6 +517,8 @@ static void option_refusals(void) {
   mirai_daemon_options *d = mirai_daemon_options_new();
   CHECK(d != NULL);
   REFUSED(mirai_daemon_options_set_maxtasks(d, 0), "maxtasks must be at least 1");
+  CHECK_OK(mirai_daemon_options_set_host_timeout_ms(d, 0));
+  CHECK(mirai_daemon_options_set_host_timeout_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
   REFUSED(mirai_daemon_options_set_max_frame(d, 0), "max_frame must be at least 1");
   REFUSED(mirai_daemon_options_set_autoexit(d, 3, 200), "3 is not a valid autoexit");
   REFUSED(mirai_daemon_options_set_secret_hex(d, "abc"), "even number of digits");

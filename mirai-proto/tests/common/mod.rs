@@ -40,8 +40,13 @@ pub fn every_message() -> Vec<Message> {
     vec![
         Message::Hello(host_hello(b"challenge-bytes")),
         Message::Hello(daemon_hello(&[7u8; 32])),
-        Message::Init { daemon_id: 3, rng_stream: [1, 2, 3, 4, 5, u32::MAX], blob: b"init".to_vec() },
-        Message::Init { daemon_id: 0, rng_stream: [0; 6], blob: Vec::new() },
+        Message::Init {
+            daemon_id: 3,
+            rng_stream: [1, 2, 3, 4, 5, u32::MAX],
+            heartbeat_ms: 10_000,
+            blob: b"init".to_vec(),
+        },
+        Message::Init { daemon_id: 0, rng_stream: [0; 6], heartbeat_ms: 0, blob: Vec::new() },
         Message::Task { id: 1, everywhere: false, payload: b"task payload".to_vec() },
         Message::Task { id: u64::MAX, everywhere: true, payload: vec![0xAB; 10_000] },
         Message::Task { id: 9, everywhere: false, payload: Vec::new() },
@@ -120,7 +125,9 @@ impl Pair {
     /// The whole handshake: introductions, then the host's Init.
     pub fn handshake(&mut self) {
         self.introduce();
-        self.host.send(Message::Init { daemon_id: 1, rng_stream: [1; 6], blob: b"blob".to_vec() }).unwrap();
+        self.host
+            .send(Message::Init { daemon_id: 1, rng_stream: [1; 6], heartbeat_ms: 0, blob: b"blob".to_vec() })
+            .unwrap();
         self.drive().unwrap();
         assert!(matches!(self.daemon.poll_event(), Some(Message::Init { daemon_id: 1, .. })));
     }
