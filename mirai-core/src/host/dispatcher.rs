@@ -29,6 +29,8 @@ struct Slot {
     busy: Option<u64>,
     /// The barrier generation this daemon took an `everywhere` copy in.
     sync_gen: u64,
+    /// Told to exit, or seen leaving: it takes nothing more, and no longer counts as connected.
+    leaving: bool,
 }
 
 /// The counters `info()` reports.
@@ -54,6 +56,8 @@ pub struct Dispatcher {
     queued_bytes: u64,
     peak_bytes: u64,
     slots: HashMap<DaemonKey, Slot>,
+    /// Slots of daemons that are leaving.
+    leaving: u64,
     /// Idle daemons, longest idle first.
     idle: VecDeque<DaemonKey>,
     syncing: bool,
@@ -85,7 +89,7 @@ impl Dispatcher {
     /// A daemon finished its handshake: it becomes idle and takes queued work.
     pub fn connect(&mut self, daemon: DaemonKey) -> Vec<Assignment> {
         // One generation behind, so a daemon joining mid-barrier is eligible for it.
-        let slot = Slot { busy: None, sync_gen: self.generation.wrapping_sub(1) };
+        let slot = Slot { busy: None, sync_gen: self.generation.wrapping_sub(1), leaving: false };
         if self.slots.insert(daemon, slot).is_none() {
             self.cumulative += 1;
         }
@@ -100,22 +104,54 @@ impl Dispatcher {
             return (None, Vec::new());
         };
         let done = slot.busy.take();
+        let leaving = slot.leaving;
         if done.is_some() {
             self.executing -= 1;
         }
         if last {
-            self.slots.remove(&daemon);
-            self.idle.retain(|&d| d != daemon);
-        } else if done.is_some() {
+            self.retire(daemon);
+        } else if done.is_some() && !leaving {
             self.idle.push_back(daemon);
         }
         (done, self.drain())
+    }
+
+    /// The daemon is leaving (told to exit, or it said so): it takes nothing more from now on,
+    /// though the task it runs, if any, stays its own until it replies or disconnects.
+    pub fn retire(&mut self, daemon: DaemonKey) {
+        if let Some(slot) = self.slots.get_mut(&daemon)
+            && !slot.leaving
+        {
+            slot.leaving = true;
+            self.leaving += 1;
+            self.idle.retain(|&d| d != daemon);
+        }
+    }
+
+    /// The daemon turned out unable to take task `id` before anything of it was sent: the
+    /// daemon leaves the pool and the task goes back to its place in the queue (ids are in
+    /// submission order), to be dispatched again.
+    pub fn bounce(&mut self, daemon: DaemonKey, id: u64, sync: bool, payload: Vec<u8>) -> Vec<Assignment> {
+        if let Some(slot) = self.slots.get_mut(&daemon)
+            && slot.busy == Some(id)
+        {
+            slot.busy = None;
+            self.executing -= 1;
+        }
+        self.retire(daemon);
+        self.queued_bytes += payload.len() as u64;
+        self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
+        self.queue.insert(id, Queued { sync, payload });
+        self.drain()
     }
 
     /// A daemon left. Returns the task it was running; that task is not requeued.
     pub fn disconnect(&mut self, daemon: DaemonKey) -> Option<u64> {
         let slot = self.slots.remove(&daemon)?;
         self.idle.retain(|&d| d != daemon);
+        if slot.leaving {
+            self.leaving -= 1;
+        }
         if slot.busy.is_some() {
             self.executing -= 1;
         }
@@ -142,7 +178,7 @@ impl Dispatcher {
     pub fn counters(&self) -> Counters {
         let awaiting = self.queue.len() as u64;
         Counters {
-            connections: self.slots.len() as u64,
+            connections: self.slots.len() as u64 - self.leaving,
             cumulative: self.cumulative,
             awaiting,
             executing: self.executing,
@@ -286,6 +322,44 @@ mod tests {
         // and then daemon 2 is free for the next task.
         let (_, next) = d.complete(1, false);
         assert_eq!(ids(&next), vec![(1, 103), (2, 104)]);
+    }
+
+    #[test]
+    fn a_leaving_daemon_takes_nothing_more_and_stops_counting() {
+        let mut d = Dispatcher::new();
+        d.connect(1);
+        d.connect(2);
+        assert_eq!(d.submit(1, false, vec![]).map(|a| a.daemon), Some(1));
+        d.retire(1);
+        d.retire(2);
+        d.retire(2);
+        assert_eq!(d.counters().connections, 0);
+        assert!(d.submit(2, false, vec![]).is_none(), "nobody takes work while leaving");
+        // Daemon 1's reply still counts, but it does not return to the pool.
+        let (done, next) = d.complete(1, false);
+        assert_eq!((done, next.len()), (Some(1), 0));
+        assert_eq!(d.disconnect(1), None);
+        assert_eq!(d.disconnect(2), None);
+        assert_eq!(ids(&d.connect(3)), vec![(3, 2)]);
+        assert_eq!(d.counters().connections, 1);
+    }
+
+    #[test]
+    fn a_bounced_task_goes_back_to_its_place_in_the_queue() {
+        let mut d = Dispatcher::new();
+        d.connect(1);
+        let a = d.submit(1, false, vec![0; 8]).unwrap();
+        d.submit(2, false, vec![0; 4]);
+        // Daemon 1 turns out to be leaving before task 1 went out: task 1 waits again, ahead
+        // of task 2, and the next daemon takes it first.
+        assert!(d.bounce(a.daemon, a.id, false, a.payload).is_empty());
+        let c = d.counters();
+        assert_eq!((c.connections, c.awaiting, c.executing, c.completed), (0, 2, 0, 0));
+        assert_eq!(d.queued_bytes().0, 12);
+        assert_eq!(ids(&d.connect(2)), vec![(2, 1)]);
+        assert_eq!(d.disconnect(1), None);
+        let (done, next) = d.complete(2, false);
+        assert_eq!((done, ids(&next)), (Some(1), vec![(2, 2)]));
     }
 
     #[test]

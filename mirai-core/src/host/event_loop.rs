@@ -243,6 +243,10 @@ impl Loop {
             }
         }
         self.shared.finish(completions);
+        if failure.is_some() || eof {
+            // Out of the pool at once; the connection closes after this batch of events.
+            self.shared.lock().dispatcher.retire(key);
+        }
         if let Some(e) = failure {
             log::warn!("host {}: closing connection {key}: {e}", self.shared.url);
             self.closing.push(key);
@@ -315,6 +319,8 @@ impl Loop {
                 true
             }
             Message::Exit { reason, detail } => {
+                // Out of the pool at once: nothing more goes to a daemon that is leaving.
+                st.dispatcher.retire(key);
                 let daemon = st.daemons.get(&key).map(|d| d.info.daemon_id);
                 match reason {
                     ExitReason::ProtocolViolation | ExitReason::VersionMismatch => {

@@ -440,7 +440,11 @@ impl Host {
     /// Tells every connected daemon to exit, even those that would stay for a new host
     /// (`daemons(NULL)`). Tasks they are running resolve as connection reset (19).
     pub fn exit_daemons(&self) {
-        let st = self.shared.lock();
+        let mut st = self.shared.lock();
+        let keys: Vec<DaemonKey> = st.daemons.keys().copied().collect();
+        for key in keys {
+            st.dispatcher.retire(key);
+        }
         for d in st.daemons.values() {
             let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
             let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
@@ -538,22 +542,32 @@ impl Shared {
         Ok(Task { cell, host: Arc::downgrade(self) })
     }
 
-    /// Sends an assigned task to its daemon.
-    fn assign(&self, st: &mut State, a: Assignment) {
-        let mut everywhere = false;
-        if let Some(t) = st.tasks.get_mut(&a.id) {
-            t.daemon = Some(a.daemon);
-            everywhere = t.everywhere;
-        }
-        let Some(d) = st.daemons.get(&a.daemon) else {
-            return;
-        };
-        let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-        let msg = Message::Task { id: a.id, everywhere, payload: a.payload };
-        if let Err(e) = link.send(msg) {
-            log::warn!("daemon {}: cannot send task {}: {e}", d.info.daemon_id, a.id);
-            st.dead.push(a.daemon);
-            let _ = self.waker.wake();
+    /// Sends an assigned task to its daemon. A daemon found leaving before anything was sent
+    /// hands the task back to the queue, to go to the next daemon in its place.
+    fn assign(&self, st: &mut State, first: Assignment) {
+        let mut todo = vec![first];
+        while let Some(a) = todo.pop() {
+            let mut everywhere = false;
+            if let Some(t) = st.tasks.get_mut(&a.id) {
+                t.daemon = Some(a.daemon);
+                everywhere = t.everywhere;
+            }
+            let link = st.daemons.get(&a.daemon).map(|d| (d.link.clone(), d.info.daemon_id));
+            let mut guard = link.as_ref().map(|(l, _)| l.lock().unwrap_or_else(|e| e.into_inner()));
+            let ready = guard.as_ref().is_some_and(|g| g.proto.state() == mirai_proto::State::Ready);
+            // Copies of a broadcast are not moved: each must reach a daemon of its own.
+            if !ready && !everywhere {
+                drop(guard);
+                todo.extend(st.dispatcher.bounce(a.daemon, a.id, false, a.payload));
+                continue;
+            }
+            let (Some(g), Some((_, daemon_id))) = (guard.as_mut(), link.as_ref()) else { continue };
+            let msg = Message::Task { id: a.id, everywhere, payload: a.payload };
+            if let Err(e) = g.send(msg) {
+                log::warn!("daemon {daemon_id}: cannot send task {}: {e}", a.id);
+                st.dead.push(a.daemon);
+                let _ = self.waker.wake();
+            }
         }
     }
 
