@@ -137,7 +137,7 @@ fn job_scripts_match_expected_files() {
     ];
     for (scheduler, options, expected) in cases {
         let config = ClusterConfig::new(scheduler, &options);
-        assert_eq!(job_script(&config, &d, url, 4), expected, "{scheduler:?}");
+        assert_eq!(job_script(&config, &d, url, 4, None), expected, "{scheduler:?}");
     }
 }
 
@@ -145,7 +145,7 @@ fn job_scripts_match_expected_files() {
 fn job_script_keeps_commands_after_the_directives() {
     let d = CommandTemplate::new("mirai-daemon", &["{url}"]);
     let options = ["module load R", "--mem=1G", "#SBATCH --time=10", "", "export X=1"];
-    let script = job_script(&ClusterConfig::new(Scheduler::Slurm, &options), &d, "tcp://h:1", 1);
+    let script = job_script(&ClusterConfig::new(Scheduler::Slurm, &options), &d, "tcp://h:1", 1, None);
     assert_eq!(
         script,
         "#!/bin/sh\n#SBATCH --job-name=mirai\n#SBATCH --mem=1G\n#SBATCH --time=10\nmodule load R\nexport X=1\n\

@@ -6,7 +6,9 @@
 pub mod cluster;
 pub mod http;
 mod local;
+mod pipe;
 pub mod remote;
+mod secret_dir;
 pub mod shell;
 
 pub use local::{CommandTemplate, LocalDaemon, spawn_local};
@@ -60,8 +62,10 @@ pub fn wait_for_daemons(
     timeout: Option<Duration>,
 ) -> Result<(), Error> {
     let group = launched.first().map(|d| d.group().clone());
+    // Subscribed as long as this call waits.
+    let waker = host.waker();
     if let Some(g) = &group {
-        g.subscribe(host.waker());
+        g.subscribe(&waker);
     }
     let failed = || group.as_ref().and_then(|g| g.failed());
     if host.wait_connections_unless(n, timeout, || failed().is_some()) {
