@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod http;
+mod http_client;
 mod local;
 mod pipe;
 pub mod remote;
