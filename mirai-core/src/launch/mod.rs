@@ -1,7 +1,9 @@
 //! Launching daemons: as local processes, over SSH (optionally tunnelled), as HPC batch jobs
 //! (Slurm, SGE, PBS, LSF), through an HTTP API, or with any command that takes the daemon's
 //! command line. Every launcher hands daemons the host's secret and TLS CA the safest way it
-//! allows: in the environment or on stdin, never on a command line that `ps` shows.
+//! allows: in the environment, on stdin, in a one-use private file (batch jobs) or in the
+//! environment field of an API's job; never on a command line that `ps` shows, nor in a
+//! command or script that a scheduler or API stores.
 
 pub mod cluster;
 pub mod http;
