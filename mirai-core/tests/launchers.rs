@@ -112,6 +112,29 @@ fn ssh_failure_is_reported() {
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
 
+/// The files under `dir` (recursively) that hold `needle`.
+fn files_with(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_with(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Where slurmctld saves its jobs (scripts and environments).
+fn slurm_state_dir() -> std::path::PathBuf {
+    let out = Command::new("scontrol").args(["show", "config"]).output().expect("scontrol");
+    let config = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = config.lines().find(|l| l.starts_with("StateSaveLocation")).expect("StateSaveLocation");
+    line.split_once('=').unwrap().1.trim().into()
+}
+
 fn squeue_jobs() -> String {
     let out = Command::new("squeue").args(["-h", "-o", "%i"]).output().expect("squeue");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -133,6 +156,11 @@ fn slurm_jobs_serve_and_are_cancelled() {
     }
     assert!(!squeue_jobs().is_empty());
     assert_no_command_line_has_the_secret(&host);
+    let stored = files_with(&slurm_state_dir(), &secret(&host));
+    assert!(stored.is_empty(), "Slurm stored the secret: {stored:?}");
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".mirai");
+    let left = files_with(&home, &secret(&host));
+    assert!(left.is_empty(), "the started jobs' secret files are gone: {left:?}");
     jobs.cancel().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !squeue_jobs().is_empty() {
