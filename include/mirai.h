@@ -211,7 +211,8 @@ typedef struct mirai_daemon_options {
    */
   uint64_t max_frame;
   /*
-   The host's secret, hex-encoded; NULL reads `MIRAI_SECRET` from the environment.
+   The host's secret, hex-encoded; NULL takes `MIRAI_SECRET` out of the environment (so
+   tasks cannot read it): then no other thread may use the environment meanwhile.
    */
   const char *secret_hex;
   /*

@@ -41,7 +41,8 @@ pub struct mirai_daemon_options {
     pub walltime_ms: i64,
     /// Largest frame accepted from the host.
     pub max_frame: u64,
-    /// The host's secret, hex-encoded; NULL reads `MIRAI_SECRET` from the environment.
+    /// The host's secret, hex-encoded; NULL takes `MIRAI_SECRET` out of the environment (so
+    /// tasks cannot read it): then no other thread may use the environment meanwhile.
     pub secret_hex: *const c_char,
     /// The host's CA certificate (PEM) for `tls+tcp://`; NULL reads `MIRAI_TLS_CA`.
     pub tls_ca_pem: *const c_char,
