@@ -83,13 +83,14 @@ impl Evaluator for Echo {
     }
 }
 
-/// The daemon's options; `env_secret` is what `MIRAI_SECRET` held.
-fn options(cli: &Cli, env_secret: Option<Vec<u8>>) -> Result<DaemonOptions, String> {
+/// The daemon's options; `env_secret` is what `MIRAI_SECRET` held (an error only counts when
+/// no `--secret-file` replaces it).
+fn options(cli: &Cli, env_secret: Result<Option<Vec<u8>>, String>) -> Result<DaemonOptions, String> {
     let read =
         |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let secret = match &cli.secret_file {
         Some(path) => Some(mirai_core::auth::from_hex(&read(path)?).map_err(|e| e.to_string())?),
-        None => env_secret,
+        None => env_secret?,
     };
     Ok(DaemonOptions {
         retry: cli.retry,
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
     if cli.verbose {
         mirai_core::stderr_log::install("mirai-daemon", log::LevelFilter::Info);
     }
-    let result = env_secret.and_then(|s| options(&cli, s)).and_then(|mut options| match cli.evaluator {
+    let result = options(&cli, env_secret).and_then(|mut options| match cli.evaluator {
         Kind::Echo => Daemon::run(&cli.url, options, &mut Echo).map_err(|e| e.to_string()),
         Kind::Exec => {
             let mut exec = exec::Exec::new();
