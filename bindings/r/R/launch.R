@@ -351,7 +351,7 @@ print.miraiLaunchCmd <- function(x, ...) {
 #'
 #' @examples
 #' cfg <- http_config(
-#'   url = "http://launcher.example.org:8080/jobs",
+#'   url = "https://launcher.example.org:8443/jobs",
 #'   method = "POST",
 #'   headers = c(`Content-Type` = "application/json"),
 #'   data = '{"exe": "Rscript", "args": ["-e", "%s"], "environment": %e}',
