@@ -21,7 +21,7 @@ use common::*;
 use mirai_core::launch::cluster::{ClusterConfig, Scheduler, job_script, submit};
 use mirai_core::launch::http::{HttpConfig, launch_http};
 use mirai_core::launch::remote::{RemoteConfig, SshConfig, launch_remote, launch_ssh};
-use mirai_core::launch::{CommandTemplate, Target, wait_for_daemons};
+use mirai_core::launch::{CommandTemplate, Target, spawn_local, wait_for_daemons};
 use mirai_core::{Error, Host, HostOptions};
 
 fn daemon() -> CommandTemplate {
@@ -244,6 +244,15 @@ fn generic_remote_command() {
     assert_no_command_line_has_the_secret(&host);
     let bad = RemoteConfig { command: "sh".into(), args: vec!["-c".into()], quote: false };
     assert!(launch_remote(&Target::of(&host), &daemon(), &bad, 1).is_err());
+}
+
+#[test]
+fn a_chatty_process_keeps_only_the_end_of_its_stderr() {
+    let script = "head -c 10000000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 3";
+    let launched = spawn_local("tcp://unused:1", &CommandTemplate::new("sh", &["-c", script]), 1).unwrap();
+    assert_eq!(launched[0].wait(PATIENCE).and_then(|s| s.code()), Some(3));
+    let stderr = launched[0].stderr();
+    assert!(stderr.len() <= 64 * 1024 + 16 && stderr.ends_with("xxxEND\n"), "{} bytes", stderr.len());
 }
 
 /// A minimal launch API: takes `{"cmd": "...", "environment": [{"name": ..., "value": ...}]}`,
