@@ -24,12 +24,12 @@ static void die(const char *what) {
   exit(1);
 }
 
-/* Submits `sh -c SCRIPT` to the exec evaluator. */
-static mirai_task *sh(mirai_host *host, const char *script) {
+/* Submits `sh -c SCRIPT` to the exec evaluator, with `opts` (NULL for the defaults). */
+static mirai_task *sh(mirai_host *host, const char *script, const mirai_submit_options *opts) {
   char request[256];
   int n = snprintf(request, sizeof request, "{\"argv\": [\"sh\", \"-c\", \"%s\"]}", script);
   mirai_task *task = NULL;
-  if (mirai_host_submit(host, (const uint8_t *)request, (size_t)n, NULL, &task) != MIRAI_RESULT_OK) die("submit");
+  if (mirai_host_submit(host, (const uint8_t *)request, (size_t)n, opts, &task) != MIRAI_RESULT_OK) die("submit");
   return task;
 }
 
@@ -60,19 +60,23 @@ int main(int argc, char **argv) {
   printf("daemons(5)   5 daemons connected in %.0f ms\n", (now() - t0) * 1e3);
 
   t0 = now();
-  mirai_task *m = sh(host, "sleep 1; echo $((100 + 42))");
+  mirai_task *m = sh(host, "sleep 1; echo $((100 + 42))", NULL);
   printf("m            %s\n", mirai_task_is_resolved(m) ? "< mirai [resolved] >" : "< mirai [] >");
   long v = value(m);
   printf("m[]          %ld  (%.2f s)\n", v, now() - t0);
   mirai_task_free(m);
 
   t0 = now();
+  /* One options object for the whole map: a square that hangs times out after 10 s. */
+  mirai_submit_options *opts = mirai_submit_options_new();
+  if (opts == NULL || mirai_submit_options_set_timeout_ms(opts, 10000) != MIRAI_RESULT_OK) die("options");
   mirai_task *mp[9];
   for (int x = 1; x <= 9; x++) {
     char script[64];
     snprintf(script, sizeof script, "sleep 1; echo $((%d * %d))", x, x);
-    mp[x - 1] = sh(host, script);
+    mp[x - 1] = sh(host, script, opts);
   }
+  mirai_submit_options_free(opts);
   printf("mp[.flat]   ");
   for (int i = 0; i < 9; i++) {
     printf(" %ld", value(mp[i]));

@@ -99,7 +99,7 @@ typedef enum mirai_status {
 typedef enum mirai_autoexit {
   /*
    Exit; a running task is interrupted, and the process gets SIGTERM if it has not returned
-   within `grace_ms` (`autoexit = TRUE`).
+   within the grace period (`autoexit = TRUE`).
    */
   MIRAI_AUTOEXIT_EXIT = 0,
   /*
@@ -145,85 +145,76 @@ typedef enum mirai_scheduler {
 
 /*
  A growable byte buffer owned by libmirai (opaque).
+ Threads: a buffer may move between threads, but only one may use it at a time.
  */
 typedef struct mirai_buffer mirai_buffer;
 
 /*
+ Settings for `mirai_daemon_run`: create with `mirai_daemon_options_new` (the defaults), change
+ with the `mirai_daemon_options_set_*` functions, free with `mirai_daemon_options_free` once
+ `mirai_daemon_run` has returned (it may be reused for another run).
+ Threads: a builder may move between threads, but only one may use it at a time.
+ */
+typedef struct mirai_daemon_options mirai_daemon_options;
+
+/*
  A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
+ Threads: any number of threads may call functions on one host at once. `mirai_host_free`
+ must not race any other call on the host: stop using it everywhere first.
  */
 typedef struct mirai_host mirai_host;
 
 /*
- The cancellation state of the running task, lent to the evaluator.
+ Settings for `mirai_host_listen`: create with `mirai_host_options_new` (the defaults), change
+ with the `mirai_host_options_set_*` functions, free with `mirai_host_options_free` (the host
+ keeps its own copy, so the options may be freed or reused right after listening).
+ Threads: a builder may move between threads, but only one may use it at a time.
+ */
+typedef struct mirai_host_options mirai_host_options;
+
+/*
+ The cancellation state of the running task, lent to the evaluator for the duration of its
+ `evaluate` call. Threads: while that call runs, any thread may query it.
  */
 typedef struct mirai_interrupt mirai_interrupt;
 
 /*
  Jobs submitted by `mirai_host_launch_cluster`. Freeing cancels them.
+ Threads: jobs may move between threads, but only one may use them at a time.
  */
 typedef struct mirai_jobs mirai_jobs;
 
 /*
- Where the evaluator puts its result bytes (`mirai_output_set`).
+ Where the evaluator puts its result bytes (`mirai_output_set`), lent for the duration of its
+ `evaluate` call. Threads: one at a time (the evaluating thread, or one it hands it to).
  */
 typedef struct mirai_output mirai_output;
 
 /*
+ Settings for submissions (`mirai_host_submit` and friends), which read them and do not keep
+ them: one object may serve any number of submissions, so none needs an allocation of its own.
+ Create with `mirai_submit_options_new`, free with `mirai_submit_options_free`.
+ Threads: several threads may submit with the same options at once, as long as no thread
+ changes them meanwhile; changing them is for one thread at a time.
+ */
+typedef struct mirai_submit_options mirai_submit_options;
+
+/*
  A submitted task. Free with `mirai_task_free` (freeing does not cancel it).
+ Threads: any number of threads may call functions on one task handle at once (and on clones
+ of it). `mirai_task_free` must not race another call on the same handle.
  */
 typedef struct mirai_task mirai_task;
 
 /*
- Bytes owned by the caller once returned; release with `mirai_bytes_free`.
+ Bytes owned by the caller once returned; release with `mirai_bytes_free`, never with `free()`
+ (libmirai allocated them). An empty result has `len` 0 and `data` possibly non-NULL (not to be
+ read). This struct keeps its two fields in every version.
  */
 typedef struct mirai_bytes {
   uint8_t *data;
   size_t len;
 } mirai_bytes;
-
-/*
- Daemon settings. Initialise with `mirai_daemon_options_init`.
- */
-typedef struct mirai_daemon_options {
-  /*
-   Keep retrying the first dial instead of failing at once (R's `asyncdial`).
-   */
-  bool retry;
-  /*
-   A `mirai_autoexit` value (an integer: values from C are checked, not trusted).
-   */
-  int32_t autoexit;
-  uint64_t grace_ms;
-  /*
-   Exit after this many tasks; 0 for no limit.
-   */
-  uint64_t maxtasks;
-  /*
-   Exit when no task arrives for this long; negative for no limit.
-   */
-  int64_t idletime_ms;
-  /*
-   Soft time limit, checked when a task arrives; negative for no limit.
-   */
-  int64_t walltime_ms;
-  /*
-   Largest frame accepted from the host.
-   */
-  uint64_t max_frame;
-  /*
-   The host's secret, hex-encoded; NULL takes `MIRAI_SECRET` out of the environment (so
-   tasks cannot read it): then no other thread may use the environment meanwhile.
-   */
-  const char *secret_hex;
-  /*
-   The host's CA certificate (PEM) for `tls+tcp://`; NULL reads `MIRAI_TLS_CA`.
-   */
-  const char *tls_ca_pem;
-  /*
-   Free text sent to the host in the handshake; NULL for the default.
-   */
-  const char *label;
-} mirai_daemon_options;
 
 /*
  Called once per connection, before any task, with the daemon's id, its RNG stream (six
@@ -260,6 +251,8 @@ typedef void (*mirai_interrupt_fn)(void *userdata);
 
 /*
  A daemon's evaluator: callbacks plus the userdata passed to each. Only `evaluate` is required.
+ Read by `mirai_daemon_run`, and used until it returns. This struct keeps its fields in every
+ version (a new callback would come with a new function), as libmirai reads it.
  */
 typedef struct mirai_evaluator {
   void *userdata;
@@ -270,53 +263,26 @@ typedef struct mirai_evaluator {
 } mirai_evaluator;
 
 /*
- Settings for `mirai_host_listen`. Initialise with `mirai_host_options_init`, then change
- fields; fields added in later versions come at the end.
+ The dispatcher's counters, as R's mirai `info()` reports them. This struct keeps its fields
+ in every version (later counters come through new functions), as libmirai writes it.
  */
-typedef struct mirai_host_options {
-  /*
-   Cap on payload bytes waiting in the queue; 0 for none.
-   */
-  uint64_t memory_limit;
-  /*
-   Largest frame accepted from a daemon, in bytes.
-   */
-  uint64_t max_frame;
-  /*
-   Use `stream` (six MRG32k3a words) as the base of daemons' RNG streams; otherwise random.
-   */
-  bool stream_set;
-  uint32_t stream[6];
-  /*
-   Opaque bytes every daemon receives in its init bundle (may be NULL with length 0).
-   */
-  const uint8_t *init_blob;
-  size_t init_blob_len;
-  /*
-   Milliseconds a daemon has to complete its handshake.
-   */
-  uint64_t handshake_timeout_ms;
-  /*
-   Authentication: `MIRAI_AUTH_RANDOM` (default), `MIRAI_AUTH_SECRET` (use `secret`), or
-   `MIRAI_AUTH_DISABLED` (trusted networks only).
-   A `mirai_auth` value (an integer: values from C are checked, not trusted).
-   */
-  int32_t auth;
-  const uint8_t *secret;
-  size_t secret_len;
-  /*
-   For `tls+tcp://` with your own certificate: PEM chain, key, and the CA daemons should
-   trust. All NULL generates a short-lived CA and certificate at start.
-   */
-  const char *tls_cert_chain_pem;
-  const char *tls_key_pem;
-  const char *tls_ca_pem;
-  /*
-   Password of an encrypted `tls_key_pem` (`ENCRYPTED PRIVATE KEY`, PKCS#8), any bytes up to
-   the NUL (UTF-8 or not); NULL for none. Ignored when the key is not encrypted.
-   */
-  const char *tls_key_password;
-} mirai_host_options;
+typedef struct mirai_counters {
+  uint64_t connections;
+  uint64_t cumulative;
+  uint64_t awaiting;
+  uint64_t executing;
+  uint64_t completed;
+} mirai_counters;
+
+/*
+ Queue memory, in bytes; `limit` is 0 when there is no cap. This struct keeps its fields in
+ every version, as libmirai writes it.
+ */
+typedef struct mirai_memory {
+  uint64_t used;
+  uint64_t peak;
+  uint64_t limit;
+} mirai_memory;
 
 /*
  Called once when a task resolves, with the `userdata` given at submission. It runs on the
@@ -328,45 +294,6 @@ typedef void (*mirai_task_callback)(void *userdata,
                                     uint64_t id,
                                     enum mirai_status status,
                                     int32_t code);
-
-/*
- Settings for one submission. Initialise with `mirai_submit_options_init`.
- */
-typedef struct mirai_submit_options {
-  /*
-   Resolve as timed out (5) after this many milliseconds; negative for no timeout.
-   */
-  int64_t timeout_ms;
-  /*
-   Queue the task's id for `mirai_host_take_completions` (and the completion fd).
-   */
-  bool notify;
-  /*
-   Called once when the task resolves (see `mirai_task_callback` for the thread).
-   */
-  mirai_task_callback callback;
-  void *userdata;
-} mirai_submit_options;
-
-/*
- The dispatcher's counters, as R's mirai `info()` reports them.
- */
-typedef struct mirai_counters {
-  uint64_t connections;
-  uint64_t cumulative;
-  uint64_t awaiting;
-  uint64_t executing;
-  uint64_t completed;
-} mirai_counters;
-
-/*
- Queue memory, in bytes; `limit` is 0 when there is no cap.
- */
-typedef struct mirai_memory {
-  uint64_t used;
-  uint64_t peak;
-  uint64_t limit;
-} mirai_memory;
 
 /*
  The signature a plugin library exports as `mirai_plugin_evaluate` for `mirai-daemon
@@ -387,6 +314,8 @@ extern "C" {
 /*
  Copies this thread's last error message into `buf` (NUL-terminated, truncated to `len`) and
  returns the message's full length. With `buf` NULL or `len` 0, only returns the length.
+ A later successful call does not clear it (as with errno): read it only right after a call
+ failed. Each thread has its own message.
  */
 size_t mirai_last_error(char *buf, size_t len);
 
@@ -427,11 +356,6 @@ void mirai_buffer_free(struct mirai_buffer *buf);
 void mirai_bytes_free(struct mirai_bytes *b);
 
 /*
- Fills `opts` with the defaults: fail fast, autoexit with a 200 ms grace, no limits.
- */
-enum mirai_result mirai_daemon_options_init(struct mirai_daemon_options *opts);
-
-/*
  Sets the evaluation's result bytes (copied).
  */
 enum mirai_result mirai_output_set(struct mirai_output *out, const uint8_t *data, size_t len);
@@ -454,7 +378,8 @@ bool mirai_interrupt_sleep(const struct mirai_interrupt *intr, uint64_t ms);
 
 /*
  Runs a daemon on the calling thread: dials `url`, evaluates tasks with `evaluator` until a
- limit is reached or the host goes, per `opts` (NULL for defaults). `*out_exit_code` gets R's
+ limit is reached or the host goes, per `opts` (from `mirai_daemon_options_new`, read and not
+ kept; NULL for the defaults). `*out_exit_code` gets R's
  mirai exit code: 0 connection ended, 1 idle time, 2 wall time, 3 max tasks.
  */
 enum mirai_result mirai_daemon_run(const char *url,
@@ -463,18 +388,9 @@ enum mirai_result mirai_daemon_run(const char *url,
                                    int32_t *out_exit_code);
 
 /*
- Fills `opts` with the defaults.
- */
-enum mirai_result mirai_host_options_init(struct mirai_host_options *opts);
-
-/*
- Fills `opts` with the defaults: no timeout, no notification, no callback.
- */
-enum mirai_result mirai_submit_options_init(struct mirai_submit_options *opts);
-
-/*
  Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`; port 0
- picks a free port). `opts` may be NULL for the defaults. On success `*out` is the host.
+ picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
+ the defaults. On success `*out` is the host.
  */
 enum mirai_result mirai_host_listen(const char *url,
                                     const struct mirai_host_options *opts,
@@ -509,7 +425,8 @@ enum mirai_result mirai_host_submit_buffer(const struct mirai_host *host,
 
 /*
  Submits `len` bytes at `data` as a task; `*out` is its handle (free with `mirai_task_free`).
- Blocks only while the queue is at its memory cap. `opts` may be NULL.
+ Blocks only while the queue is at its memory cap. `opts` (from `mirai_submit_options_new`,
+ read and not kept) may be NULL for the defaults.
  */
 enum mirai_result mirai_host_submit(const struct mirai_host *host,
                                     const uint8_t *data,
@@ -673,15 +590,27 @@ enum mirai_result mirai_host_launch_cluster(const struct mirai_host *host,
 enum mirai_result mirai_jobs_cancel(struct mirai_jobs *jobs);
 
 /*
- Cancels (if not yet) and frees the jobs. NULL is a no-op.
+ Cancels (if not yet) and frees the jobs. NULL is a no-op. This blocks: it runs the cancel
+ command (`scancel`, `qdel`, `bkill`) and waits for it, which on a busy cluster can take
+ seconds; a failure is only logged (see `mirai_log_to_stderr`). Where that must not block (a
+ garbage collector's finalizer, an event loop), use `mirai_jobs_free_background`.
  */
 void mirai_jobs_free(struct mirai_jobs *jobs);
+
+/*
+ Like `mirai_jobs_free`, but returns at once: the jobs are cancelled on a thread of their own.
+ Nothing waits for that thread, so a process that exits right after may leave the jobs
+ running: before exiting, use `mirai_jobs_free`. If no thread can be started, the jobs are
+ cancelled before this returns. NULL is a no-op.
+ */
+void mirai_jobs_free_background(struct mirai_jobs *jobs);
 
 /*
  Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (https://, or
  http:// to a loopback address), with `headers` given as `"Name: value"` strings, and `body`
  in which `%s` is replaced by the JSON-escaped daemon command and `%e` by its environment (a
- JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and `token` (may be NULL) become `Cookie:` and
+ JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and
+ `token` (may be NULL) become `Cookie:` and
  `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
  `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
  ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
@@ -700,10 +629,11 @@ enum mirai_result mirai_host_launch_http(const struct mirai_host *host,
                                          struct mirai_bytes *responses);
 
 /*
- One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build their own launch
- requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
- status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
- (refused, timed out, plain http:// to another machine) fails, leaving both untouched.
+ One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build
+ their own launch requests: `headers` as `"Name: value"` strings, `body` sent as is. Any
+ answer is success: its status goes to `status` and its body to `response` (free with
+ `mirai_bytes_free`). No answer (refused, timed out, plain http:// to another machine) fails,
+ leaving both untouched.
  */
 enum mirai_result mirai_http_request(const char *url,
                                      const char *method,
@@ -731,6 +661,176 @@ enum mirai_result mirai_host_wait_launched(const struct mirai_host *host,
  own (Rust programs linking libmirai). Thread-safe.
  */
 enum mirai_result mirai_log_to_stderr(int32_t level);
+
+/*
+ New host options with the defaults: no queue memory cap, a random secret, a generated TLS
+ certificate for `tls+tcp://`, a random RNG stream, no init blob, 30 s to complete a handshake.
+ NULL only if memory ran out.
+ */
+struct mirai_host_options *mirai_host_options_new(void);
+
+/*
+ Frees host options. NULL is a no-op.
+ */
+void mirai_host_options_free(struct mirai_host_options *opts);
+
+/*
+ Caps the payload bytes waiting in the queue: `mirai_host_submit` blocks and
+ `mirai_host_try_submit` refuses while the queue holds this much. 0 is refused (for no cap,
+ do not call this).
+ */
+enum mirai_result mirai_host_options_set_memory_limit(struct mirai_host_options *opts,
+                                                      uint64_t bytes);
+
+/*
+ The largest frame accepted from a daemon, in bytes. 0 is refused (it would reject every frame).
+ */
+enum mirai_result mirai_host_options_set_max_frame(struct mirai_host_options *opts, uint64_t bytes);
+
+/*
+ Makes `stream` (six MRG32k3a words) the base of daemons' RNG streams: the k-th daemon gets it
+ jumped k times. Without this call the base is random.
+ */
+enum mirai_result mirai_host_options_set_stream(struct mirai_host_options *opts,
+                                                const uint32_t *stream);
+
+/*
+ Opaque bytes every daemon receives in its init bundle (copied; NULL only with `len` 0).
+ */
+enum mirai_result mirai_host_options_set_init_blob(struct mirai_host_options *opts,
+                                                   const uint8_t *blob,
+                                                   size_t len);
+
+/*
+ Milliseconds a daemon has to complete its handshake. 0 is refused (every handshake would fail).
+ */
+enum mirai_result mirai_host_options_set_handshake_timeout_ms(struct mirai_host_options *opts,
+                                                              uint64_t ms);
+
+/*
+ How daemons authenticate: `auth` is a `mirai_auth` value. `MIRAI_AUTH_SECRET` takes the
+ `secret_len` bytes at `secret` (copied; at least 16); `MIRAI_AUTH_RANDOM` (the default) and
+ `MIRAI_AUTH_DISABLED` (trusted networks only) take NULL and 0.
+ */
+enum mirai_result mirai_host_options_set_auth(struct mirai_host_options *opts,
+                                              int32_t auth,
+                                              const uint8_t *secret,
+                                              size_t secret_len);
+
+/*
+ For `tls+tcp://` with your own certificate (copied): the PEM chain (leaf first) and key,
+ both required; `ca_pem`, the CA daemons should trust, or NULL for the chain's last
+ certificate; `key_password` for an encrypted key (`ENCRYPTED PRIVATE KEY`, PKCS#8), any
+ bytes up to the NUL (UTF-8 or not), or NULL. Without this call a short-lived CA and
+ certificate are generated at start.
+ */
+enum mirai_result mirai_host_options_set_tls(struct mirai_host_options *opts,
+                                             const char *cert_chain_pem,
+                                             const char *key_pem,
+                                             const char *ca_pem,
+                                             const char *key_password);
+
+/*
+ New submit options with the defaults: no timeout, no notification, no callback. NULL only if
+ memory ran out.
+ */
+struct mirai_submit_options *mirai_submit_options_new(void);
+
+/*
+ Frees submit options. NULL is a no-op.
+ */
+void mirai_submit_options_free(struct mirai_submit_options *opts);
+
+/*
+ Tasks resolve as timed out (5) after `ms` milliseconds; negative for no timeout (the default).
+ */
+enum mirai_result mirai_submit_options_set_timeout_ms(struct mirai_submit_options *opts,
+                                                      int64_t ms);
+
+/*
+ Whether tasks' ids are queued for `mirai_host_take_completions` (and the completion fd).
+ */
+enum mirai_result mirai_submit_options_set_notify(struct mirai_submit_options *opts, bool notify);
+
+/*
+ The callback each task runs once when it resolves, with `userdata` (see
+ `mirai_task_callback` for the thread); a NULL `callback` sets none. For a userdata per task,
+ set it before each submission (no allocation), or use `mirai_task_set_callback`.
+ */
+enum mirai_result mirai_submit_options_set_callback(struct mirai_submit_options *opts,
+                                                    mirai_task_callback callback,
+                                                    void *userdata);
+
+/*
+ New daemon options with the defaults: fail fast if the first dial fails, autoexit with a
+ 200 ms grace, no task, idle or wall time limit, the secret and CA read from `MIRAI_SECRET`
+ and `MIRAI_TLS_CA`. NULL only if memory ran out.
+ */
+struct mirai_daemon_options *mirai_daemon_options_new(void);
+
+/*
+ Frees daemon options. NULL is a no-op.
+ */
+void mirai_daemon_options_free(struct mirai_daemon_options *opts);
+
+/*
+ Keep retrying the first dial until a host answers, instead of failing at once (R's `asyncdial`).
+ */
+enum mirai_result mirai_daemon_options_set_retry(struct mirai_daemon_options *opts, bool retry);
+
+/*
+ What the daemon does when its host goes away: `mode` is a `mirai_autoexit` value;
+ `grace_ms`, for `MIRAI_AUTOEXIT_EXIT`, is how long a running task has to return before
+ SIGTERM (ignored for the other modes).
+ */
+enum mirai_result mirai_daemon_options_set_autoexit(struct mirai_daemon_options *opts,
+                                                    int32_t mode,
+                                                    uint64_t grace_ms);
+
+/*
+ Exit (code 3) after this many tasks. 0 is refused (for no limit, do not call this).
+ */
+enum mirai_result mirai_daemon_options_set_maxtasks(struct mirai_daemon_options *opts, uint64_t n);
+
+/*
+ Exit (code 1) when no task arrives for `ms` milliseconds.
+ */
+enum mirai_result mirai_daemon_options_set_idletime_ms(struct mirai_daemon_options *opts,
+                                                       uint64_t ms);
+
+/*
+ Exit (code 2) once `ms` milliseconds have passed: a soft limit, checked when a task arrives
+ (that task still runs).
+ */
+enum mirai_result mirai_daemon_options_set_walltime_ms(struct mirai_daemon_options *opts,
+                                                       uint64_t ms);
+
+/*
+ The largest frame accepted from the host, in bytes. 0 is refused (it would reject every frame).
+ */
+enum mirai_result mirai_daemon_options_set_max_frame(struct mirai_daemon_options *opts,
+                                                     uint64_t bytes);
+
+/*
+ The host's secret, hex-encoded (checked here). Without this call the daemon takes
+ `MIRAI_SECRET` out of its environment (so tasks cannot read it): no other thread may use the
+ environment meanwhile.
+ */
+enum mirai_result mirai_daemon_options_set_secret_hex(struct mirai_daemon_options *opts,
+                                                      const char *hex);
+
+/*
+ The host's CA certificate (PEM) for `tls+tcp://`. Without this call the daemon reads
+ `MIRAI_TLS_CA` from its environment.
+ */
+enum mirai_result mirai_daemon_options_set_tls_ca(struct mirai_daemon_options *opts,
+                                                  const char *ca_pem);
+
+/*
+ Free text sent to the host in the handshake.
+ */
+enum mirai_result mirai_daemon_options_set_label(struct mirai_daemon_options *opts,
+                                                 const char *label);
 
 /*
  The task's id: unique and increasing within its host. 0 if `task` is NULL.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Run from anywhere: `bash scripts/test.sh`.
-# MIRAI_FUZZ_CASES sets the number of fuzz inputs per decoder target (default 200000).
+# MIRAI_FUZZ_CASES sets the number of fuzz inputs per decoder target (default 200000),
+# MIRAI_HANDSHAKE_FUZZ_CASES per authentication target (default 50000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,3 +80,7 @@ rm -f "$bench_log"
 echo "== fuzz the decoder (release build, bounded run)"
 MIRAI_FUZZ_CASES="${MIRAI_FUZZ_CASES:-200000}" \
   cargo test -q --release -p mirai-proto --test fuzz_decoder -- --nocapture 2>&1 | grep -E 'fuzz:|test result'
+
+echo "== fuzz authentication, host and daemon ends (release build, bounded run)"
+MIRAI_FUZZ_CASES="${MIRAI_HANDSHAKE_FUZZ_CASES:-50000}" \
+  cargo test -q --release -p mirai-core --test fuzz_handshake -- --nocapture 2>&1 | grep -E 'fuzz:|test result'

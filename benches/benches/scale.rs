@@ -100,7 +100,9 @@ fn many_processes(n: usize, tasks: usize) {
 
 /// Dispatch across `n` connections (protocol-level daemons, all in one peer process).
 fn many_connections(n: usize, tasks: usize) {
-    let host = Host::listen(&ipc(), HostOptions::default()).unwrap();
+    // The peer opens every connection before it answers any handshake.
+    let options = HostOptions { max_handshakes: n, ..HostOptions::default() };
+    let host = Host::listen(&ipc(), options).unwrap();
     let count = n.to_string();
     let t = Instant::now();
     let url = host.url();

@@ -1,6 +1,10 @@
-//! Daemon authentication: a challenge-response with HMAC-SHA256 over a per-connection random
-//! challenge, so the secret never travels and a recorded proof cannot be replayed.
+//! Shared-secret authentication, both ways: the host and the daemon each prove they hold the
+//! secret with HMAC-SHA256 over both ends' fresh nonces, the prover's role and, over TLS, a value
+//! exported from the TLS session. The secret never travels, a recorded proof is useless on
+//! another connection, one side's proof cannot stand in for the other's, and a proof relayed
+//! between two TLS sessions does not verify.
 
+use mirai_proto::Role;
 use ring::hmac;
 
 use crate::error::Error;
@@ -10,9 +14,9 @@ use crate::error::Error;
 pub const SECRET_ENV: &str = "MIRAI_SECRET";
 
 /// Domain separation, so a proof for this protocol is useless anywhere else.
-const CONTEXT: &[u8] = b"mirai-auth-v1";
+const CONTEXT: &[u8] = b"mirai-auth-v2";
 
-/// Secret and challenge length, in bytes.
+/// Secret, nonce and proof length, in bytes.
 pub const LEN: usize = 32;
 
 /// How a host authenticates daemons.
@@ -58,30 +62,41 @@ pub(crate) fn random(n: usize) -> Vec<u8> {
     v
 }
 
-/// A fresh challenge for one connection.
-pub(crate) fn challenge() -> Vec<u8> {
-    random(LEN)
+/// What both proofs of one connection cover.
+#[derive(Clone, Copy, Debug)]
+pub struct Transcript<'a> {
+    pub daemon_nonce: &'a [u8],
+    pub host_nonce: &'a [u8],
+    /// Keying material exported from the TLS session, when there is one.
+    pub channel: Option<&'a [u8]>,
 }
 
-/// The daemon's answer to `challenge`. An empty challenge (authentication off) gets an empty
-/// proof.
-pub fn proof(secret: &[u8], challenge: &[u8]) -> Vec<u8> {
-    if challenge.is_empty() {
-        return Vec::new();
-    }
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(CONTEXT);
-    ctx.update(challenge);
-    ctx.sign().as_ref().to_vec()
+/// The bytes a proof signs.
+fn signed(prover: Role, t: &Transcript<'_>) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(CONTEXT.len() + 1 + 3 * LEN);
+    msg.extend_from_slice(CONTEXT);
+    msg.push(match prover {
+        Role::Host => 0,
+        Role::Daemon => 1,
+    });
+    // Nonces are checked to be LEN bytes before a proof is made or checked, so the parts cannot
+    // shift into one another.
+    msg.extend_from_slice(t.daemon_nonce);
+    msg.extend_from_slice(t.host_nonce);
+    msg.extend_from_slice(t.channel.unwrap_or_default());
+    msg
 }
 
-/// Checks a proof in constant time.
-pub(crate) fn verify(secret: &[u8], challenge: &[u8], proof: &[u8]) -> bool {
+/// `prover`'s proof that it holds `secret`, for this transcript.
+pub fn prove(secret: &[u8], prover: Role, t: &Transcript<'_>) -> Vec<u8> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut msg = CONTEXT.to_vec();
-    msg.extend_from_slice(challenge);
-    hmac::verify(&key, &msg, proof).is_ok()
+    hmac::sign(&key, &signed(prover, t)).as_ref().to_vec()
+}
+
+/// Checks `prover`'s proof in constant time.
+pub fn verify(secret: &[u8], prover: Role, t: &Transcript<'_>, proof: &[u8]) -> bool {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    hmac::verify(&key, &signed(prover, t), proof).is_ok()
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -107,15 +122,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proofs_verify_only_with_the_secret_and_challenge() {
+    fn proofs_verify_only_for_their_secret_role_nonces_and_channel() {
         let secret = random(LEN);
-        let c = challenge();
-        let p = proof(&secret, &c);
-        assert_eq!(p.len(), 32);
-        assert!(verify(&secret, &c, &p));
-        assert!(!verify(&secret, &challenge(), &p), "replay on another challenge");
-        assert!(!verify(&random(LEN), &c, &p), "another secret");
-        assert!(!verify(&secret, &c, &p[..31]));
+        let (d, h, c) = (random(LEN), random(LEN), random(LEN));
+        let t = Transcript { daemon_nonce: &d, host_nonce: &h, channel: Some(&c) };
+        let p = prove(&secret, Role::Daemon, &t);
+        assert_eq!(p.len(), LEN);
+        assert!(verify(&secret, Role::Daemon, &t, &p));
+        assert!(!verify(&secret, Role::Host, &t, &p), "a daemon's proof is not a host's");
+        assert!(!verify(&random(LEN), Role::Daemon, &t, &p), "another secret");
+        assert!(!verify(&secret, Role::Daemon, &t, &p[..31]));
+        let other = random(LEN);
+        for changed in [
+            Transcript { daemon_nonce: &other, ..t },
+            Transcript { host_nonce: &other, ..t },
+            Transcript { channel: Some(&other), ..t },
+            Transcript { channel: None, ..t },
+        ] {
+            assert!(!verify(&secret, Role::Daemon, &changed, &p), "{changed:?}");
+        }
     }
 
     #[test]

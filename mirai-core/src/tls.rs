@@ -120,13 +120,16 @@ pub fn server_config(
 ) -> Result<Arc<ServerConfig>, Error> {
     let chain = certs(cert_chain_pem, "certificate chain")?;
     let key = private_key(key_pem, key_password)?;
-    ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err("TLS versions", e))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map(Arc::new)
-        .map_err(|e| tls_err("certificate and key", e))
+        .map_err(|e| tls_err("certificate and key", e))?;
+    // Authentication is bound to the session's exported keys, which TLS 1.2 makes unique to
+    // the session only with the extended master secret.
+    config.require_ems = true;
+    Ok(Arc::new(config))
 }
 
 const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
@@ -184,11 +187,13 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>, Error> {
     for cert in certs(ca_pem, "CA certificate")? {
         roots.add(cert).map_err(|e| tls_err("CA certificate", e))?;
     }
-    let config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err("TLS versions", e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // As for the host: exported keys unique to the session, also under TLS 1.2.
+    config.require_ems = true;
     Ok(Arc::new(config))
 }
 

@@ -223,6 +223,19 @@ impl Stream {
         }
     }
 
+    /// Keying material exported from the TLS session, which both ends of that one session
+    /// (and nobody relaying between two sessions) share; `None` for plain sockets.
+    pub fn channel_binding(&self) -> Result<Option<[u8; crate::auth::LEN]>, Error> {
+        match self {
+            Stream::Tls(t) => t
+                .conn
+                .export_keying_material([0; crate::auth::LEN], b"EXPORTER-mirai-auth-v2", None)
+                .map(Some)
+                .map_err(|e| Error::Tls(format!("cannot bind authentication to the session: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
     fn source(&mut self) -> &mut dyn Source {
         match self {
             Stream::Tcp(s) => s,

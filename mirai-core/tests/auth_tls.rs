@@ -6,7 +6,7 @@ mod common;
 use std::sync::Mutex;
 
 use common::*;
-use mirai_core::auth::{Auth, proof};
+use mirai_core::auth::Auth;
 use mirai_core::tls::{ServerIdentity, generate};
 use mirai_core::{Daemon, DaemonOptions, Error, Evaluation, Evaluator, Host, HostOptions, Interrupt, Url};
 use mirai_proto::{ExitReason, Message, Status};
@@ -27,10 +27,6 @@ impl Evaluator for Echo {
 fn run_daemon(url: &str, options: DaemonOptions) -> Result<mirai_core::ExitCode, Error> {
     let url = url.to_string();
     std::thread::spawn(move || Daemon::run(&url, options, &mut Echo)).join().unwrap()
-}
-
-fn port_of(host: &Host) -> u16 {
-    host.url().rsplit(':').next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -248,20 +244,22 @@ fn daemons_must_prove_the_secret() {
         Err(other) => panic!("expected AuthFailed, got {other:?}"),
         Ok(_) => panic!("accepted without the secret"),
     };
-    refused(raw_handshake(port, |_| Vec::new()));
-    refused(raw_handshake(port, |c| proof(b"not the secret at all", c)));
+    refused(raw_handshake(port, |_, _| Vec::new()));
+    refused(raw_handshake(port, |d, h| daemon_proof(b"not the secret at all", d, h)));
+    // The host's own proof, reflected back: proofs name their role.
+    refused(raw_handshake(port, |_, h| h[32..].to_vec()));
 
     // A proof recorded from one connection, replayed on another.
     let secret = host.secret().unwrap().to_vec();
     let recorded = Mutex::new(Vec::new());
-    let accepted = raw_handshake(port, |c| {
-        let p = proof(&secret, c);
+    let accepted = raw_handshake(port, |d, h| {
+        let p = daemon_proof(&secret, d, h);
         *recorded.lock().unwrap() = p.clone();
         p
     });
     assert!(accepted.is_ok());
     let replay = recorded.lock().unwrap().clone();
-    refused(raw_handshake(port, move |_| replay.clone()));
+    refused(raw_handshake(port, move |_, _| replay.clone()));
     assert!(logged("failed authentication"));
 
     // Refusals touched no counter; the one good connection counted.
@@ -279,7 +277,7 @@ fn authentication_can_be_turned_off_explicitly() {
     let options = HostOptions { auth: Auth::Disabled, ..HostOptions::default() };
     let host = Host::listen("tcp://127.0.0.1:0", options).unwrap();
     assert!(host.secret().is_none());
-    let _daemon = raw_handshake(port_of(&host), |_| Vec::new()).expect("accepted without a proof");
+    let _daemon = raw_handshake(port_of(&host), |_, _| Vec::new()).expect("accepted without a proof");
     assert!(host.wait_connections(1, Some(PATIENCE)));
     let short = HostOptions { auth: Auth::Secret(b"short".to_vec()), ..HostOptions::default() };
     assert!(matches!(Host::listen("tcp://127.0.0.1:0", short), Err(Error::InvalidArgument(_))));

@@ -100,7 +100,7 @@ fn silent_connection_times_out() {
 fn daemon_that_stops_reading_does_not_stall_the_host() {
     let (host, _d, port) = tcp_host(HostOptions::default());
     let secret = host.secret().unwrap().to_vec();
-    let staller = raw_handshake(port, |c| mirai_core::auth::proof(&secret, c)).expect("accepted");
+    let staller = raw_handshake(port, |d, h| daemon_proof(&secret, d, h)).expect("accepted");
     assert!(host.wait_connections(2, Some(PATIENCE)));
     // Large tasks: whichever goes to the staller cannot fit in its socket buffers.
     let big = |i: usize| {

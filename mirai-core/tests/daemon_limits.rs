@@ -9,10 +9,6 @@ use mirai_core::auth::Auth;
 use mirai_core::launch::spawn_local;
 use mirai_core::{ErrorCode, Host, HostOptions, TaskStatus};
 
-fn exit_code(d: &mirai_core::launch::LocalDaemon) -> Option<i32> {
-    d.wait(PATIENCE).and_then(|s| s.code())
-}
-
 #[test]
 fn maxtasks_exits_three_and_leaves_work_for_others() {
     let host = host();

@@ -170,6 +170,8 @@ pub(crate) fn put<T>(out: *mut T, value: T, what: &'static str) -> Result<(), Fa
 
 /// Copies this thread's last error message into `buf` (NUL-terminated, truncated to `len`) and
 /// returns the message's full length. With `buf` NULL or `len` 0, only returns the length.
+/// A later successful call does not clear it (as with errno): read it only right after a call
+/// failed. Each thread has its own message.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_last_error(buf: *mut c_char, len: usize) -> usize {
     guard_value(0, || {

@@ -5,6 +5,7 @@
 use crate::boundary::{Failure, bytes, guard, guard_value};
 
 /// A growable byte buffer owned by libmirai (opaque).
+/// Threads: a buffer may move between threads, but only one may use it at a time.
 pub struct mirai_buffer {
     pub(crate) bytes: Vec<u8>,
 }

@@ -1,6 +1,8 @@
 //! Byte buffers handed to C: a result's payload, moved out of the engine without a copy.
 
-/// Bytes owned by the caller once returned; release with `mirai_bytes_free`.
+/// Bytes owned by the caller once returned; release with `mirai_bytes_free`, never with `free()`
+/// (libmirai allocated them). An empty result has `len` 0 and `data` possibly non-NULL (not to be
+/// read). This struct keeps its two fields in every version.
 #[repr(C)]
 pub struct mirai_bytes {
     pub data: *mut u8,

@@ -5,50 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mirai_core::daemon::{InitBundle, InterruptHook};
-use mirai_core::{AutoExit, Daemon, DaemonOptions, Evaluation, Evaluator, Interrupt};
+use mirai_core::{Daemon, DaemonOptions, Evaluation, Evaluator, Interrupt};
 use mirai_proto::Status;
 
-use crate::boundary::{
-    Failure, bytes, c_str, deref, guard, guard_value, invalid_enum, mirai_result, opt_c_str, put,
-};
-
-/// What a daemon does when its host goes away (R's `autoexit`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum mirai_autoexit {
-    /// Exit; a running task is interrupted, and the process gets SIGTERM if it has not returned
-    /// within `grace_ms` (`autoexit = TRUE`).
-    Exit = 0,
-    /// Finish the running task, then exit (`autoexit = NA`).
-    FinishTask = 1,
-    /// Stay and redial the same URL until a host answers (`autoexit = FALSE`).
-    Stay = 2,
-}
-
-/// Daemon settings. Initialise with `mirai_daemon_options_init`.
-#[repr(C)]
-pub struct mirai_daemon_options {
-    /// Keep retrying the first dial instead of failing at once (R's `asyncdial`).
-    pub retry: bool,
-    /// A `mirai_autoexit` value (an integer: values from C are checked, not trusted).
-    pub autoexit: i32,
-    pub grace_ms: u64,
-    /// Exit after this many tasks; 0 for no limit.
-    pub maxtasks: u64,
-    /// Exit when no task arrives for this long; negative for no limit.
-    pub idletime_ms: i64,
-    /// Soft time limit, checked when a task arrives; negative for no limit.
-    pub walltime_ms: i64,
-    /// Largest frame accepted from the host.
-    pub max_frame: u64,
-    /// The host's secret, hex-encoded; NULL takes `MIRAI_SECRET` out of the environment (so
-    /// tasks cannot read it): then no other thread may use the environment meanwhile.
-    pub secret_hex: *const c_char,
-    /// The host's CA certificate (PEM) for `tls+tcp://`; NULL reads `MIRAI_TLS_CA`.
-    pub tls_ca_pem: *const c_char,
-    /// Free text sent to the host in the handshake; NULL for the default.
-    pub label: *const c_char,
-}
+use crate::boundary::{Failure, bytes, c_str, deref, guard, guard_value, mirai_result, put};
+use crate::options::mirai_daemon_options;
 
 /// How an evaluation ended.
 #[repr(C)]
@@ -59,12 +20,14 @@ pub enum mirai_eval_status {
     Interrupted = 2,
 }
 
-/// The cancellation state of the running task, lent to the evaluator.
+/// The cancellation state of the running task, lent to the evaluator for the duration of its
+/// `evaluate` call. Threads: while that call runs, any thread may query it.
 pub struct mirai_interrupt {
     inner: Interrupt,
 }
 
-/// Where the evaluator puts its result bytes (`mirai_output_set`).
+/// Where the evaluator puts its result bytes (`mirai_output_set`), lent for the duration of its
+/// `evaluate` call. Threads: one at a time (the evaluating thread, or one it hands it to).
 pub struct mirai_output {
     payload: Vec<u8>,
 }
@@ -103,6 +66,8 @@ pub type mirai_cleanup_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 pub type mirai_interrupt_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
 /// A daemon's evaluator: callbacks plus the userdata passed to each. Only `evaluate` is required.
+/// Read by `mirai_daemon_run`, and used until it returns. This struct keeps its fields in every
+/// version (a new callback would come with a new function), as libmirai reads it.
 #[repr(C)]
 pub struct mirai_evaluator {
     pub userdata: *mut c_void,
@@ -111,6 +76,16 @@ pub struct mirai_evaluator {
     pub cleanup: mirai_cleanup_fn,
     pub interrupt: mirai_interrupt_fn,
 }
+
+/// `mirai_evaluate_fn` as the machine calls it: the status as the `int` it is.
+type RawEvaluateFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const u8,
+    usize,
+    bool,
+    *const mirai_interrupt,
+    *mut mirai_output,
+) -> i32;
 
 /// The signature a plugin library exports as `mirai_plugin_evaluate` for `mirai-daemon
 /// --evaluator plugin` (its userdata is NULL). It may also export `mirai_plugin_init` with the
@@ -123,27 +98,6 @@ pub type mirai_plugin_evaluate_fn = unsafe extern "C" fn(
     intr: *const mirai_interrupt,
     out: *mut mirai_output,
 ) -> mirai_eval_status;
-
-fn default_options() -> mirai_daemon_options {
-    mirai_daemon_options {
-        retry: false,
-        autoexit: mirai_autoexit::Exit as i32,
-        grace_ms: 200,
-        maxtasks: 0,
-        idletime_ms: -1,
-        walltime_ms: -1,
-        max_frame: DaemonOptions::default().max_frame,
-        secret_hex: std::ptr::null(),
-        tls_ca_pem: std::ptr::null(),
-        label: std::ptr::null(),
-    }
-}
-
-/// Fills `opts` with the defaults: fail fast, autoexit with a 200 ms grace, no limits.
-#[unsafe(no_mangle)]
-pub extern "C" fn mirai_daemon_options_init(opts: *mut mirai_daemon_options) -> mirai_result {
-    guard(|| put(opts, default_options(), "opts"))
-}
 
 /// Sets the evaluation's result bytes (copied).
 #[unsafe(no_mangle)]
@@ -217,6 +171,11 @@ impl Evaluator for CEvaluator<'_> {
         let Some(evaluate) = self.ev.evaluate else {
             return Evaluation { status: Status::Error, payload: b"no evaluate callback".to_vec() };
         };
+        // A C evaluator may return any int, and an out-of-range value must not be taken for a
+        // Rust enum; a C enum has the ABI of `int`, so the same function returns an i32.
+        // SAFETY: the two signatures differ only in the return type, `mirai_eval_status`
+        // (repr(C), so a C `int`) against `i32`.
+        let evaluate: RawEvaluateFn = unsafe { std::mem::transmute(evaluate) };
         let intr = mirai_interrupt { inner: interrupt.clone() };
         let mut out = mirai_output { payload: Vec::new() };
         // SAFETY: the caller's callback; every pointer is valid for the duration of the call.
@@ -224,9 +183,14 @@ impl Evaluator for CEvaluator<'_> {
             evaluate(self.ev.userdata, payload.as_ptr(), payload.len(), everywhere, &intr, &mut out)
         };
         let status = match status {
-            mirai_eval_status::Value => Status::Value,
-            mirai_eval_status::Error => Status::Error,
-            mirai_eval_status::Interrupted => Status::Interrupted,
+            x if x == mirai_eval_status::Value as i32 => Status::Value,
+            x if x == mirai_eval_status::Error as i32 => Status::Error,
+            x if x == mirai_eval_status::Interrupted as i32 => Status::Interrupted,
+            x => {
+                let msg = format!("the evaluator returned {x}, which is not a mirai_eval_status");
+                log::error!("{msg}");
+                return Evaluation { status: Status::Error, payload: msg.into_bytes() };
+            }
         };
         Evaluation { status, payload: out.payload }
     }
@@ -239,31 +203,11 @@ impl Evaluator for CEvaluator<'_> {
     }
 }
 
-fn daemon_options(o: &mirai_daemon_options, ev: &mirai_evaluator) -> Result<DaemonOptions, Failure> {
-    let ms = |v: i64| u64::try_from(v).ok().map(Duration::from_millis);
-    let mut options = DaemonOptions {
-        retry: o.retry,
-        autoexit: match o.autoexit {
-            x if x == mirai_autoexit::Exit as i32 => {
-                AutoExit::Exit { grace: Duration::from_millis(o.grace_ms) }
-            }
-            x if x == mirai_autoexit::FinishTask as i32 => AutoExit::FinishTask,
-            x if x == mirai_autoexit::Stay as i32 => AutoExit::Stay,
-            x => return Err(invalid_enum("autoexit", x)),
-        },
-        maxtasks: (o.maxtasks > 0).then_some(o.maxtasks),
-        idletime: ms(o.idletime_ms),
-        walltime: ms(o.walltime_ms),
-        max_frame: o.max_frame,
-        ..DaemonOptions::default()
-    };
-    if let Some(hex) = opt_c_str(o.secret_hex, "secret_hex")? {
-        options.secret = Some(mirai_core::auth::from_hex(hex)?);
-    }
-    options.tls_ca = opt_c_str(o.tls_ca_pem, "tls_ca_pem")?.map(str::to_string);
-    if let Some(label) = opt_c_str(o.label, "label")? {
-        options.label = label.to_string();
-    }
+/// The engine's options for a run: the caller's settings (or the defaults) and the evaluator's
+/// interrupt hook.
+fn daemon_options(opts: *const mirai_daemon_options, ev: &mirai_evaluator) -> DaemonOptions {
+    // SAFETY: NULL or options from mirai_daemon_options_new, not changed meanwhile.
+    let mut options = unsafe { opts.as_ref() }.map_or_else(DaemonOptions::default, |o| o.inner.clone());
     if let Some(hook) = ev.interrupt {
         let userdata = UserData(ev.userdata);
         let hook: InterruptHook = Arc::new(move || {
@@ -273,11 +217,12 @@ fn daemon_options(o: &mirai_daemon_options, ev: &mirai_evaluator) -> Result<Daem
         });
         options.interrupt_hook = Some(hook);
     }
-    Ok(options)
+    options
 }
 
 /// Runs a daemon on the calling thread: dials `url`, evaluates tasks with `evaluator` until a
-/// limit is reached or the host goes, per `opts` (NULL for defaults). `*out_exit_code` gets R's
+/// limit is reached or the host goes, per `opts` (from `mirai_daemon_options_new`, read and not
+/// kept; NULL for the defaults). `*out_exit_code` gets R's
 /// mirai exit code: 0 connection ended, 1 idle time, 2 wall time, 3 max tasks.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_daemon_run(
@@ -295,12 +240,7 @@ pub extern "C" fn mirai_daemon_run(
         if out_exit_code.is_null() {
             return Err(Failure::Null("out_exit_code"));
         }
-        let options = if opts.is_null() {
-            daemon_options(&default_options(), ev)?
-        } else {
-            daemon_options(deref(opts, "opts")?, ev)?
-        };
-        let code = Daemon::run(url, options, &mut CEvaluator { ev })?;
+        let code = Daemon::run(url, daemon_options(opts, ev), &mut CEvaluator { ev })?;
         put(out_exit_code, code as i32, "out_exit_code")
     })
 }

@@ -4,98 +4,41 @@ use std::ffi::{CString, c_char};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mirai_core::auth::Auth;
 use mirai_core::launch::{CommandTemplate, LocalDaemon};
-use mirai_core::tls::ServerIdentity;
 use mirai_core::{Host, HostOptions, SubmitOptions};
 
-use crate::boundary::{
-    Failure, bytes, c_str, deref, guard, guard_value, invalid_enum, mirai_result, opt_c_bytes, opt_c_str, put,
-};
+use crate::boundary::{Failure, bytes, c_str, deref, guard, guard_value, mirai_result, put};
 use crate::buffer::mirai_buffer;
-use crate::task::{c_callback, mirai_task, mirai_task_callback};
+use crate::options::{mirai_host_options, mirai_submit_options};
+use crate::task::mirai_task;
 
 /// A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
+/// Threads: any number of threads may call functions on one host at once. `mirai_host_free`
+/// must not race any other call on the host: stop using it everywhere first.
 pub struct mirai_host {
     pub(crate) host: Host,
     url: CString,
     secret_hex: Option<CString>,
     tls_ca: Option<CString>,
-    /// Processes started by each launch call, most recent last (shared, so a wait for them
-    /// does not hold the lock).
-    launches: Mutex<Vec<Arc<[LocalDaemon]>>>,
+    /// The processes of the most recent launch call, the only ones `mirai_host_wait_launched`
+    /// watches. Earlier launches are dropped (their reapers keep running), so repeated launches
+    /// do not grow the host. Shared, so a wait for them does not hold the lock.
+    latest_launch: Mutex<Arc<[LocalDaemon]>>,
 }
 
 impl mirai_host {
     pub(crate) fn record_launch(&self, launched: Vec<LocalDaemon>) {
-        self.launches.lock().unwrap_or_else(|e| e.into_inner()).push(launched.into());
+        *self.latest_launch.lock().unwrap_or_else(|e| e.into_inner()) = launched.into();
     }
 
     /// The processes of the most recent launch call.
     pub(crate) fn latest_launch(&self) -> Arc<[LocalDaemon]> {
-        self.launches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last()
-            .cloned()
-            .unwrap_or_else(|| Arc::new([]))
+        self.latest_launch.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// Settings for `mirai_host_listen`. Initialise with `mirai_host_options_init`, then change
-/// fields; fields added in later versions come at the end.
-#[repr(C)]
-pub struct mirai_host_options {
-    /// Cap on payload bytes waiting in the queue; 0 for none.
-    pub memory_limit: u64,
-    /// Largest frame accepted from a daemon, in bytes.
-    pub max_frame: u64,
-    /// Use `stream` (six MRG32k3a words) as the base of daemons' RNG streams; otherwise random.
-    pub stream_set: bool,
-    pub stream: [u32; 6],
-    /// Opaque bytes every daemon receives in its init bundle (may be NULL with length 0).
-    pub init_blob: *const u8,
-    pub init_blob_len: usize,
-    /// Milliseconds a daemon has to complete its handshake.
-    pub handshake_timeout_ms: u64,
-    /// Authentication: `MIRAI_AUTH_RANDOM` (default), `MIRAI_AUTH_SECRET` (use `secret`), or
-    /// `MIRAI_AUTH_DISABLED` (trusted networks only).
-    /// A `mirai_auth` value (an integer: values from C are checked, not trusted).
-    pub auth: i32,
-    pub secret: *const u8,
-    pub secret_len: usize,
-    /// For `tls+tcp://` with your own certificate: PEM chain, key, and the CA daemons should
-    /// trust. All NULL generates a short-lived CA and certificate at start.
-    pub tls_cert_chain_pem: *const c_char,
-    pub tls_key_pem: *const c_char,
-    pub tls_ca_pem: *const c_char,
-    /// Password of an encrypted `tls_key_pem` (`ENCRYPTED PRIVATE KEY`, PKCS#8), any bytes up to
-    /// the NUL (UTF-8 or not); NULL for none. Ignored when the key is not encrypted.
-    pub tls_key_password: *const c_char,
-}
-
-/// How daemons authenticate to a host.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum mirai_auth {
-    Random = 0,
-    Secret = 1,
-    Disabled = 2,
-}
-
-/// Settings for one submission. Initialise with `mirai_submit_options_init`.
-#[repr(C)]
-pub struct mirai_submit_options {
-    /// Resolve as timed out (5) after this many milliseconds; negative for no timeout.
-    pub timeout_ms: i64,
-    /// Queue the task's id for `mirai_host_take_completions` (and the completion fd).
-    pub notify: bool,
-    /// Called once when the task resolves (see `mirai_task_callback` for the thread).
-    pub callback: mirai_task_callback,
-    pub userdata: *mut std::ffi::c_void,
-}
-
-/// The dispatcher's counters, as R's mirai `info()` reports them.
+/// The dispatcher's counters, as R's mirai `info()` reports them. This struct keeps its fields
+/// in every version (later counters come through new functions), as libmirai writes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct mirai_counters {
@@ -106,7 +49,8 @@ pub struct mirai_counters {
     pub completed: u64,
 }
 
-/// Queue memory, in bytes; `limit` is 0 when there is no cap.
+/// Queue memory, in bytes; `limit` is 0 when there is no cap. This struct keeps its fields in
+/// every version, as libmirai writes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct mirai_memory {
@@ -115,98 +59,9 @@ pub struct mirai_memory {
     pub limit: u64,
 }
 
-/// Fills `opts` with the defaults.
-#[unsafe(no_mangle)]
-pub extern "C" fn mirai_host_options_init(opts: *mut mirai_host_options) -> mirai_result {
-    guard(|| {
-        let d = HostOptions::default();
-        let value = mirai_host_options {
-            memory_limit: 0,
-            max_frame: d.max_frame,
-            stream_set: false,
-            stream: [0; 6],
-            init_blob: std::ptr::null(),
-            init_blob_len: 0,
-            handshake_timeout_ms: d.handshake_timeout.as_millis() as u64,
-            auth: mirai_auth::Random as i32,
-            secret: std::ptr::null(),
-            secret_len: 0,
-            tls_cert_chain_pem: std::ptr::null(),
-            tls_key_pem: std::ptr::null(),
-            tls_ca_pem: std::ptr::null(),
-            tls_key_password: std::ptr::null(),
-        };
-        put(opts, value, "opts")
-    })
-}
-
-/// Fills `opts` with the defaults: no timeout, no notification, no callback.
-#[unsafe(no_mangle)]
-pub extern "C" fn mirai_submit_options_init(opts: *mut mirai_submit_options) -> mirai_result {
-    guard(|| {
-        let value = mirai_submit_options {
-            timeout_ms: -1,
-            notify: false,
-            callback: None,
-            userdata: std::ptr::null_mut(),
-        };
-        put(opts, value, "opts")
-    })
-}
-
-fn host_options(o: &mirai_host_options) -> Result<HostOptions, Failure> {
-    let mut options = HostOptions {
-        memory_limit: (o.memory_limit > 0).then_some(o.memory_limit),
-        max_frame: o.max_frame,
-        stream: o.stream_set.then_some(o.stream),
-        init_blob: bytes(o.init_blob, o.init_blob_len, "init_blob")?.to_vec(),
-        handshake_timeout: Duration::from_millis(o.handshake_timeout_ms),
-        ..HostOptions::default()
-    };
-    options.auth = match o.auth {
-        x if x == mirai_auth::Random as i32 => Auth::Random,
-        x if x == mirai_auth::Secret as i32 => {
-            Auth::Secret(bytes(o.secret, o.secret_len, "secret")?.to_vec())
-        }
-        x if x == mirai_auth::Disabled as i32 => Auth::Disabled,
-        x => return Err(invalid_enum("auth", x)),
-    };
-    let chain = opt_c_str(o.tls_cert_chain_pem, "tls_cert_chain_pem")?;
-    let key = opt_c_str(o.tls_key_pem, "tls_key_pem")?;
-    let ca = opt_c_str(o.tls_ca_pem, "tls_ca_pem")?;
-    options.tls = match (chain, key) {
-        (Some(chain), Some(key)) => Some(ServerIdentity {
-            cert_chain_pem: chain.into(),
-            key_pem: key.into(),
-            key_password: opt_c_bytes(o.tls_key_password).map(<[u8]>::to_vec),
-            // Without a separate CA, daemons trust the chain's last certificate.
-            ca_pem: ca.map(str::to_string).unwrap_or_else(|| last_pem_block(chain)),
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(Failure::Code(
-                mirai_result::InvalidArgument,
-                "tls_cert_chain_pem and tls_key_pem go together".into(),
-            ));
-        }
-    };
-    Ok(options)
-}
-
-/// The last certificate of a PEM chain (its root, by convention), and nothing else: the text may
-/// also hold the private key, which must not reach daemons.
-fn last_pem_block(chain: &str) -> String {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let Some(start) = chain.rfind(BEGIN) else { return String::new() };
-    match chain[start..].find(END) {
-        Some(end) => format!("{}\n", &chain[start..start + end + END.len()]),
-        None => String::new(),
-    }
-}
-
 /// Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`; port 0
-/// picks a free port). `opts` may be NULL for the defaults. On success `*out` is the host.
+/// picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
+/// the defaults. On success `*out` is the host.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_listen(
     url: *const c_char,
@@ -218,10 +73,8 @@ pub extern "C" fn mirai_host_listen(
         if out.is_null() {
             return Err(Failure::Null("out"));
         }
-        let options = match (!opts.is_null()).then(|| deref(opts, "opts")).transpose()? {
-            Some(o) => host_options(o)?,
-            None => HostOptions::default(),
-        };
+        // SAFETY: NULL or options from mirai_host_options_new, not changed meanwhile.
+        let options = unsafe { opts.as_ref() }.map_or_else(HostOptions::default, |o| o.inner.clone());
         let host = Host::listen(url, options)?;
         let cstring = |s: &str| {
             CString::new(s).map_err(|_| Failure::Code(mirai_result::InvalidArgument, "NUL in string".into()))
@@ -230,7 +83,7 @@ pub extern "C" fn mirai_host_listen(
             url: cstring(&host.url())?,
             secret_hex: host.secret().map(|s| cstring(&mirai_core::auth::to_hex(s))).transpose()?,
             tls_ca: host.tls_ca_pem().map(cstring).transpose()?,
-            launches: Mutex::new(Vec::new()),
+            latest_launch: Mutex::new(Arc::new([])),
             host,
         };
         put(out, Box::into_raw(Box::new(handle)), "out")
@@ -262,17 +115,9 @@ pub extern "C" fn mirai_host_tls_ca(host: *const mirai_host) -> *const c_char {
     })
 }
 
-fn submit_options(opts: *const mirai_submit_options) -> Result<SubmitOptions, Failure> {
-    if opts.is_null() {
-        return Ok(SubmitOptions::default());
-    }
-    let o = deref(opts, "opts")?;
-    let callback = o.callback.map(|cb| c_callback(cb, o.userdata));
-    Ok(SubmitOptions {
-        timeout: u64::try_from(o.timeout_ms).ok().map(Duration::from_millis),
-        notify: o.notify,
-        callback,
-    })
+fn submit_options(opts: *const mirai_submit_options) -> SubmitOptions {
+    // SAFETY: NULL or options from mirai_submit_options_new, not changed meanwhile.
+    unsafe { opts.as_ref() }.map_or_else(SubmitOptions::default, mirai_submit_options::for_task)
 }
 
 fn submit_with(
@@ -300,7 +145,7 @@ fn submit_payload(
     if out.is_null() {
         return Err(Failure::Null("out"));
     }
-    let options = submit_options(opts)?;
+    let options = submit_options(opts);
     let task =
         if blocking { h.host.submit(payload, options)? } else { h.host.try_submit(payload, options)? };
     put(out, mirai_task::new(task), "out")
@@ -326,7 +171,8 @@ pub extern "C" fn mirai_host_submit_buffer(
 }
 
 /// Submits `len` bytes at `data` as a task; `*out` is its handle (free with `mirai_task_free`).
-/// Blocks only while the queue is at its memory cap. `opts` may be NULL.
+/// Blocks only while the queue is at its memory cap. `opts` (from `mirai_submit_options_new`,
+/// read and not kept) may be NULL for the defaults.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_submit(
     host: *const mirai_host,
@@ -495,8 +341,11 @@ pub extern "C" fn mirai_host_take_completions(
             return Err(Failure::Null("ids or out_n"));
         }
         let done = h.host.take_completions(cap);
-        // SAFETY: the caller promises room for `cap` ids; `done.len() <= cap`.
-        unsafe { std::ptr::copy_nonoverlapping(done.as_ptr(), ids, done.len()) };
+        // Skipped when empty: `ids` may then be NULL, which copy_nonoverlapping never accepts.
+        if !done.is_empty() {
+            // SAFETY: the caller promises room for `cap` ids; `done.len() <= cap`.
+            unsafe { std::ptr::copy_nonoverlapping(done.as_ptr(), ids, done.len()) };
+        }
         put(out_n, done.len(), "out_n")
     })
 }
@@ -557,18 +406,4 @@ pub extern "C" fn mirai_host_free(host: *mut mirai_host) {
             drop(unsafe { Box::from_raw(host) });
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::last_pem_block;
-
-    #[test]
-    fn the_ca_from_a_chain_never_carries_the_key() {
-        let pem = "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n\
-                   -----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n\
-                   -----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n";
-        assert_eq!(last_pem_block(pem), "-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n");
-        assert_eq!(last_pem_block("-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n"), "");
-    }
 }

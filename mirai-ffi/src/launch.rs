@@ -31,6 +31,7 @@ pub enum mirai_scheduler {
 }
 
 /// Jobs submitted by `mirai_host_launch_cluster`. Freeing cancels them.
+/// Threads: jobs may move between threads, but only one may use them at a time.
 pub struct mirai_jobs {
     jobs: Jobs,
 }
@@ -166,7 +167,10 @@ pub extern "C" fn mirai_jobs_cancel(jobs: *mut mirai_jobs) -> mirai_result {
     })
 }
 
-/// Cancels (if not yet) and frees the jobs. NULL is a no-op.
+/// Cancels (if not yet) and frees the jobs. NULL is a no-op. This blocks: it runs the cancel
+/// command (`scancel`, `qdel`, `bkill`) and waits for it, which on a busy cluster can take
+/// seconds; a failure is only logged (see `mirai_log_to_stderr`). Where that must not block (a
+/// garbage collector's finalizer, an event loop), use `mirai_jobs_free_background`.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_jobs_free(jobs: *mut mirai_jobs) {
     guard_value((), || {
@@ -177,10 +181,32 @@ pub extern "C" fn mirai_jobs_free(jobs: *mut mirai_jobs) {
     })
 }
 
+/// Like `mirai_jobs_free`, but returns at once: the jobs are cancelled on a thread of their own.
+/// Nothing waits for that thread, so a process that exits right after may leave the jobs
+/// running: before exiting, use `mirai_jobs_free`. If no thread can be started, the jobs are
+/// cancelled before this returns. NULL is a no-op.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_jobs_free_background(jobs: *mut mirai_jobs) {
+    guard_value((), || {
+        if jobs.is_null() {
+            return;
+        }
+        // SAFETY: a pointer from mirai_host_launch_cluster, freed once.
+        let jobs = unsafe { Box::from_raw(jobs) };
+        // Dropping the jobs cancels them. If the spawn fails, std drops the closure, and with it
+        // the jobs, before returning the error: the synchronous fallback.
+        let spawned = std::thread::Builder::new().name("mirai-cancel-jobs".into()).spawn(move || drop(jobs));
+        if let Err(e) = spawned {
+            log::warn!("cancelled the jobs on the calling thread: cannot start a thread: {e}");
+        }
+    })
+}
+
 /// Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (https://, or
 /// http:// to a loopback address), with `headers` given as `"Name: value"` strings, and `body`
 /// in which `%s` is replaced by the JSON-escaped daemon command and `%e` by its environment (a
-/// JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and `token` (may be NULL) become `Cookie:` and
+/// JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and
+/// `token` (may be NULL) become `Cookie:` and
 /// `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
 /// `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
 /// ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
@@ -231,10 +257,11 @@ fn header_pairs(headers: *const *const c_char, n: usize) -> Result<Vec<(String, 
         .collect()
 }
 
-/// One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build their own launch
-/// requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
-/// status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
-/// (refused, timed out, plain http:// to another machine) fails, leaving both untouched.
+/// One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build
+/// their own launch requests: `headers` as `"Name: value"` strings, `body` sent as is. Any
+/// answer is success: its status goes to `status` and its body to `response` (free with
+/// `mirai_bytes_free`). No answer (refused, timed out, plain http:// to another machine) fails,
+/// leaving both untouched.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_http_request(
     url: *const c_char,

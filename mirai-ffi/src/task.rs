@@ -6,6 +6,8 @@ use crate::boundary::{Failure, deref, guard, guard_value, mirai_result, put};
 use crate::bytes::mirai_bytes;
 
 /// A submitted task. Free with `mirai_task_free` (freeing does not cancel it).
+/// Threads: any number of threads may call functions on one task handle at once (and on clones
+/// of it). `mirai_task_free` must not race another call on the same handle.
 pub struct mirai_task {
     pub(crate) task: Task,
 }

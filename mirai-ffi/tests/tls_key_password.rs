@@ -1,4 +1,4 @@
-//! `mirai_host_options.tls_key_password` through the C ABI: a host with an encrypted key serves
+//! `mirai_host_options_set_tls`'s key password through the C ABI: a host with an encrypted key serves
 //! a daemon over a real TLS handshake; a missing or wrong password fails with a clear message.
 
 use std::ffi::{CStr, CString, c_char};
@@ -37,16 +37,19 @@ fn listen(
     key: &CStr,
     password: Option<&CStr>,
 ) -> Result<*mut mirai_host, (mirai_result, String)> {
-    let mut opts = std::mem::MaybeUninit::<mirai_host_options>::uninit();
-    assert_eq!(mirai_host_options_init(opts.as_mut_ptr()), mirai_result::Ok);
-    // SAFETY: initialised just above.
-    let mut opts = unsafe { opts.assume_init() };
-    assert!(opts.tls_key_password.is_null(), "no password by default");
-    opts.tls_cert_chain_pem = chain.as_ptr();
-    opts.tls_key_pem = key.as_ptr();
-    opts.tls_key_password = password.map_or(std::ptr::null(), CStr::as_ptr);
+    let opts = mirai_host_options_new();
+    let set = mirai_host_options_set_tls(
+        opts,
+        chain.as_ptr(),
+        key.as_ptr(),
+        std::ptr::null(),
+        password.map_or(std::ptr::null(), CStr::as_ptr),
+    );
+    assert_eq!(set, mirai_result::Ok, "{}", last_error());
     let mut host: *mut mirai_host = std::ptr::null_mut();
-    match mirai_host_listen(c"tls+tcp://127.0.0.1:0".as_ptr(), &opts, &mut host) {
+    let listened = mirai_host_listen(c"tls+tcp://127.0.0.1:0".as_ptr(), opts, &mut host);
+    mirai_host_options_free(opts);
+    match listened {
         mirai_result::Ok => Ok(host),
         code => {
             assert!(host.is_null(), "out-parameter untouched on failure");

@@ -5,9 +5,10 @@
 //! ```text
 //!  host                                         daemon
 //!  AwaitHello      ◀──── Hello ─────────────── (sent on connect)        AwaitHello
-//!  Introduced      (owner answers with a challenge)
-//!  AwaitAuth       ───── Hello{challenge} ───▶                          Introduced
-//!                  ◀──── Auth{proof} ──────── (owner computes the proof) AwaitInit
+//!  Introduced      (owner answers with its nonce and proof)
+//!  AwaitAuth       ───── Hello{nonce,proof} ─▶                          Introduced
+//!                  ◀──── Auth{proof} ──────── (owner checks the host's proof, AwaitInit
+//!                                              then proves its own)
 //!  Authenticating  (owner checks the proof)
 //!  Ready           ───── Init ──────────────▶                           Ready
 //!                  ───── Task ──────────────▶  (one task in flight at a time)
@@ -371,11 +372,6 @@ impl Conn {
             (Message::Heartbeat, _, s) if s != State::AwaitHello => false,
             (Message::Hello(hello), _, State::AwaitHello) if hello.role != self.role => {
                 self.state = State::Introduced;
-                if self.role == Role::Daemon {
-                    // The host is authenticated by the transport (TLS) or trusted; its frames
-                    // may now be as large as configured.
-                    self.decoder.set_max_body(self.config.max_frame);
-                }
                 true
             }
             (Message::Auth { .. }, Role::Host, State::AwaitAuth) => {
@@ -438,6 +434,9 @@ impl Conn {
     fn after_send(&mut self, kind: Kind, msg_id: Option<u64>) {
         match kind {
             Kind::Hello => self.hello_sent = true,
+            // A daemon answers only a host that proved itself (or one it chose to trust): from
+            // then on the host's frames may be as large as configured.
+            Kind::Auth => self.decoder.set_max_body(self.config.max_frame),
             Kind::Init => {
                 self.decoder.set_max_body(self.config.max_frame);
                 self.handshake_deadline = None;

@@ -11,7 +11,7 @@ use crate::error::ProtoError;
 use crate::frame::{FrameHeader, HEADER_LEN, Kind, flags};
 
 /// The protocol version this crate speaks. Carried first in every `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Which end of a connection a peer is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,13 +30,17 @@ pub struct Identity {
 }
 
 /// The first message on a connection, in each direction. The daemon speaks first (so a daemon
-/// speaking plain TCP to a TLS port, or the reverse, fails at once); the host answers with a
-/// fresh challenge in `auth`, which the daemon answers with an [`Message::Auth`] proof.
+/// speaking plain TCP to a TLS port, or the reverse, fails at once) with its nonce in `auth`; the
+/// host answers with its own nonce and its proof of the secret, which the daemon checks before
+/// it answers with its own proof in [`Message::Auth`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub role: Role,
+    /// Daemon: who it is. Host: empty, since a host tells nothing to a peer it has not
+    /// authenticated.
     pub identity: Identity,
-    /// Host: the challenge (empty when authentication is off). Daemon: empty.
+    /// Daemon: a fresh nonce. Host: its nonce followed by its proof (empty when authentication
+    /// is off).
     pub auth: Vec<u8>,
 }
 
@@ -57,7 +61,8 @@ pub enum Status {
 pub enum ExitReason {
     /// Host to daemon: exit now (`daemons(NULL)`, or after the daemon's final result).
     Shutdown,
-    /// Host to daemon: the daemon failed authentication.
+    /// The peer failed authentication: host to daemon, or daemon to a host that could not
+    /// prove it holds the secret.
     AuthFailed,
     /// The peer speaks another protocol version.
     VersionMismatch,

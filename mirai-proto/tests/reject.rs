@@ -157,6 +157,18 @@ fn trailing_garbage_after_valid_frames() {
 }
 
 #[test]
+fn a_version_1_peer_is_told_the_versions() {
+    // A version 1 daemon's Hello: version, role Daemon, empty identity, empty auth.
+    let ctrl = [1u8, 1, 0, 0, 0, 0, 0];
+    let mut frame = header(ctrl.len() as u64, Kind::Hello as u8, 0, ctrl.len() as u16).to_vec();
+    frame.extend_from_slice(&ctrl);
+    let mut host = Conn::host(Config::default(), 0);
+    let err = host.feed(0, &frame).unwrap_err();
+    assert_eq!(err, ProtoError::VersionMismatch { ours: 2, theirs: 1 });
+    assert!(err.to_string().contains("peer speaks version 1, this side speaks 2"), "{err}");
+}
+
+#[test]
 fn wrong_protocol_version() {
     let theirs = PROTOCOL_VERSION + 1;
     let mut frame = Vec::new();
@@ -170,7 +182,7 @@ fn wrong_protocol_version() {
     let mut host = Conn::host(Config::default(), 0);
     let err = host.feed(0, &frame).unwrap_err();
     assert_eq!(err, ProtoError::VersionMismatch { ours: PROTOCOL_VERSION, theirs });
-    assert!(err.to_string().contains("peer speaks version 2"));
+    assert!(err.to_string().contains(&format!("peer speaks version {theirs}")), "{err}");
     // ...and tells it why, in an Exit any version can read.
     let out = common::drain(&mut host);
     let mut daemon = Conn::daemon(Config::default(), 0, daemon_hello(b"")).unwrap();

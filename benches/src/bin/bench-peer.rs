@@ -65,10 +65,11 @@ fn main() {
 mod many {
     use mio::{Events, Interest, Poll, Token};
     use mirai_core::auth;
+    use mirai_core::handshake::DaemonHandshake;
     use mirai_core::link::Link;
     use mirai_core::transport::dial;
     use mirai_core::{Url, identity::local_identity};
-    use mirai_proto::{Config, Conn, Hello, Message, Role, Status};
+    use mirai_proto::{Config, Conn, Message, Status};
 
     pub fn run(url: &str, n: usize) -> ! {
         mirai_benches::raise_fd_limit();
@@ -79,10 +80,11 @@ mod many {
         for i in 0..n {
             let mut stream = dial(&url, std::time::Duration::from_secs(30), None).expect("dial");
             poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE).unwrap();
-            let hello = Hello { role: Role::Daemon, identity: local_identity(), auth: Vec::new() };
+            let handshake = DaemonHandshake::new();
+            let hello = handshake.hello(local_identity());
             let mut link = Link::new(stream, Conn::daemon(Config::default(), 0, hello).unwrap());
             link.flush().unwrap();
-            links.push(link);
+            links.push((link, handshake));
         }
         super::ready("");
         let mut events = Events::with_capacity(1024);
@@ -90,14 +92,16 @@ mod many {
         loop {
             poll.poll(&mut events, None).unwrap();
             for e in events.iter() {
-                let link = &mut links[e.token().0];
+                let (link, handshake) = &mut links[e.token().0];
                 if !matches!(link.read_available(&mut buf), Ok(mirai_core::link::ReadEnd::Open)) {
                     std::process::exit(0);
                 }
                 while let Some(msg) = link.proto.poll_event() {
                     let reply = match msg {
                         Message::Hello(host) => Message::Auth {
-                            proof: secret.as_ref().map(|s| auth::proof(s, &host.auth)).unwrap_or_default(),
+                            proof: handshake
+                                .answer(secret.as_deref(), &host, None)
+                                .expect("the host's proof"),
                         },
                         Message::Task { id, payload, .. } => {
                             Message::Result { id, status: Status::Value, last: false, payload }

@@ -89,56 +89,75 @@ end
 
 """
 A growable byte buffer owned by libmirai (opaque).
+Threads: a buffer may move between threads, but only one may use it at a time.
 """
 mutable struct mirai_buffer end
 
 """
+Settings for `mirai_daemon_run`: create with `mirai_daemon_options_new` (the defaults), change
+with the `mirai_daemon_options_set_*` functions, free with `mirai_daemon_options_free` once
+`mirai_daemon_run` has returned (it may be reused for another run).
+Threads: a builder may move between threads, but only one may use it at a time.
+"""
+mutable struct mirai_daemon_options end
+
+"""
 A host (one compute profile). Create with `mirai_host_listen`, release with `mirai_host_free`.
+Threads: any number of threads may call functions on one host at once. `mirai_host_free`
+must not race any other call on the host: stop using it everywhere first.
 """
 mutable struct mirai_host end
 
 """
-The cancellation state of the running task, lent to the evaluator.
+Settings for `mirai_host_listen`: create with `mirai_host_options_new` (the defaults), change
+with the `mirai_host_options_set_*` functions, free with `mirai_host_options_free` (the host
+keeps its own copy, so the options may be freed or reused right after listening).
+Threads: a builder may move between threads, but only one may use it at a time.
+"""
+mutable struct mirai_host_options end
+
+"""
+The cancellation state of the running task, lent to the evaluator for the duration of its
+`evaluate` call. Threads: while that call runs, any thread may query it.
 """
 mutable struct mirai_interrupt end
 
 """
 Jobs submitted by `mirai_host_launch_cluster`. Freeing cancels them.
+Threads: jobs may move between threads, but only one may use them at a time.
 """
 mutable struct mirai_jobs end
 
 """
-Where the evaluator puts its result bytes (`mirai_output_set`).
+Where the evaluator puts its result bytes (`mirai_output_set`), lent for the duration of its
+`evaluate` call. Threads: one at a time (the evaluating thread, or one it hands it to).
 """
 mutable struct mirai_output end
 
 """
+Settings for submissions (`mirai_host_submit` and friends), which read them and do not keep
+them: one object may serve any number of submissions, so none needs an allocation of its own.
+Create with `mirai_submit_options_new`, free with `mirai_submit_options_free`.
+Threads: several threads may submit with the same options at once, as long as no thread
+changes them meanwhile; changing them is for one thread at a time.
+"""
+mutable struct mirai_submit_options end
+
+"""
 A submitted task. Free with `mirai_task_free` (freeing does not cancel it).
+Threads: any number of threads may call functions on one task handle at once (and on clones
+of it). `mirai_task_free` must not race another call on the same handle.
 """
 mutable struct mirai_task end
 
 """
-Bytes owned by the caller once returned; release with `mirai_bytes_free`.
+Bytes owned by the caller once returned; release with `mirai_bytes_free`, never with `free()`
+(libmirai allocated them). An empty result has `len` 0 and `data` possibly non-NULL (not to be
+read). This struct keeps its two fields in every version.
 """
 struct mirai_bytes
     data::Ptr{UInt8}
     len::Csize_t
-end
-
-"""
-Daemon settings. Initialise with `mirai_daemon_options_init`.
-"""
-struct mirai_daemon_options
-    retry::Bool
-    autoexit::Int32
-    grace_ms::UInt64
-    maxtasks::UInt64
-    idletime_ms::Int64
-    walltime_ms::Int64
-    max_frame::UInt64
-    secret_hex::Ptr{Cchar}
-    tls_ca_pem::Ptr{Cchar}
-    label::Ptr{Cchar}
 end
 
 """
@@ -167,6 +186,8 @@ const mirai_interrupt_fn = Ptr{Cvoid}
 
 """
 A daemon's evaluator: callbacks plus the userdata passed to each. Only `evaluate` is required.
+Read by `mirai_daemon_run`, and used until it returns. This struct keeps its fields in every
+version (a new callback would come with a new function), as libmirai reads it.
 """
 struct mirai_evaluator
     userdata::Ptr{Cvoid}
@@ -177,24 +198,25 @@ struct mirai_evaluator
 end
 
 """
-Settings for `mirai_host_listen`. Initialise with `mirai_host_options_init`, then change
-fields; fields added in later versions come at the end.
+The dispatcher's counters, as R's mirai `info()` reports them. This struct keeps its fields
+in every version (later counters come through new functions), as libmirai writes it.
 """
-struct mirai_host_options
-    memory_limit::UInt64
-    max_frame::UInt64
-    stream_set::Bool
-    stream::NTuple{6, UInt32}
-    init_blob::Ptr{UInt8}
-    init_blob_len::Csize_t
-    handshake_timeout_ms::UInt64
-    auth::Int32
-    secret::Ptr{UInt8}
-    secret_len::Csize_t
-    tls_cert_chain_pem::Ptr{Cchar}
-    tls_key_pem::Ptr{Cchar}
-    tls_ca_pem::Ptr{Cchar}
-    tls_key_password::Ptr{Cchar}
+struct mirai_counters
+    connections::UInt64
+    cumulative::UInt64
+    awaiting::UInt64
+    executing::UInt64
+    completed::UInt64
+end
+
+"""
+Queue memory, in bytes; `limit` is 0 when there is no cap. This struct keeps its fields in
+every version, as libmirai writes it.
+"""
+struct mirai_memory
+    used::UInt64
+    peak::UInt64
+    limit::UInt64
 end
 
 """
@@ -206,36 +228,6 @@ may call libmirai (no lock is held). `code` is the NNG code for `MIRAI_STATUS_FA
 const mirai_task_callback = Ptr{Cvoid}
 
 """
-Settings for one submission. Initialise with `mirai_submit_options_init`.
-"""
-struct mirai_submit_options
-    timeout_ms::Int64
-    notify::Bool
-    callback::mirai_task_callback
-    userdata::Ptr{Cvoid}
-end
-
-"""
-The dispatcher's counters, as R's mirai `info()` reports them.
-"""
-struct mirai_counters
-    connections::UInt64
-    cumulative::UInt64
-    awaiting::UInt64
-    executing::UInt64
-    completed::UInt64
-end
-
-"""
-Queue memory, in bytes; `limit` is 0 when there is no cap.
-"""
-struct mirai_memory
-    used::UInt64
-    peak::UInt64
-    limit::UInt64
-end
-
-"""
 The signature a plugin library exports as `mirai_plugin_evaluate` for `mirai-daemon
 --evaluator plugin` (its userdata is NULL). It may also export `mirai_plugin_init` with the
 `mirai_init_fn` signature.
@@ -245,6 +237,8 @@ const mirai_plugin_evaluate_fn = Ptr{Cvoid}
 """
 Copies this thread's last error message into `buf` (NUL-terminated, truncated to `len`) and
 returns the message's full length. With `buf` NULL or `len` 0, only returns the length.
+A later successful call does not clear it (as with errno): read it only right after a call
+failed. Each thread has its own message.
 """
 function mirai_last_error(buf, len)
     ccall((:mirai_last_error, libmirai), Csize_t, (Ptr{Cchar}, Csize_t), buf, len)
@@ -301,13 +295,6 @@ function mirai_bytes_free(b)
 end
 
 """
-Fills `opts` with the defaults: fail fast, autoexit with a 200 ms grace, no limits.
-"""
-function mirai_daemon_options_init(opts)
-    ccall((:mirai_daemon_options_init, libmirai), mirai_result, (Ptr{mirai_daemon_options},), opts)
-end
-
-"""
 Sets the evaluation's result bytes (copied).
 """
 function mirai_output_set(out_, data, len)
@@ -338,7 +325,8 @@ end
 
 """
 Runs a daemon on the calling thread: dials `url`, evaluates tasks with `evaluator` until a
-limit is reached or the host goes, per `opts` (NULL for defaults). `*out_exit_code` gets R's
+limit is reached or the host goes, per `opts` (from `mirai_daemon_options_new`, read and not
+kept; NULL for the defaults). `*out_exit_code` gets R's
 mirai exit code: 0 connection ended, 1 idle time, 2 wall time, 3 max tasks.
 """
 function mirai_daemon_run(url, opts, evaluator, out_exit_code)
@@ -346,22 +334,9 @@ function mirai_daemon_run(url, opts, evaluator, out_exit_code)
 end
 
 """
-Fills `opts` with the defaults.
-"""
-function mirai_host_options_init(opts)
-    ccall((:mirai_host_options_init, libmirai), mirai_result, (Ptr{mirai_host_options},), opts)
-end
-
-"""
-Fills `opts` with the defaults: no timeout, no notification, no callback.
-"""
-function mirai_submit_options_init(opts)
-    ccall((:mirai_submit_options_init, libmirai), mirai_result, (Ptr{mirai_submit_options},), opts)
-end
-
-"""
 Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`; port 0
-picks a free port). `opts` may be NULL for the defaults. On success `*out` is the host.
+picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
+the defaults. On success `*out` is the host.
 """
 function mirai_host_listen(url, opts, out_)
     ccall((:mirai_host_listen, libmirai), mirai_result, (Ptr{Cchar}, Ptr{mirai_host_options}, Ptr{Ptr{mirai_host}}), url, opts, out_)
@@ -401,7 +376,8 @@ end
 
 """
 Submits `len` bytes at `data` as a task; `*out` is its handle (free with `mirai_task_free`).
-Blocks only while the queue is at its memory cap. `opts` may be NULL.
+Blocks only while the queue is at its memory cap. `opts` (from `mirai_submit_options_new`,
+read and not kept) may be NULL for the defaults.
 """
 function mirai_host_submit(host, data, len, opts, out_)
     ccall((:mirai_host_submit, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{UInt8}, Csize_t, Ptr{mirai_submit_options}, Ptr{Ptr{mirai_task}}), host, data, len, opts, out_)
@@ -550,17 +526,31 @@ function mirai_jobs_cancel(jobs)
 end
 
 """
-Cancels (if not yet) and frees the jobs. NULL is a no-op.
+Cancels (if not yet) and frees the jobs. NULL is a no-op. This blocks: it runs the cancel
+command (`scancel`, `qdel`, `bkill`) and waits for it, which on a busy cluster can take
+seconds; a failure is only logged (see `mirai_log_to_stderr`). Where that must not block (a
+garbage collector's finalizer, an event loop), use `mirai_jobs_free_background`.
 """
 function mirai_jobs_free(jobs)
     ccall((:mirai_jobs_free, libmirai), Cvoid, (Ptr{mirai_jobs},), jobs)
 end
 
 """
+Like `mirai_jobs_free`, but returns at once: the jobs are cancelled on a thread of their own.
+Nothing waits for that thread, so a process that exits right after may leave the jobs
+running: before exiting, use `mirai_jobs_free`. If no thread can be started, the jobs are
+cancelled before this returns. NULL is a no-op.
+"""
+function mirai_jobs_free_background(jobs)
+    ccall((:mirai_jobs_free_background, libmirai), Cvoid, (Ptr{mirai_jobs},), jobs)
+end
+
+"""
 Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (https://, or
 http:// to a loopback address), with `headers` given as `"Name: value"` strings, and `body`
 in which `%s` is replaced by the JSON-escaped daemon command and `%e` by its environment (a
-JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and `token` (may be NULL) become `Cookie:` and
+JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and
+`token` (may be NULL) become `Cookie:` and
 `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
 `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
 ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
@@ -570,10 +560,11 @@ function mirai_host_launch_http(host, url, method, headers, n_headers, body, coo
 end
 
 """
-One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build their own launch
-requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
-status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
-(refused, timed out, plain http:// to another machine) fails, leaving both untouched.
+One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build
+their own launch requests: `headers` as `"Name: value"` strings, `body` sent as is. Any
+answer is success: its status goes to `status` and its body to `response` (free with
+`mirai_bytes_free`). No answer (refused, timed out, plain http:// to another machine) fails,
+leaving both untouched.
 """
 function mirai_http_request(url, method, headers, n_headers, body, status, response)
     ccall((:mirai_http_request, libmirai), mirai_result, (Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{UInt16}, Ptr{mirai_bytes}), url, method, headers, n_headers, body, status, response)
@@ -598,6 +589,203 @@ own (Rust programs linking libmirai). Thread-safe.
 """
 function mirai_log_to_stderr(level)
     ccall((:mirai_log_to_stderr, libmirai), mirai_result, (Int32,), level)
+end
+
+"""
+New host options with the defaults: no queue memory cap, a random secret, a generated TLS
+certificate for `tls+tcp://`, a random RNG stream, no init blob, 30 s to complete a handshake.
+NULL only if memory ran out.
+"""
+function mirai_host_options_new()
+    ccall((:mirai_host_options_new, libmirai), Ptr{mirai_host_options}, ())
+end
+
+"""
+Frees host options. NULL is a no-op.
+"""
+function mirai_host_options_free(opts)
+    ccall((:mirai_host_options_free, libmirai), Cvoid, (Ptr{mirai_host_options},), opts)
+end
+
+"""
+Caps the payload bytes waiting in the queue: `mirai_host_submit` blocks and
+`mirai_host_try_submit` refuses while the queue holds this much. 0 is refused (for no cap,
+do not call this).
+"""
+function mirai_host_options_set_memory_limit(opts, bytes)
+    ccall((:mirai_host_options_set_memory_limit, libmirai), mirai_result, (Ptr{mirai_host_options}, UInt64), opts, bytes)
+end
+
+"""
+The largest frame accepted from a daemon, in bytes. 0 is refused (it would reject every frame).
+"""
+function mirai_host_options_set_max_frame(opts, bytes)
+    ccall((:mirai_host_options_set_max_frame, libmirai), mirai_result, (Ptr{mirai_host_options}, UInt64), opts, bytes)
+end
+
+"""
+Makes `stream` (six MRG32k3a words) the base of daemons' RNG streams: the k-th daemon gets it
+jumped k times. Without this call the base is random.
+"""
+function mirai_host_options_set_stream(opts, stream)
+    ccall((:mirai_host_options_set_stream, libmirai), mirai_result, (Ptr{mirai_host_options}, Ptr{UInt32}), opts, stream)
+end
+
+"""
+Opaque bytes every daemon receives in its init bundle (copied; NULL only with `len` 0).
+"""
+function mirai_host_options_set_init_blob(opts, blob, len)
+    ccall((:mirai_host_options_set_init_blob, libmirai), mirai_result, (Ptr{mirai_host_options}, Ptr{UInt8}, Csize_t), opts, blob, len)
+end
+
+"""
+Milliseconds a daemon has to complete its handshake. 0 is refused (every handshake would fail).
+"""
+function mirai_host_options_set_handshake_timeout_ms(opts, ms)
+    ccall((:mirai_host_options_set_handshake_timeout_ms, libmirai), mirai_result, (Ptr{mirai_host_options}, UInt64), opts, ms)
+end
+
+"""
+How daemons authenticate: `auth` is a `mirai_auth` value. `MIRAI_AUTH_SECRET` takes the
+`secret_len` bytes at `secret` (copied; at least 16); `MIRAI_AUTH_RANDOM` (the default) and
+`MIRAI_AUTH_DISABLED` (trusted networks only) take NULL and 0.
+"""
+function mirai_host_options_set_auth(opts, auth, secret, secret_len)
+    ccall((:mirai_host_options_set_auth, libmirai), mirai_result, (Ptr{mirai_host_options}, Int32, Ptr{UInt8}, Csize_t), opts, auth, secret, secret_len)
+end
+
+"""
+For `tls+tcp://` with your own certificate (copied): the PEM chain (leaf first) and key,
+both required; `ca_pem`, the CA daemons should trust, or NULL for the chain's last
+certificate; `key_password` for an encrypted key (`ENCRYPTED PRIVATE KEY`, PKCS#8), any
+bytes up to the NUL (UTF-8 or not), or NULL. Without this call a short-lived CA and
+certificate are generated at start.
+"""
+function mirai_host_options_set_tls(opts, cert_chain_pem, key_pem, ca_pem, key_password)
+    ccall((:mirai_host_options_set_tls, libmirai), mirai_result, (Ptr{mirai_host_options}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Cchar}, Ptr{Cchar}), opts, cert_chain_pem, key_pem, ca_pem, key_password)
+end
+
+"""
+New submit options with the defaults: no timeout, no notification, no callback. NULL only if
+memory ran out.
+"""
+function mirai_submit_options_new()
+    ccall((:mirai_submit_options_new, libmirai), Ptr{mirai_submit_options}, ())
+end
+
+"""
+Frees submit options. NULL is a no-op.
+"""
+function mirai_submit_options_free(opts)
+    ccall((:mirai_submit_options_free, libmirai), Cvoid, (Ptr{mirai_submit_options},), opts)
+end
+
+"""
+Tasks resolve as timed out (5) after `ms` milliseconds; negative for no timeout (the default).
+"""
+function mirai_submit_options_set_timeout_ms(opts, ms)
+    ccall((:mirai_submit_options_set_timeout_ms, libmirai), mirai_result, (Ptr{mirai_submit_options}, Int64), opts, ms)
+end
+
+"""
+Whether tasks' ids are queued for `mirai_host_take_completions` (and the completion fd).
+"""
+function mirai_submit_options_set_notify(opts, notify)
+    ccall((:mirai_submit_options_set_notify, libmirai), mirai_result, (Ptr{mirai_submit_options}, Bool), opts, notify)
+end
+
+"""
+The callback each task runs once when it resolves, with `userdata` (see
+`mirai_task_callback` for the thread); a NULL `callback` sets none. For a userdata per task,
+set it before each submission (no allocation), or use `mirai_task_set_callback`.
+"""
+function mirai_submit_options_set_callback(opts, callback, userdata)
+    ccall((:mirai_submit_options_set_callback, libmirai), mirai_result, (Ptr{mirai_submit_options}, mirai_task_callback, Ptr{Cvoid}), opts, callback, userdata)
+end
+
+"""
+New daemon options with the defaults: fail fast if the first dial fails, autoexit with a
+200 ms grace, no task, idle or wall time limit, the secret and CA read from `MIRAI_SECRET`
+and `MIRAI_TLS_CA`. NULL only if memory ran out.
+"""
+function mirai_daemon_options_new()
+    ccall((:mirai_daemon_options_new, libmirai), Ptr{mirai_daemon_options}, ())
+end
+
+"""
+Frees daemon options. NULL is a no-op.
+"""
+function mirai_daemon_options_free(opts)
+    ccall((:mirai_daemon_options_free, libmirai), Cvoid, (Ptr{mirai_daemon_options},), opts)
+end
+
+"""
+Keep retrying the first dial until a host answers, instead of failing at once (R's `asyncdial`).
+"""
+function mirai_daemon_options_set_retry(opts, retry)
+    ccall((:mirai_daemon_options_set_retry, libmirai), mirai_result, (Ptr{mirai_daemon_options}, Bool), opts, retry)
+end
+
+"""
+What the daemon does when its host goes away: `mode` is a `mirai_autoexit` value;
+`grace_ms`, for `MIRAI_AUTOEXIT_EXIT`, is how long a running task has to return before
+SIGTERM (ignored for the other modes).
+"""
+function mirai_daemon_options_set_autoexit(opts, mode, grace_ms)
+    ccall((:mirai_daemon_options_set_autoexit, libmirai), mirai_result, (Ptr{mirai_daemon_options}, Int32, UInt64), opts, mode, grace_ms)
+end
+
+"""
+Exit (code 3) after this many tasks. 0 is refused (for no limit, do not call this).
+"""
+function mirai_daemon_options_set_maxtasks(opts, n)
+    ccall((:mirai_daemon_options_set_maxtasks, libmirai), mirai_result, (Ptr{mirai_daemon_options}, UInt64), opts, n)
+end
+
+"""
+Exit (code 1) when no task arrives for `ms` milliseconds.
+"""
+function mirai_daemon_options_set_idletime_ms(opts, ms)
+    ccall((:mirai_daemon_options_set_idletime_ms, libmirai), mirai_result, (Ptr{mirai_daemon_options}, UInt64), opts, ms)
+end
+
+"""
+Exit (code 2) once `ms` milliseconds have passed: a soft limit, checked when a task arrives
+(that task still runs).
+"""
+function mirai_daemon_options_set_walltime_ms(opts, ms)
+    ccall((:mirai_daemon_options_set_walltime_ms, libmirai), mirai_result, (Ptr{mirai_daemon_options}, UInt64), opts, ms)
+end
+
+"""
+The largest frame accepted from the host, in bytes. 0 is refused (it would reject every frame).
+"""
+function mirai_daemon_options_set_max_frame(opts, bytes)
+    ccall((:mirai_daemon_options_set_max_frame, libmirai), mirai_result, (Ptr{mirai_daemon_options}, UInt64), opts, bytes)
+end
+
+"""
+The host's secret, hex-encoded (checked here). Without this call the daemon takes
+`MIRAI_SECRET` out of its environment (so tasks cannot read it): no other thread may use the
+environment meanwhile.
+"""
+function mirai_daemon_options_set_secret_hex(opts, hex)
+    ccall((:mirai_daemon_options_set_secret_hex, libmirai), mirai_result, (Ptr{mirai_daemon_options}, Ptr{Cchar}), opts, hex)
+end
+
+"""
+The host's CA certificate (PEM) for `tls+tcp://`. Without this call the daemon reads
+`MIRAI_TLS_CA` from its environment.
+"""
+function mirai_daemon_options_set_tls_ca(opts, ca_pem)
+    ccall((:mirai_daemon_options_set_tls_ca, libmirai), mirai_result, (Ptr{mirai_daemon_options}, Ptr{Cchar}), opts, ca_pem)
+end
+
+"""
+Free text sent to the host in the handshake.
+"""
+function mirai_daemon_options_set_label(opts, label)
+    ccall((:mirai_daemon_options_set_label, libmirai), mirai_result, (Ptr{mirai_daemon_options}, Ptr{Cchar}), opts, label)
 end
 
 """
@@ -679,6 +867,6 @@ function mirai_task_array_free(tasks, n)
     ccall((:mirai_task_array_free, libmirai), Cvoid, (Ptr{Ptr{mirai_task}}, Csize_t), tasks, n)
 end
 
-export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_SCHEDULER_LSF, MIRAI_SCHEDULER_PBS, MIRAI_SCHEDULER_SGE, MIRAI_SCHEDULER_SLURM, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_buffer, mirai_buffer_free, mirai_buffer_len, mirai_buffer_new, mirai_buffer_write, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_init, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_cluster, mirai_host_launch_http, mirai_host_launch_local, mirai_host_launch_remote, mirai_host_launch_ssh, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_init, mirai_host_race, mirai_host_secret_hex, mirai_host_submit, mirai_host_submit_buffer, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_host_wait_launched, mirai_http_request, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_jobs, mirai_jobs_cancel, mirai_jobs_free, mirai_last_error, mirai_log_to_stderr, mirai_memory, mirai_output, mirai_output_set, mirai_output_write, mirai_plugin_evaluate_fn, mirai_result, mirai_scheduler, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_init, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_set_callback, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
+export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_SCHEDULER_LSF, MIRAI_SCHEDULER_PBS, MIRAI_SCHEDULER_SGE, MIRAI_SCHEDULER_SLURM, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_buffer, mirai_buffer_free, mirai_buffer_len, mirai_buffer_new, mirai_buffer_write, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_free, mirai_daemon_options_new, mirai_daemon_options_set_autoexit, mirai_daemon_options_set_idletime_ms, mirai_daemon_options_set_label, mirai_daemon_options_set_max_frame, mirai_daemon_options_set_maxtasks, mirai_daemon_options_set_retry, mirai_daemon_options_set_secret_hex, mirai_daemon_options_set_tls_ca, mirai_daemon_options_set_walltime_ms, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_cluster, mirai_host_launch_http, mirai_host_launch_local, mirai_host_launch_remote, mirai_host_launch_ssh, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_free, mirai_host_options_new, mirai_host_options_set_auth, mirai_host_options_set_handshake_timeout_ms, mirai_host_options_set_init_blob, mirai_host_options_set_max_frame, mirai_host_options_set_memory_limit, mirai_host_options_set_stream, mirai_host_options_set_tls, mirai_host_race, mirai_host_secret_hex, mirai_host_submit, mirai_host_submit_buffer, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_host_wait_launched, mirai_http_request, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_jobs, mirai_jobs_cancel, mirai_jobs_free, mirai_jobs_free_background, mirai_last_error, mirai_log_to_stderr, mirai_memory, mirai_output, mirai_output_set, mirai_output_write, mirai_plugin_evaluate_fn, mirai_result, mirai_scheduler, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_free, mirai_submit_options_new, mirai_submit_options_set_callback, mirai_submit_options_set_notify, mirai_submit_options_set_timeout_ms, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_set_callback, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
 
 end # module

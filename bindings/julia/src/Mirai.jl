@@ -56,6 +56,9 @@ end
 
 mutable struct Profile
     host::Ptr{mirai_host}
+    # Options of every submission (notify on; the timeout set, under `lock`, before each), so a
+    # submission allocates none.
+    submit_options::Ptr{mirai_submit_options}
     url::String
     events::Dict{UInt64,Base.Event}
     lock::ReentrantLock
@@ -114,6 +117,7 @@ function daemons(n::Integer; url=nothing, compute::AbstractString="default", com
         close(p.fdwatcher)
         p.watcher === nothing || wait(p.watcher)
         mirai_host_free(p.host)
+        mirai_submit_options_free(p.submit_options)
         return false
     end
     n < 0 && error("`n` must be zero or greater")
@@ -121,8 +125,11 @@ function daemons(n::Integer; url=nothing, compute::AbstractString="default", com
     address = url === nothing ? "abstract://mirai-jl-$(getpid())-$(rand(UInt32))" : String(url)
     out = Ref{Ptr{mirai_host}}(C_NULL)
     check(mirai_host_listen(address, C_NULL, out))
+    opts = mirai_submit_options_new()
+    opts == C_NULL && (mirai_host_free(out[]); error("mirai: cannot allocate submit options"))
+    check(mirai_submit_options_set_notify(opts, true))
     fd = RawFD(mirai_host_completion_fd(out[]))
-    p = Profile(out[], unsafe_string(mirai_host_url(out[])), Dict{UInt64,Base.Event}(),
+    p = Profile(out[], opts, unsafe_string(mirai_host_url(out[])), Dict{UInt64,Base.Event}(),
                 ReentrantLock(), FDWatcher(fd, true, false), nothing)
     p.watcher = @async watch(p)
     PROFILES[compute] = p
@@ -179,15 +186,12 @@ Base.show(io::IO, t::MiraiTask) = print(io, isready(t) ? "< mirai [\$data] >" : 
 
 function submit(payload::Vector{UInt8}, compute::AbstractString, timeout)
     p = profile(compute)
-    opts = Ref{mirai_submit_options}()
-    check(mirai_submit_options_init(opts))
-    o = opts[]
-    opts[] = mirai_submit_options(timeout === nothing ? -1 : Int64(timeout), true, o.callback,
-                                  o.userdata)
     out = Ref{Ptr{mirai_task}}(C_NULL)
     event = Base.Event()
     lock(p.lock) do
-        check(mirai_host_submit(p.host, payload, length(payload), opts, out))
+        check(mirai_submit_options_set_timeout_ms(p.submit_options,
+                                                  timeout === nothing ? -1 : Int64(timeout)))
+        check(mirai_host_submit(p.host, payload, length(payload), p.submit_options, out))
         p.events[mirai_task_id(out[])] = event
     end
     t = MiraiTask(out[], p, event)
@@ -335,13 +339,24 @@ with SIGINT from its I/O thread, which Julia turns into an interrupt.
 function daemon(url::AbstractString; maxtasks::Integer=0, idletime::Integer=-1,
                 walltime::Integer=-1, autoexit=true, retry::Bool=false)
     Base.exit_on_sigint(false)
-    opts = Ref{mirai_daemon_options}()
-    check(mirai_daemon_options_init(opts))
-    o = opts[]
     mode = autoexit === true ? MIRAI_AUTOEXIT_EXIT :
            autoexit === missing ? MIRAI_AUTOEXIT_FINISH_TASK : MIRAI_AUTOEXIT_STAY
-    opts[] = mirai_daemon_options(retry, Int32(mode), o.grace_ms, maxtasks, idletime, walltime,
-                                  o.max_frame, o.secret_hex, o.tls_ca_pem, o.label)
+    opts = mirai_daemon_options_new()
+    opts == C_NULL && error("mirai: cannot allocate daemon options")
+    try
+        check(mirai_daemon_options_set_retry(opts, retry))
+        check(mirai_daemon_options_set_autoexit(opts, Int32(mode), 200))
+        # 0 tasks and negative times are this function's "no limit": nothing to set.
+        maxtasks > 0 && check(mirai_daemon_options_set_maxtasks(opts, maxtasks))
+        idletime >= 0 && check(mirai_daemon_options_set_idletime_ms(opts, idletime))
+        walltime >= 0 && check(mirai_daemon_options_set_walltime_ms(opts, walltime))
+        run_daemon(url, opts)
+    finally
+        mirai_daemon_options_free(opts)
+    end
+end
+
+function run_daemon(url::AbstractString, opts::Ptr{mirai_daemon_options})
     init = @cfunction(_init, Cvoid, (Ptr{Cvoid}, UInt64, Ptr{UInt32}, Ptr{UInt8}, Csize_t))
     evaluate = @cfunction(_evaluate, mirai_eval_status,
                           (Ptr{Cvoid}, Ptr{UInt8}, Csize_t, Bool, Ptr{mirai_interrupt},

@@ -177,24 +177,38 @@ static void on_interrupt(void *userdata) {
   pthread_mutex_unlock(&ev->lock);
 }
 
+/* A setter's refusal as an R error, after freeing the options (an R error does not return). */
+static void check_option(mirai_result r, mirai_daemon_options *o) {
+  if (r != MIRAI_RESULT_OK) {
+    mirai_daemon_options_free(o);
+    fail(r);
+  }
+}
+
 /* secret and tls_ca: NULL to read them from the environment (MIRAI_SECRET, MIRAI_TLS_CA). */
 SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_ca) {
   if (TYPEOF(opts) != REALSXP || XLENGTH(opts) != 5) Rf_error("daemon options must be 5 numbers");
-  mirai_daemon_options o;
-  mirai_daemon_options_init(&o);
-  /* opts: c(retry, autoexit(0 exit, 1 finish, 2 stay), maxtasks, idletime, walltime) */
-  o.retry = REAL(opts)[0] != 0;
-  o.autoexit = (mirai_autoexit)(int)REAL(opts)[1];
-  o.maxtasks = R_FINITE(REAL(opts)[2]) ? (uint64_t)REAL(opts)[2] : 0;
-  o.idletime_ms = R_FINITE(REAL(opts)[3]) ? (int64_t)REAL(opts)[3] : -1;
-  o.walltime_ms = R_FINITE(REAL(opts)[4]) ? (int64_t)REAL(opts)[4] : -1;
-  o.label = "R mirai daemon";
-  o.secret_hex = opt_string(secret, 0);
-  o.tls_ca_pem = opt_string(tls_ca, 0);
+  /* Whatever may raise an R error comes before the options exist, so they cannot leak. */
+  const char *where = one_string(url, "url");
+  const char *secret_hex = opt_string(secret, 0), *ca = opt_string(tls_ca, 0);
+  /* opts: c(retry, autoexit(0 exit, 1 finish, 2 stay), maxtasks, idletime, walltime); a limit
+   * that is not finite is no limit, and so (as it always was here) is a maxtasks below 1. */
+  const double *v = REAL(opts);
+  mirai_daemon_options *o = mirai_daemon_options_new();
+  if (o == NULL) Rf_error("cannot allocate daemon options");
+  check_option(mirai_daemon_options_set_retry(o, v[0] != 0), o);
+  check_option(mirai_daemon_options_set_autoexit(o, (int32_t)v[1], 200), o);
+  if (R_FINITE(v[2]) && v[2] >= 1) check_option(mirai_daemon_options_set_maxtasks(o, (uint64_t)v[2]), o);
+  if (R_FINITE(v[3]) && v[3] >= 0) check_option(mirai_daemon_options_set_idletime_ms(o, (uint64_t)v[3]), o);
+  if (R_FINITE(v[4]) && v[4] >= 0) check_option(mirai_daemon_options_set_walltime_ms(o, (uint64_t)v[4]), o);
+  check_option(mirai_daemon_options_set_label(o, "R mirai daemon"), o);
+  if (secret_hex) check_option(mirai_daemon_options_set_secret_hex(o, secret_hex), o);
+  if (ca) check_option(mirai_daemon_options_set_tls_ca(o, ca), o);
   evaluator ev = {env, pthread_self(), PTHREAD_MUTEX_INITIALIZER, 0, 0};
   mirai_evaluator c = {&ev, on_init, on_evaluate, on_cleanup, on_interrupt};
   int code = 0;
-  mirai_result r = mirai_daemon_run(one_string(url, "url"), &o, &c, &code);
+  mirai_result r = mirai_daemon_run(where, o, &c, &code);
+  mirai_daemon_options_free(o);
   if (r != MIRAI_RESULT_OK) fail(r);
   return Rf_ScalarInteger(code);
 }

@@ -26,37 +26,43 @@ static uint8_t *hex_bytes(const char *hex, size_t *len) {
   return out;
 }
 
+/* A setter's refusal as an R error, after freeing the options (an R error does not return). */
+static void check_option(mirai_result r, mirai_host_options *o) {
+  if (r != MIRAI_RESULT_OK) {
+    mirai_host_options_free(o);
+    fail(r);
+  }
+}
+
 /* stream: NULL, or the 7-integer .Random.seed of an L'Ecuyer-CMRG stream that daemons' streams
  * derive from (the k-th daemon gets it jumped k times). tls: NULL, or c(chain, key, ca,
  * password) with NA for what is not given (PEM text). secret: the hex secret daemons must
  * prove they hold, or NULL for no authentication. */
 SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret) {
+  /* Whatever may raise an R error comes before the options exist, so they cannot leak. */
   const char *where = one_string(url, "url");
-  mirai_host_options o;
-  mirai_host_options_init(&o);
-  if (Rf_isNull(secret)) {
-    o.auth = MIRAI_AUTH_DISABLED;
-  } else {
-    o.auth = MIRAI_AUTH_SECRET;
-    o.secret = hex_bytes(one_string(secret, "secret"), &o.secret_len);
-  }
-  if (!Rf_isNull(blob)) {
-    o.init_blob = RAW(blob);
-    o.init_blob_len = (size_t)XLENGTH(blob);
-  }
-  double mem = Rf_asReal(memory);
-  if (R_FINITE(mem) && mem > 0) o.memory_limit = (uint64_t)(mem * 1e6);
+  size_t secret_len = 0;
+  const uint8_t *key = Rf_isNull(secret) ? NULL : hex_bytes(one_string(secret, "secret"), &secret_len);
+  uint32_t base[6];
   if (!Rf_isNull(stream)) {
     if (TYPEOF(stream) != INTSXP || XLENGTH(stream) != 7) Rf_error("`stream` must be a 7-integer .Random.seed");
-    o.stream_set = true;
-    for (int i = 0; i < 6; i++) o.stream[i] = (uint32_t)INTEGER(stream)[i + 1];
+    for (int i = 0; i < 6; i++) base[i] = (uint32_t)INTEGER(stream)[i + 1];
   }
-  o.tls_cert_chain_pem = opt_string(tls, 0);
-  o.tls_key_pem = opt_string(tls, 1);
-  o.tls_ca_pem = opt_string(tls, 2);
-  o.tls_key_password = opt_string(tls, 3);
+  double mem = Rf_asReal(memory);
+  mirai_host_options *o = mirai_host_options_new();
+  if (o == NULL) Rf_error("cannot allocate host options");
+  check_option(key ? mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, key, secret_len)
+                   : mirai_host_options_set_auth(o, MIRAI_AUTH_DISABLED, NULL, 0), o);
+  if (!Rf_isNull(blob)) check_option(mirai_host_options_set_init_blob(o, RAW(blob), (size_t)XLENGTH(blob)), o);
+  if (R_FINITE(mem) && mem > 0) check_option(mirai_host_options_set_memory_limit(o, (uint64_t)(mem * 1e6)), o);
+  if (!Rf_isNull(stream)) check_option(mirai_host_options_set_stream(o, base), o);
+  if (opt_string(tls, 0) || opt_string(tls, 1)) {
+    check_option(mirai_host_options_set_tls(o, opt_string(tls, 0), opt_string(tls, 1), opt_string(tls, 2),
+                                            opt_string(tls, 3)), o);
+  }
   mirai_host *host = NULL;
-  mirai_result r = mirai_host_listen(where, &o, &host);
+  mirai_result r = mirai_host_listen(where, o, &host);
+  mirai_host_options_free(o);
   if (r != MIRAI_RESULT_OK) fail(r);
   SEXP h = PROTECT(R_MakeExternalPtr(host, host_tag, R_NilValue));
   R_RegisterCFinalizerEx(h, host_finalizer, TRUE);

@@ -22,6 +22,8 @@ SEXP rmirai_launch_remote(SEXP h, SEXP command, SEXP args, SEXP quote, SEXP argv
   return R_NilValue;
 }
 
+/* Cancels in the foreground (mirai_jobs_free, not _background): the finalizer also runs as the
+ * session ends, and a cancel left to a thread then might never run, leaving the jobs queued. */
 static void jobs_finalizer(SEXP j) {
   mirai_jobs_free((mirai_jobs *)R_ExternalPtrAddr(j));
   R_ClearExternalPtr(j);

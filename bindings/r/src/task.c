@@ -12,8 +12,13 @@
  * value, and the R function behind a mirai's `data` binding. */
 static SEXP mirai_class, error_value_class, unresolved_value, data_fun;
 static int mirai_count = 0; /* the `id` of the latest mirai */
+/* The options of submissions with a timeout, set just before each: one object for the
+ * session, so a submission allocates none. */
+static mirai_submit_options *timed_options = NULL;
 
 void task_init(void) {
+  timed_options = mirai_submit_options_new();
+  if (timed_options == NULL) Rf_error("cannot allocate submit options");
   mirai_class = Rf_allocVector(STRSXP, 2);
   R_PreserveObject(mirai_class);
   SET_STRING_ELT(mirai_class, 0, Rf_mkChar("mirai"));
@@ -106,9 +111,6 @@ SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
     mirai_host_wait_capacity(host, SLICE_MS);
     R_CheckUserInterrupt();
   }
-  mirai_submit_options o;
-  mirai_submit_options_init(&o);
-  if (!Rf_isNull(timeout)) o.timeout_ms = (int64_t)Rf_asReal(timeout);
   /* Below the cap, and only this thread submits: the call does not block. */
   mirai_buffer *buf = serialize_buffer(task, env_var(p, s_write_hook));
   /* A serialization hook is R code: it may even have reset the profile. */
@@ -117,8 +119,14 @@ SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
     mirai_buffer_free(buf);
     Rf_error("invalid or closed host");
   }
+  /* Set after serializing: a hook's R code may itself submit with these options. */
+  const mirai_submit_options *o = NULL;
+  if (!Rf_isNull(timeout)) {
+    mirai_submit_options_set_timeout_ms(timed_options, (int64_t)Rf_asReal(timeout));
+    o = timed_options;
+  }
   mirai_task *t = NULL;
-  mirai_result r = mirai_host_submit_buffer(R_ExternalPtrAddr(current), buf, &o, &t);
+  mirai_result r = mirai_host_submit_buffer(R_ExternalPtrAddr(current), buf, o, &t);
   if (r != MIRAI_RESULT_OK) fail(r);
   SEXP handle = PROTECT(wrap_task(t));
   SEXP m = make_mirai(handle, p);

@@ -204,6 +204,7 @@ impl Runner<'_> {
     /// exponential backoff (10 ms doubling to 1 s) until a host answers.
     fn connect(&mut self, url: &Url, config: mirai_proto::Config, retry: bool) -> Result<Session, Error> {
         let mut backoff = Duration::from_millis(10);
+        let mut warned = false;
         loop {
             match Session::open(url, config, self.ctx.clone()) {
                 Ok(session) => {
@@ -218,6 +219,18 @@ impl Runner<'_> {
                             return Err(Error::Refused(format!(
                                 "host refused the daemon: {reason:?} {detail}"
                             )));
+                        }
+                        Ok(Event::Closed(Closed::HostRefused(refusal))) => {
+                            // Whoever answers at the URL is not our host (an impostor, or a
+                            // host with another secret); the real one may come back.
+                            let text = format!("refusing the host at {url}: {refusal}");
+                            if warned {
+                                log::debug!("{text}");
+                            } else {
+                                log::warn!("{text}");
+                                warned = true;
+                            }
+                            Error::Refused(text)
                         }
                         Ok(Event::Closed(Closed::Failed(e))) => handshake_error(url, e),
                         Ok(Event::Closed(Closed::Eof)) | Ok(Event::Task { .. }) | Err(_) => handshake_error(

@@ -10,12 +10,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use mirai_proto::{Conn, ExitReason, Hello, Message, Role};
+use mirai_proto::{Conn, ExitReason, Message};
 
 use super::interrupt::Interrupt;
-use crate::auth;
 use crate::clock::{now_ms, until};
 use crate::error::Error;
+use crate::handshake::{DaemonHandshake, Refusal};
 use crate::identity::local_identity;
 use crate::link::{Link, ReadEnd};
 use crate::transport::dial;
@@ -41,6 +41,8 @@ pub(crate) enum Closed {
     Eof,
     /// The connection failed.
     Failed(Error),
+    /// This daemon refused the host: it could not prove it holds the secret.
+    HostRefused(Refusal),
 }
 
 /// What the I/O thread needs to know about the daemon it serves.
@@ -53,7 +55,7 @@ pub(crate) struct Context {
     /// not returned within this grace period (R's mirai `autoexit = TRUE`).
     pub terminate_grace: Option<Duration>,
     pub label: String,
-    /// The host's secret, to answer its challenge.
+    /// The host's secret: the host must prove it holds it, and so must this daemon.
     pub secret: Option<Arc<Vec<u8>>>,
     /// For `tls+tcp://`: the configuration trusting the host's CA.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -79,11 +81,12 @@ impl Session {
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?);
         let mut identity = local_identity();
         identity.label = ctx.label.clone();
-        let hello = Hello { role: Role::Daemon, identity, auth: Vec::new() };
+        let handshake = DaemonHandshake::new();
+        let hello = handshake.hello(identity);
         let link = Arc::new(Mutex::new(Link::new(stream, Conn::daemon(config, now_ms(), hello)?)));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let io = IoThread { poll, link: link.clone(), stop: stop.clone(), tx, ctx };
+        let io = IoThread { poll, link: link.clone(), stop: stop.clone(), tx, ctx, handshake };
         let thread = std::thread::Builder::new()
             .name("mirai-daemon-io".into())
             .spawn(move || io.run())
@@ -122,6 +125,7 @@ struct IoThread {
     stop: Arc<AtomicBool>,
     tx: Sender<Event>,
     ctx: Context,
+    handshake: DaemonHandshake,
 }
 
 impl IoThread {
@@ -199,11 +203,21 @@ impl IoThread {
     fn handle(&self, link: &mut Link, msg: Message) -> Option<Closed> {
         match msg {
             Message::Hello(host) => {
-                let proof = match &self.ctx.secret {
-                    Some(secret) => auth::proof(secret, &host.auth),
-                    None => Vec::new(),
+                let channel = match link.stream.channel_binding() {
+                    Ok(c) => c,
+                    Err(e) => return Some(Closed::Failed(e)),
                 };
-                link.proto.send(Message::Auth { proof }).err().map(|e| Closed::Failed(e.into()))
+                match self.handshake.answer(self.ctx.secret.as_ref().map(|s| &s[..]), &host, channel) {
+                    Ok(proof) => {
+                        link.proto.send(Message::Auth { proof }).err().map(|e| Closed::Failed(e.into()))
+                    }
+                    Err(refusal) => {
+                        // Tell the host why; nothing it sends afterwards is read.
+                        let detail = refusal.to_string();
+                        let _ = link.proto.send(Message::Exit { reason: ExitReason::AuthFailed, detail });
+                        Some(Closed::HostRefused(refusal))
+                    }
+                }
             }
             Message::Init { daemon_id, rng_stream, blob } => {
                 let _ = self.tx.send(Event::Init { daemon_id, rng_stream, blob });

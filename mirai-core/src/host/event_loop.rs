@@ -9,19 +9,27 @@ use std::sync::{Arc, Mutex};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
-use mirai_proto::{Conn, ErrorCode, ExitReason, Hello, Identity, Message, Role};
+use mirai_proto::{Conn, ErrorCode, ExitReason, Identity, Message};
 use slab::Slab;
 
+use super::admission::{Admission, Admit};
 use super::{Completions, Shared, WAKER};
-use crate::auth;
 use crate::clock::{now_ms, until};
-use crate::identity::local_identity;
+use crate::handshake::HostHandshake;
 use crate::link::{Link, ReadEnd};
+use crate::peer_text::for_log;
 use crate::transport::Listener;
 
 const LISTENER: Token = Token(0);
 const FIRST_LINK: usize = 2;
 const READ_BUF: usize = 64 * 1024;
+/// An unfinished handshake gives way to a newcomer only after this long (ms): a real daemon
+/// finishes in a few round trips, and only a burst of more than `max_handshakes` at once makes
+/// one give way.
+const HANDSHAKE_GRACE: u64 = 250;
+/// After `accept` failed for want of descriptors or memory, try again this soon (ms): the
+/// listener is edge-triggered, so the daemons already queued would otherwise wait for a newcomer.
+const ACCEPT_RETRY: u64 = 100;
 
 struct Loop {
     shared: Arc<Shared>,
@@ -35,12 +43,20 @@ struct Loop {
     /// Connections to close after the current batch of events (closing them mid-batch could
     /// let a reused slab key receive a stale event).
     closing: Vec<usize>,
+    /// Connections still in their handshake.
+    admission: Admission,
+    /// Accept after the current batch of events: the listener fired, or a place came free.
+    accept_wanted: bool,
+    /// When accepting was put off (no place for a newcomer, or no descriptor).
+    accept_retry: Option<u64>,
+    /// Whether the last accept failed for want of resources (logged once per spell).
+    starved: bool,
 }
 
-/// A connection, with the challenge its daemon must answer and who it said it was.
+/// A connection, with its side of the authentication and who its daemon said it was.
 struct LinkSlot {
     link: Arc<Mutex<Link>>,
-    challenge: Vec<u8>,
+    handshake: HostHandshake,
     identity: Option<Identity>,
 }
 
@@ -49,6 +65,7 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         log::error!("host {}: cannot watch the listener: {e}", shared.url);
         return;
     }
+    let shared_max_handshakes = shared.max_handshakes;
     let mut lp = Loop {
         shared,
         poll,
@@ -57,6 +74,10 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         link_timers: BinaryHeap::new(),
         buf: vec![0; READ_BUF],
         closing: Vec::new(),
+        admission: Admission::new(shared_max_handshakes, HANDSHAKE_GRACE),
+        accept_wanted: false,
+        accept_retry: None,
+        starved: false,
     };
     let mut events = Events::with_capacity(256);
     loop {
@@ -65,10 +86,11 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
             if st.closing {
                 break;
             }
-            let next = [lp.shared.next_deadline(&mut st), lp.link_timers.peek().map(|r| r.0.0)]
-                .into_iter()
-                .flatten()
-                .min();
+            let next =
+                [lp.shared.next_deadline(&mut st), lp.link_timers.peek().map(|r| r.0.0), lp.accept_retry]
+                    .into_iter()
+                    .flatten()
+                    .min();
             st.wake_at = next;
             next.map(until)
         };
@@ -81,7 +103,7 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         }
         for event in events.iter() {
             match event.token() {
-                LISTENER => lp.accept_all(),
+                LISTENER => lp.accept_wanted = true,
                 WAKER => {}
                 Token(t) => lp.service(t - FIRST_LINK, event),
             }
@@ -90,24 +112,68 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         lp.closing.extend(dead);
         lp.fire_timers();
         lp.close_pending();
+        if lp.accept_retry.is_some_and(|t| now_ms() >= t) {
+            lp.accept_retry = None;
+            lp.accept_wanted = true;
+        }
+        if lp.accept_wanted {
+            lp.accept_wanted = false;
+            lp.accept_all();
+            // Evicted handshakes.
+            lp.close_pending();
+        }
     }
     lp.shutdown();
 }
 
 impl Loop {
+    /// Accepts the connections queued at the listener while there is room for their handshakes.
     fn accept_all(&mut self) {
         loop {
+            let now = now_ms();
+            match self.admission.admit(now) {
+                Admit::Yes => {}
+                Admit::Evict(key) => {
+                    log::debug!(
+                        "host {}: dropping connection {key}, still in its handshake",
+                        self.shared.url
+                    );
+                    self.admission.ended(key);
+                    self.closing.push(key);
+                }
+                Admit::Wait(until) => {
+                    self.accept_retry = Some(until);
+                    return;
+                }
+            }
             let mut stream = match self.listener.accept() {
                 Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.starved = false;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors and the like: the pending connection stays queued and
-                    // the listener fires again when the next one arrives.
-                    log::warn!("host {}: accept failed: {e}", self.shared.url);
+                    // Out of descriptors and the like: the connection stays queued. A stalled
+                    // handshake gives its descriptor up at once; otherwise try again soon rather
+                    // than when the next connection arrives.
+                    if !self.starved {
+                        log::warn!("host {}: accept failed, retrying: {e}", self.shared.url);
+                        self.starved = true;
+                    }
+                    let retry = match self.admission.evictable(now) {
+                        Some(key) => {
+                            self.admission.ended(key);
+                            self.closing.push(key);
+                            now
+                        }
+                        None => now + ACCEPT_RETRY,
+                    };
+                    self.accept_retry = Some(retry);
                     return;
                 }
             };
+            self.starved = false;
             let key = self.links.vacant_key();
             let token = Token(key + FIRST_LINK);
             if let Err(e) =
@@ -116,13 +182,17 @@ impl Loop {
                 log::warn!("host {}: cannot watch a new connection: {e}", self.shared.url);
                 continue;
             }
-            let challenge = if self.shared.secret.is_some() { auth::challenge() } else { Vec::new() };
             // The daemon speaks first; nothing to send until its Hello arrives.
-            let link = Link::new(stream, Conn::host(self.shared.proto, now_ms()));
+            let link = Link::new(stream, Conn::host(self.shared.proto, now));
             if let Some(t) = link.proto.poll_timeout() {
                 self.link_timers.push(Reverse((t, key)));
             }
-            self.links.insert(LinkSlot { link: Arc::new(Mutex::new(link)), challenge, identity: None });
+            self.links.insert(LinkSlot {
+                link: Arc::new(Mutex::new(link)),
+                handshake: HostHandshake::new(),
+                identity: None,
+            });
+            self.admission.opened(key, now);
         }
     }
 
@@ -193,11 +263,19 @@ impl Loop {
         match msg {
             Message::Hello(hello) => {
                 let Some(slot) = self.links.get_mut(key) else { return false };
-                slot.identity = Some(hello.identity);
-                let reply =
-                    Hello { role: Role::Host, identity: local_identity(), auth: slot.challenge.clone() };
                 let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
-                match guard.send(Message::Hello(reply)) {
+                let sent = guard.stream.channel_binding().and_then(|channel| {
+                    match slot.handshake.answer(self.shared.secret.as_deref(), &hello, channel) {
+                        Ok(reply) => guard.send(Message::Hello(reply)),
+                        Err(refusal) => {
+                            let detail = refusal.to_string();
+                            let _ = guard.send(Message::Exit { reason: ExitReason::AuthFailed, detail });
+                            Err(crate::Error::Refused(refusal.to_string()))
+                        }
+                    }
+                });
+                slot.identity = Some(hello.identity);
+                match sent {
                     Ok(_) => true,
                     Err(e) => {
                         log::warn!("host {}: closing connection {key}: {e}", self.shared.url);
@@ -208,23 +286,21 @@ impl Loop {
             Message::Auth { proof } => {
                 let Some(slot) = self.links.get(key) else { return false };
                 let identity = slot.identity.clone().unwrap_or_default();
-                let genuine = match &self.shared.secret {
-                    None => true,
-                    Some(secret) => auth::verify(secret, &slot.challenge, &proof),
-                };
-                if !genuine {
+                if let Err(refusal) = slot.handshake.check(self.shared.secret.as_deref(), &proof) {
                     log::warn!(
                         "host {}: connection {key} from {} pid {} failed authentication",
                         self.shared.url,
-                        identity.hostname,
+                        for_log(&identity.hostname),
                         identity.pid
                     );
                     let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
-                    let _ = guard.send(Message::Exit {
-                        reason: ExitReason::AuthFailed,
-                        detail: "authentication failed".into(),
-                    });
+                    let _ = guard
+                        .send(Message::Exit { reason: ExitReason::AuthFailed, detail: refusal.to_string() });
                     return false;
+                }
+                if self.admission.ended(key) {
+                    // A place for the next newcomer, which may be waiting in the kernel.
+                    self.accept_wanted = true;
                 }
                 match self.shared.accept(st, key, link, identity) {
                     Ok(()) => true,
@@ -242,9 +318,13 @@ impl Loop {
                 let daemon = st.daemons.get(&key).map(|d| d.info.daemon_id);
                 match reason {
                     ExitReason::ProtocolViolation | ExitReason::VersionMismatch => {
-                        log::warn!("host {}: daemon {daemon:?} left: {reason:?} {detail}", self.shared.url)
+                        log::warn!(
+                            "host {}: daemon {daemon:?} left: {reason:?} {}",
+                            self.shared.url,
+                            for_log(&detail)
+                        )
                     }
-                    _ => log::debug!("daemon {daemon:?} left: {reason:?} {detail}"),
+                    _ => log::debug!("daemon {daemon:?} left: {reason:?} {}", for_log(&detail)),
                 }
                 false
             }
@@ -303,6 +383,9 @@ impl Loop {
             let Some(LinkSlot { link, .. }) = self.links.try_remove(key) else {
                 continue;
             };
+            if self.admission.ended(key) {
+                self.accept_wanted = true;
+            }
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
             let _ = self.poll.registry().deregister(&mut guard.stream);
             guard.stream.shutdown();

@@ -8,6 +8,7 @@
 //! event. Lock order: the state mutex, then a connection's mutex; the I/O thread reads a socket
 //! holding only that connection's mutex.
 
+mod admission;
 pub mod dispatcher;
 mod event_loop;
 
@@ -61,6 +62,10 @@ pub struct HostOptions {
     pub tls: Option<ServerIdentity>,
     /// How daemons prove they may connect.
     pub auth: Auth,
+    /// Connections allowed in their handshake at once. Beyond it, the oldest unfinished one
+    /// (once it has had a quarter of a second) gives way to a newcomer, so a flood of strangers
+    /// holds few descriptors and cannot lock real daemons out.
+    pub max_handshakes: usize,
 }
 
 impl Default for HostOptions {
@@ -75,6 +80,7 @@ impl Default for HostOptions {
             peer_timeout: None,
             tls: None,
             auth: Auth::Random,
+            max_handshakes: 1024,
         }
     }
 }
@@ -156,6 +162,7 @@ pub(crate) struct Shared {
     proto: mirai_proto::Config,
     /// Daemons must prove knowledge of this (None: authentication disabled).
     secret: Option<Vec<u8>>,
+    max_handshakes: usize,
     /// The CA certificate daemons verify a TLS host with.
     tls_ca: Option<String>,
 }
@@ -178,6 +185,10 @@ impl Host {
     pub fn listen(url: &str, options: HostOptions) -> Result<Host, Error> {
         let url = Url::parse(url)?;
         let secret = options.auth.resolve()?;
+        if options.max_handshakes == 0 {
+            return Err(Error::InvalidArgument("max_handshakes must be at least 1".into()));
+        }
+        crate::fd_limit::raise();
         let (server_tls, tls_ca) = if url.is_tls() {
             let identity = match options.tls {
                 Some(identity) => identity,
@@ -224,6 +235,7 @@ impl Host {
             url,
             proto,
             secret,
+            max_handshakes: options.max_handshakes,
             tls_ca,
         });
         let loop_shared = shared.clone();
@@ -570,7 +582,11 @@ impl Shared {
             rng_stream: st.stream,
             blob: st.init_blob.clone(),
         })?;
-        log::debug!("daemon {daemon_id} connected: {} pid {}", identity.hostname, identity.pid);
+        log::debug!(
+            "daemon {daemon_id} connected: {} pid {}",
+            crate::peer_text::for_log(&identity.hostname),
+            identity.pid
+        );
         st.daemons.insert(key, DaemonEntry { link: link.clone(), info: DaemonInfo { daemon_id, identity } });
         for a in st.dispatcher.connect(key) {
             self.assign(st, a);

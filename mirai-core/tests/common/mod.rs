@@ -7,9 +7,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use mirai_core::auth::{Transcript, prove};
+use mirai_core::handshake::DaemonHandshake;
 use mirai_core::launch::{CommandTemplate, LocalDaemon};
 use mirai_core::{Host, HostOptions, SubmitOptions, Task, TaskStatus};
-use mirai_proto::{Config, Conn, Hello, Identity, Message, Role};
+use mirai_proto::{Config, Conn, Identity, Message, Role};
 
 /// Generous bound for anything that should happen "at once"; only hit when something hangs.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -42,6 +44,16 @@ pub fn launch(host: &Host, n: usize, args: &[&str]) -> Vec<LocalDaemon> {
     daemons
 }
 
+/// A launched daemon's exit code, waiting for it up to `PATIENCE`.
+pub fn exit_code(d: &LocalDaemon) -> Option<i32> {
+    d.wait(PATIENCE).and_then(|s| s.code())
+}
+
+/// The port of a `tcp://` or `tls+tcp://` host.
+pub fn port_of(host: &Host) -> u16 {
+    host.url().rsplit(':').next().unwrap().parse().unwrap()
+}
+
 pub fn host() -> Host {
     Host::listen(&unique_url(), HostOptions::default()).expect("listen")
 }
@@ -64,13 +76,15 @@ pub fn value(task: &Task) -> String {
     }
 }
 
-/// Runs a daemon's side of the handshake by hand over a blocking socket, answering the host's
-/// challenge with `answer(challenge)`. Returns the socket once accepted, or the host's `Exit`.
-pub fn raw_handshake(port: u16, answer: impl Fn(&[u8]) -> Vec<u8>) -> Result<TcpStream, Message> {
+/// Runs a daemon's side of the handshake by hand over a blocking socket: sends a fresh nonce,
+/// then answers the host's `Hello` with `answer(daemon_nonce, host_auth)`, where `host_auth` is
+/// the host's nonce and proof. Returns the socket once accepted, or the host's `Exit`.
+pub fn raw_handshake(port: u16, answer: impl Fn(&[u8], &[u8]) -> Vec<u8>) -> Result<TcpStream, Message> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let identity = Identity { pid: 1, hostname: "raw".into(), label: "raw".into() };
-    let hello = Hello { role: Role::Daemon, identity, auth: vec![] };
+    let hello = DaemonHandshake::new().hello(identity);
+    let nonce = hello.auth.clone();
     let mut conn = Conn::daemon(Config::default(), 0, hello).unwrap();
     let mut buf = [0u8; 4096];
     loop {
@@ -84,13 +98,22 @@ pub fn raw_handshake(port: u16, answer: impl Fn(&[u8]) -> Vec<u8>) -> Result<Tcp
         conn.feed(0, &buf[..n]).unwrap();
         while let Some(msg) = conn.poll_event() {
             match msg {
-                Message::Hello(host) => conn.send(Message::Auth { proof: answer(&host.auth) }).unwrap(),
+                Message::Hello(host) => {
+                    conn.send(Message::Auth { proof: answer(&nonce, &host.auth) }).unwrap()
+                }
                 Message::Init { .. } => return Ok(s),
                 exit @ Message::Exit { .. } => return Err(exit),
                 _ => {}
             }
         }
     }
+}
+
+/// The daemon's proof a genuine daemon with `secret` gives over a plain socket, for
+/// [`raw_handshake`].
+pub fn daemon_proof(secret: &[u8], daemon_nonce: &[u8], host_auth: &[u8]) -> Vec<u8> {
+    let t = Transcript { daemon_nonce, host_nonce: &host_auth[..host_auth.len().min(32)], channel: None };
+    prove(secret, Role::Daemon, &t)
 }
 
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());

@@ -1,5 +1,6 @@
 /* A daemon written in C, with its own evaluator, serving a host in the same program: init
- * bundle, values and errors, cancellation through the interrupt hook, maxtasks.
+ * bundle, values and errors, out-of-range statuses, cancellation through the interrupt hook,
+ * maxtasks.
  * The daemon runs on a second thread here; a language binding runs it on its main thread. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -24,7 +25,8 @@ static void on_init(void *userdata, uint64_t daemon_id, const uint32_t *stream,
   CHECK(len == 4 && memcmp(blob, "init", 4) == 0);
 }
 
-/* "sleep": waits until cancelled; "fail": an error; otherwise echo uppercased. */
+/* "sleep": waits until cancelled; "fail": an error; "bad N": returns N, no mirai_eval_status;
+ * otherwise echo uppercased. */
 static mirai_eval_status evaluate(void *userdata, const uint8_t *data, size_t len,
                                   bool everywhere, const mirai_interrupt *intr,
                                   mirai_output *out) {
@@ -44,6 +46,12 @@ static mirai_eval_status evaluate(void *userdata, const uint8_t *data, size_t le
     CHECK_OK(mirai_output_write(out, (const uint8_t *)"failed", 6));
     CHECK(mirai_output_write(NULL, (const uint8_t *)"x", 1) == MIRAI_RESULT_NULL_PARAMETER);
     return MIRAI_EVAL_STATUS_ERROR;
+  }
+  if (len > 4 && len < 16 && memcmp(data, "bad ", 4) == 0) {
+    char number[16] = {0};
+    memcpy(number, data + 4, len - 4);
+    CHECK_OK(mirai_output_set(out, (const uint8_t *)"ignored", 7));
+    return (mirai_eval_status)atoi(number);
   }
   char upper[64];
   CHECK(len < sizeof upper);
@@ -74,29 +82,31 @@ typedef struct {
 
 static void *daemon_main(void *arg) {
   daemon_args *a = arg;
-  mirai_daemon_options opts;
-  CHECK_OK(mirai_daemon_options_init(&opts));
-  opts.secret_hex = a->secret_hex;
-  opts.maxtasks = a->maxtasks;
-  opts.label = "c_daemon test";
+  mirai_daemon_options *opts = mirai_daemon_options_new();
+  CHECK(opts != NULL);
+  CHECK_OK(mirai_daemon_options_set_secret_hex(opts, a->secret_hex));
+  if (a->maxtasks > 0) CHECK_OK(mirai_daemon_options_set_maxtasks(opts, a->maxtasks));
+  CHECK_OK(mirai_daemon_options_set_label(opts, "c_daemon test"));
   mirai_evaluator ev = {.userdata = &a->st,
                         .init = on_init,
                         .evaluate = evaluate,
                         .cleanup = on_cleanup,
                         .interrupt = on_interrupt};
-  a->result = mirai_daemon_run(a->url, &opts, &ev, &a->exit_code);
+  a->result = mirai_daemon_run(a->url, opts, &ev, &a->exit_code);
+  mirai_daemon_options_free(opts);
   return NULL;
 }
 
 static mirai_host *host_with_blob(void) {
-  mirai_host_options o;
-  CHECK_OK(mirai_host_options_init(&o));
-  o.init_blob = (const uint8_t *)"init";
-  o.init_blob_len = 4;
-  o.stream_set = true;
-  for (int i = 0; i < 6; i++) o.stream[i] = (uint32_t)(i + 1);
+  mirai_host_options *o = mirai_host_options_new();
+  CHECK(o != NULL);
+  CHECK_OK(mirai_host_options_set_init_blob(o, (const uint8_t *)"init", 4));
+  uint32_t stream[6];
+  for (int i = 0; i < 6; i++) stream[i] = (uint32_t)(i + 1);
+  CHECK_OK(mirai_host_options_set_stream(o, stream));
   mirai_host *host = NULL;
-  CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", &o, &host));
+  CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", o, &host));
+  mirai_host_options_free(o);
   return host;
 }
 
@@ -151,6 +161,22 @@ int main(void) {
     nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
   }
   CHECK(atomic_load(&a.st.cleanups) == 4);
+
+  /* An evaluator returning a value outside mirai_eval_status gives an error result that says
+   * so, never undefined behaviour; the daemon goes on. */
+  const char *bad[] = {"bad 3", "bad -1"};
+  const char *why[] = {"the evaluator returned 3, which is not a mirai_eval_status",
+                       "the evaluator returned -1, which is not a mirai_eval_status"};
+  for (int i = 0; i < 2; i++) {
+    t = submit_text(host, bad[i], NULL);
+    CHECK(finish(t, &out, NULL) == MIRAI_STATUS_ERROR && bytes_are(&out, why[i]));
+    mirai_bytes_free(&out);
+    mirai_task_free(t);
+  }
+  t = submit_text(host, "still here", NULL);
+  CHECK(finish(t, &out, NULL) == MIRAI_STATUS_VALUE && bytes_are(&out, "STILL HERE"));
+  mirai_bytes_free(&out);
+  mirai_task_free(t);
 
   /* Closing the host ends the daemon with exit code 0. */
   mirai_host_free(host);

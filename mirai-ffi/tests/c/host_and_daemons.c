@@ -1,5 +1,6 @@
 /* A host with standalone mirai-daemon processes: echo and exec evaluators, a plugin evaluator,
- * callbacks, the completion fd, everywhere, cancellation, timeouts, and error paths.
+ * callbacks, the completion fd, everywhere, cancellation, timeouts, option refusals, and error
+ * paths.
  * Usage: host_and_daemons PATH/TO/mirai-daemon PATH/TO/plugin.so PATH/TO/fake-sbatch */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
@@ -48,17 +49,18 @@ static void echo_daemons(const char *daemon) {
   /* 200 tasks with a callback each, and completions through the fd. */
   enum { N = 200 };
   mirai_task *tasks[N];
-  mirai_submit_options opts;
-  CHECK_OK(mirai_submit_options_init(&opts));
-  opts.callback = on_done;
-  opts.userdata = &callbacks;
-  opts.notify = true;
+  /* One options object serves every submission. */
+  mirai_submit_options *opts = mirai_submit_options_new();
+  CHECK(opts != NULL);
+  CHECK_OK(mirai_submit_options_set_callback(opts, on_done, &callbacks));
+  CHECK_OK(mirai_submit_options_set_notify(opts, true));
   for (int i = 0; i < N; i++) {
     char text[32];
     snprintf(text, sizeof text, "task %d", i);
-    tasks[i] = submit_text(host, text, &opts);
+    tasks[i] = submit_text(host, text, opts);
     CHECK(mirai_task_id(tasks[i]) == (uint64_t)i + 1);
   }
+  mirai_submit_options_free(opts);
   size_t seen = 0;
   int fd = mirai_host_completion_fd(host);
   CHECK(fd >= 0);
@@ -71,6 +73,11 @@ static void echo_daemons(const char *daemon) {
     seen += n;
   }
   CHECK(seen == N);
+  /* Nothing left: with no room (ids NULL, cap 0) the answer is simply none. */
+  size_t none = 99;
+  CHECK_OK(mirai_host_take_completions(host, NULL, 0, &none));
+  CHECK(none == 0);
+  CHECK(mirai_host_take_completions(host, NULL, 1, &none) == MIRAI_RESULT_NULL_PARAMETER);
   /* Racing resolved tasks: the first in array order wins at once. Bad races are refused
    * before any wait. */
   size_t winner = 99;
@@ -168,10 +175,10 @@ static void exec_daemons(const char *daemon) {
   mirai_task_free(sleeper);
 
   /* A timeout resolves 5. */
-  mirai_submit_options opts;
-  CHECK_OK(mirai_submit_options_init(&opts));
-  opts.timeout_ms = 200;
-  mirai_task *slow = submit_text(host, "{\"argv\": [\"sleep\", \"60\"]}", &opts);
+  mirai_submit_options *opts = mirai_submit_options_new();
+  CHECK_OK(mirai_submit_options_set_timeout_ms(opts, 200));
+  mirai_task *slow = submit_text(host, "{\"argv\": [\"sleep\", \"60\"]}", opts);
+  mirai_submit_options_free(opts);
   CHECK(finish(slow, NULL, &code) == MIRAI_STATUS_FAILED && code == 5);
   mirai_task_free(slow);
 
@@ -329,12 +336,16 @@ static void launchers(const char *daemon, const char *fake_sbatch) {
   char why[512];
   mirai_last_error(why, sizeof why);
   CHECK(strstr(why, "nope") != NULL);
+  /* Only the latest launch is watched (earlier ones are not kept): after a good launch the
+   * failed one no longer counts. */
+  CHECK_OK(mirai_host_launch_remote(host, "sh", via_sh, 2, false, argv, 2, 1));
+  CHECK_OK(mirai_host_wait_launched(host, 3, 30000));
 
   mirai_jobs *jobs = NULL;
   const char *options[] = {"--partition=debug"};
   CHECK_OK(mirai_host_launch_cluster(host, MIRAI_SCHEDULER_SLURM, options, 1, fake_sbatch,
                                      "kill", argv, 2, 1, &jobs));
-  CHECK_OK(mirai_host_wait_connections(host, 3, 30000));
+  CHECK_OK(mirai_host_wait_connections(host, 4, 30000));
   mirai_task *t = submit_text(host, "through a job", NULL);
   mirai_bytes out;
   CHECK(finish(t, &out, NULL) == MIRAI_STATUS_VALUE && bytes_are(&out, "through a job"));
@@ -343,6 +354,24 @@ static void launchers(const char *daemon, const char *fake_sbatch) {
   CHECK_OK(mirai_jobs_cancel(jobs));
   CHECK_OK(mirai_jobs_cancel(jobs)); /* idempotent */
   mirai_jobs_free(jobs);
+
+  /* Freed in the background: the call returns at once, and the job is still cancelled (its
+   * daemon is killed, so the host sees it leave). */
+  mirai_counters c;
+  do {
+    CHECK_OK(mirai_host_counters(host, &c));
+  } while (c.connections > 3);
+  CHECK_OK(mirai_host_launch_cluster(host, MIRAI_SCHEDULER_SLURM, options, 1, fake_sbatch,
+                                     "kill", argv, 2, 1, &jobs));
+  CHECK_OK(mirai_host_wait_connections(host, 4, 30000));
+  mirai_jobs_free_background(jobs);
+  mirai_jobs_free_background(NULL);
+  for (int i = 0; i < 3000; i++) {
+    CHECK_OK(mirai_host_counters(host, &c));
+    if (c.connections == 3) break;
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+  }
+  CHECK(c.connections == 3);
 
   http_launch(host, argv);
 
@@ -415,24 +444,97 @@ static void error_paths(void) {
 
   /* Enum values from C are checked, not trusted: out of range is a clear error. */
   CHECK(strcmp(mirai_strerror(999), "unknown result code") == 0);
-  mirai_host_options o;
-  CHECK_OK(mirai_host_options_init(&o));
-  o.auth = 7;
-  host = NULL;
-  CHECK(mirai_host_listen("tcp://127.0.0.1:0", &o, &host) == MIRAI_RESULT_INVALID_ARGUMENT && host == NULL);
+  mirai_host_options *o = mirai_host_options_new();
+  CHECK(mirai_host_options_set_auth(o, 7, NULL, 0) == MIRAI_RESULT_INVALID_ARGUMENT);
   mirai_last_error(why, sizeof why);
   CHECK(strstr(why, "7 is not a valid auth") != NULL);
+  mirai_host_options_free(o);
+  host = NULL;
   CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", NULL, &host));
   const char *argv[] = {"true"};
   mirai_jobs *jobs = NULL;
   CHECK(mirai_host_launch_cluster(host, 9, NULL, 0, NULL, NULL, argv, 1, 1, &jobs) ==
         MIRAI_RESULT_INVALID_ARGUMENT && jobs == NULL);
   mirai_host_free(host);
-  mirai_daemon_options d;
-  CHECK_OK(mirai_daemon_options_init(&d));
-  d.autoexit = -1;
-  mirai_evaluator ev = {NULL, NULL, never_called, NULL, NULL};
-  CHECK(mirai_daemon_run("tcp://127.0.0.1:1", &d, &ev, &code) == MIRAI_RESULT_INVALID_ARGUMENT);
+  mirai_daemon_options *d = mirai_daemon_options_new();
+  CHECK(mirai_daemon_options_set_autoexit(d, -1, 0) == MIRAI_RESULT_INVALID_ARGUMENT);
+  mirai_last_error(why, sizeof why);
+  CHECK(strstr(why, "-1 is not a valid autoexit") != NULL);
+  mirai_daemon_options_free(d);
+}
+
+/* Expects `call` to be refused as an invalid argument, with `text` in the message. */
+#define REFUSED(call, text)                                 \
+  do {                                                      \
+    CHECK((call) == MIRAI_RESULT_INVALID_ARGUMENT);         \
+    char why_[256];                                         \
+    mirai_last_error(why_, sizeof why_);                    \
+    CHECK(strstr(why_, text) != NULL);                      \
+  } while (0)
+
+/* Every setter checks its value: zeros that would silently mean something else, unknown enum
+ * values, and secrets that do not fit their mode are refused, leaving the earlier setting. */
+static void option_refusals(void) {
+  mirai_host_options *o = mirai_host_options_new();
+  CHECK(o != NULL);
+  CHECK_OK(mirai_host_options_set_memory_limit(o, 1000));
+  REFUSED(mirai_host_options_set_memory_limit(o, 0), "memory_limit must be at least 1");
+  REFUSED(mirai_host_options_set_max_frame(o, 0), "max_frame must be at least 1");
+  REFUSED(mirai_host_options_set_handshake_timeout_ms(o, 0), "handshake_timeout_ms must be at least 1");
+  const uint8_t *secret = (const uint8_t *)"0123456789abcdef";
+  REFUSED(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, secret, 15), "at least 16 bytes");
+  REFUSED(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, NULL, 0), "at least 16 bytes");
+  REFUSED(mirai_host_options_set_auth(o, MIRAI_AUTH_DISABLED, secret, 16), "only MIRAI_AUTH_SECRET takes a secret");
+  REFUSED(mirai_host_options_set_auth(o, -1, NULL, 0), "-1 is not a valid auth");
+  CHECK(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, NULL, 16) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_stream(o, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_init_blob(o, NULL, 3) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_tls(o, "chain", NULL, NULL, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_tls(o, "\xff", "key", NULL, NULL) == MIRAI_RESULT_INVALID_UTF8);
+  CHECK(mirai_host_options_set_max_frame(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_memory_limit(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  /* What was accepted is what the host gets; the refusals changed nothing. */
+  CHECK_OK(mirai_host_options_set_handshake_timeout_ms(o, 5000));
+  CHECK_OK(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, secret, 16));
+  mirai_host *host = NULL;
+  CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", o, &host));
+  mirai_host_options_free(o);
+  mirai_memory mem;
+  CHECK_OK(mirai_host_memory(host, &mem));
+  CHECK(mem.limit == 1000);
+  CHECK(strcmp(mirai_host_secret_hex(host), "30313233343536373839616263646566") == 0);
+  mirai_host_free(host);
+  mirai_host_options_free(NULL);
+
+  mirai_daemon_options *d = mirai_daemon_options_new();
+  CHECK(d != NULL);
+  REFUSED(mirai_daemon_options_set_maxtasks(d, 0), "maxtasks must be at least 1");
+  REFUSED(mirai_daemon_options_set_max_frame(d, 0), "max_frame must be at least 1");
+  REFUSED(mirai_daemon_options_set_autoexit(d, 3, 200), "3 is not a valid autoexit");
+  REFUSED(mirai_daemon_options_set_secret_hex(d, "abc"), "even number of digits");
+  REFUSED(mirai_daemon_options_set_secret_hex(d, "zz"), "not hexadecimal");
+  REFUSED(mirai_daemon_options_set_secret_hex(d, ""), "the secret is empty");
+  CHECK(mirai_daemon_options_set_label(d, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_daemon_options_set_tls_ca(d, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_daemon_options_set_retry(NULL, true) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK_OK(mirai_daemon_options_set_maxtasks(d, 1));
+  CHECK_OK(mirai_daemon_options_set_autoexit(d, MIRAI_AUTOEXIT_STAY, 0));
+  mirai_daemon_options_free(d);
+  mirai_daemon_options_free(NULL);
+
+  CHECK(mirai_submit_options_set_timeout_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_submit_options_set_notify(NULL, true) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_submit_options_set_callback(NULL, NULL, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  mirai_submit_options_free(NULL);
+
+  /* A success leaves the last message in place, as errno does. */
+  char before[256], after[256];
+  mirai_last_error(before, sizeof before);
+  mirai_submit_options *s = mirai_submit_options_new();
+  CHECK_OK(mirai_submit_options_set_timeout_ms(s, -1));
+  mirai_submit_options_free(s);
+  mirai_last_error(after, sizeof after);
+  CHECK(strcmp(before, after) == 0 && strstr(after, "NULL") != NULL);
 }
 
 /* A daemon refused for a wrong secret is a log line on the host's stderr once asked for. */
@@ -446,12 +548,12 @@ static void refusal_logged(void) {
   CHECK_OK(mirai_log_to_stderr(2));
   mirai_host *host = NULL;
   CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", NULL, &host));
-  mirai_daemon_options d;
-  CHECK_OK(mirai_daemon_options_init(&d));
-  d.secret_hex = "00112233445566778899aabbccddeeff";
+  mirai_daemon_options *d = mirai_daemon_options_new();
+  CHECK_OK(mirai_daemon_options_set_secret_hex(d, "00112233445566778899aabbccddeeff"));
   mirai_evaluator ev = {NULL, NULL, never_called, NULL, NULL};
   int32_t code = 0;
-  CHECK(mirai_daemon_run(mirai_host_url(host), &d, &ev, &code) != MIRAI_RESULT_OK);
+  CHECK(mirai_daemon_run(mirai_host_url(host), d, &ev, &code) != MIRAI_RESULT_OK);
+  mirai_daemon_options_free(d);
   char text[4096] = {0};
   for (int i = 0; i < 200 && strstr(text, "failed authentication") == NULL; i++) {
     nanosleep(&(struct timespec){0, 10000000}, NULL);
@@ -471,6 +573,7 @@ static void refusal_logged(void) {
 int main(int argc, char **argv) {
   CHECK(argc == 4);
   error_paths();
+  option_refusals();
   refusal_logged();
   echo_daemons(argv[1]);
   exec_daemons(argv[1]);
