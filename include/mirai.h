@@ -708,6 +708,12 @@ enum mirai_result mirai_host_options_set_handshake_timeout_ms(struct mirai_host_
                                                               uint64_t ms);
 
 /*
+ Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
+ has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
+ */
+enum mirai_result mirai_host_options_set_max_handshakes(struct mirai_host_options *opts, size_t n);
+
+/*
  How daemons authenticate: `auth` is a `mirai_auth` value. `MIRAI_AUTH_SECRET` takes the
  `secret_len` bytes at `secret` (copied; at least 16); `MIRAI_AUTH_RANDOM` (the default) and
  `MIRAI_AUTH_DISABLED` (trusted networks only) take NULL and 0.

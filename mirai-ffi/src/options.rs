@@ -149,6 +149,23 @@ pub extern "C" fn mirai_host_options_set_handshake_timeout_ms(
     })
 }
 
+/// Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
+/// has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_options_set_max_handshakes(
+    opts: *mut mirai_host_options,
+    n: usize,
+) -> mirai_result {
+    guard(|| {
+        let o = builder(opts)?;
+        if n == 0 {
+            return Err(refuse("max_handshakes must be at least 1"));
+        }
+        o.inner.max_handshakes = n;
+        Ok(())
+    })
+}
+
 /// How daemons authenticate: `auth` is a `mirai_auth` value. `MIRAI_AUTH_SECRET` takes the
 /// `secret_len` bytes at `secret` (copied; at least 16); `MIRAI_AUTH_RANDOM` (the default) and
 /// `MIRAI_AUTH_DISABLED` (trusted networks only) take NULL and 0.

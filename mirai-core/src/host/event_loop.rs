@@ -324,6 +324,17 @@ impl Loop {
                             for_log(&detail)
                         )
                     }
+                    ExitReason::AuthFailed => {
+                        let identity =
+                            self.links.get(key).and_then(|s| s.identity.clone()).unwrap_or_default();
+                        log::warn!(
+                            "host {}: connection {key} from {} pid {} failed authentication: the daemon \
+                             refused this host's proof (it holds another secret, or none is set here)",
+                            self.shared.url,
+                            for_log(&identity.hostname),
+                            identity.pid
+                        )
+                    }
                     _ => log::debug!("daemon {daemon:?} left: {reason:?} {}", for_log(&detail)),
                 }
                 false

@@ -481,6 +481,7 @@ static void option_refusals(void) {
   REFUSED(mirai_host_options_set_memory_limit(o, 0), "memory_limit must be at least 1");
   REFUSED(mirai_host_options_set_max_frame(o, 0), "max_frame must be at least 1");
   REFUSED(mirai_host_options_set_handshake_timeout_ms(o, 0), "handshake_timeout_ms must be at least 1");
+  REFUSED(mirai_host_options_set_max_handshakes(o, 0), "max_handshakes must be at least 1");
   const uint8_t *secret = (const uint8_t *)"0123456789abcdef";
   REFUSED(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, secret, 15), "at least 16 bytes");
   REFUSED(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, NULL, 0), "at least 16 bytes");
@@ -495,6 +496,7 @@ static void option_refusals(void) {
   CHECK(mirai_host_options_set_memory_limit(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
   /* What was accepted is what the host gets; the refusals changed nothing. */
   CHECK_OK(mirai_host_options_set_handshake_timeout_ms(o, 5000));
+  CHECK_OK(mirai_host_options_set_max_handshakes(o, 64));
   CHECK_OK(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, secret, 16));
   mirai_host *host = NULL;
   CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", o, &host));
