@@ -606,9 +606,11 @@ void mirai_jobs_free(struct mirai_jobs *jobs);
 void mirai_jobs_free_background(struct mirai_jobs *jobs);
 
 /*
- Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (plain http://),
- with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
- JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
+ Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (https://, or
+ http:// to a loopback address), with `headers` given as `"Name: value"` strings, and `body`
+ in which `%s` is replaced by the JSON-escaped daemon command and `%e` by its environment (a
+ JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and
+ `token` (may be NULL) become `Cookie:` and
  `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
  `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
  ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
@@ -627,10 +629,11 @@ enum mirai_result mirai_host_launch_http(const struct mirai_host *host,
                                          struct mirai_bytes *responses);
 
 /*
- One HTTP request (plain http://, 5 s timeout), for bindings that build their own launch
- requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
- status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
- (refused, timed out, not http://) fails, leaving both untouched.
+ One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build
+ their own launch requests: `headers` as `"Name: value"` strings, `body` sent as is. Any
+ answer is success: its status goes to `status` and its body to `response` (free with
+ `mirai_bytes_free`). No answer (refused, timed out, plain http:// to another machine) fails,
+ leaving both untouched.
  */
 enum mirai_result mirai_http_request(const char *url,
                                      const char *method,
@@ -837,8 +840,9 @@ enum mirai_result mirai_daemon_options_set_max_frame(struct mirai_daemon_options
                                                      uint64_t bytes);
 
 /*
- The host's secret, hex-encoded (checked here). Without this call the daemon reads
- `MIRAI_SECRET` from its environment.
+ The host's secret, hex-encoded (checked here). Without this call the daemon takes
+ `MIRAI_SECRET` out of its environment (so tasks cannot read it): no other thread may use the
+ environment meanwhile.
  */
 enum mirai_result mirai_daemon_options_set_secret_hex(struct mirai_daemon_options *opts,
                                                       const char *hex);

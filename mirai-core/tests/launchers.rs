@@ -2,6 +2,9 @@
 //! Slurm jobs on a real single-node cluster, HTTP to a local API server; SGE, PBS and LSF
 //! scripts against expected files and run through a stand-in submit command.
 //!
+//! Wherever daemons are launched, the host's secret is in no process's command line, nor in
+//! the request line or command text the HTTP API receives.
+//!
 //! The SSH and Slurm tests need the services `ci/slurm-sshd.sh up` starts; `scripts/test.sh`
 //! starts them and sets `MIRAI_TEST_SERVICES=1`, and without it these tests fail rather than
 //! pass silently.
@@ -18,7 +21,7 @@ use common::*;
 use mirai_core::launch::cluster::{ClusterConfig, Scheduler, job_script, submit};
 use mirai_core::launch::http::{HttpConfig, launch_http};
 use mirai_core::launch::remote::{RemoteConfig, SshConfig, launch_remote, launch_ssh};
-use mirai_core::launch::{CommandTemplate, Target, wait_for_daemons};
+use mirai_core::launch::{CommandTemplate, Target, spawn_local, wait_for_daemons};
 use mirai_core::{Error, Host, HostOptions};
 
 fn daemon() -> CommandTemplate {
@@ -33,6 +36,22 @@ fn services() -> bool {
          (or set MIRAI_SKIP_SERVICES=1 to skip these tests knowingly)"
     );
     on
+}
+
+/// The secret of `host`, hex.
+fn secret(host: &Host) -> String {
+    mirai_core::auth::to_hex(host.secret().expect("authentication is on by default"))
+}
+
+/// Fails if any process's command line (`/proc/*/cmdline`) holds `host`'s secret.
+fn assert_no_command_line_has_the_secret(host: &Host) {
+    let secret = secret(host);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(!text.contains(&secret), "process {:?} has the secret: {text}", entry.file_name());
+        }
+    }
 }
 
 fn ssh_config(tunnel: bool) -> SshConfig {
@@ -52,6 +71,7 @@ fn ssh_launches_daemons() {
     let launched = launch_ssh(&Target::of(&host), &daemon(), &ssh_config(false)).unwrap();
     wait_for_daemons(&host, 1, &launched, Some(PATIENCE)).unwrap();
     assert_eq!(value(&submit_text(&host, "echo:over ssh")), "over ssh");
+    assert_no_command_line_has_the_secret(&host);
     drop(host);
     assert!(launched[0].wait(PATIENCE).is_some(), "ssh ends with its daemon");
 }
@@ -69,6 +89,7 @@ fn ssh_tunnel_carries_the_connection() {
     let launched = launch_ssh(&Target::of(&host), &daemon(), &config).unwrap();
     wait_for_daemons(&host, 1, &launched, Some(PATIENCE)).unwrap();
     assert_eq!(value(&submit_text(&host, "echo:tunnelled")), "tunnelled");
+    assert_no_command_line_has_the_secret(&host);
 }
 
 #[test]
@@ -91,6 +112,29 @@ fn ssh_failure_is_reported() {
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
 
+/// The files under `dir` (recursively) that hold `needle`.
+fn files_with(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_with(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Where slurmctld saves its jobs (scripts and environments).
+fn slurm_state_dir() -> std::path::PathBuf {
+    let out = Command::new("scontrol").args(["show", "config"]).output().expect("scontrol");
+    let config = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = config.lines().find(|l| l.starts_with("StateSaveLocation")).expect("StateSaveLocation");
+    line.split_once('=').unwrap().1.trim().into()
+}
+
 fn squeue_jobs() -> String {
     let out = Command::new("squeue").args(["-h", "-o", "%i"]).output().expect("squeue");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -111,6 +155,12 @@ fn slurm_jobs_serve_and_are_cancelled() {
         assert_eq!(value(t), i.to_string());
     }
     assert!(!squeue_jobs().is_empty());
+    assert_no_command_line_has_the_secret(&host);
+    let stored = files_with(&slurm_state_dir(), &secret(&host));
+    assert!(stored.is_empty(), "Slurm stored the secret: {stored:?}");
+    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".mirai");
+    let left = files_with(&home, &secret(&host));
+    assert!(left.is_empty(), "the started jobs' secret files are gone: {left:?}");
     jobs.cancel().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !squeue_jobs().is_empty() {
@@ -137,7 +187,7 @@ fn job_scripts_match_expected_files() {
     ];
     for (scheduler, options, expected) in cases {
         let config = ClusterConfig::new(scheduler, &options);
-        assert_eq!(job_script(&config, &d, url, 4), expected, "{scheduler:?}");
+        assert_eq!(job_script(&config, &d, url, 4, None), expected, "{scheduler:?}");
     }
 }
 
@@ -145,7 +195,7 @@ fn job_scripts_match_expected_files() {
 fn job_script_keeps_commands_after_the_directives() {
     let d = CommandTemplate::new("mirai-daemon", &["{url}"]);
     let options = ["module load R", "--mem=1G", "#SBATCH --time=10", "", "export X=1"];
-    let script = job_script(&ClusterConfig::new(Scheduler::Slurm, &options), &d, "tcp://h:1", 1);
+    let script = job_script(&ClusterConfig::new(Scheduler::Slurm, &options), &d, "tcp://h:1", 1, None);
     assert_eq!(
         script,
         "#!/bin/sh\n#SBATCH --job-name=mirai\n#SBATCH --mem=1G\n#SBATCH --time=10\nmodule load R\nexport X=1\n\
@@ -172,6 +222,7 @@ fn sge_pbs_lsf_through_a_stand_in_submit_command() {
         assert!(jobs.ids[0].chars().next().unwrap().is_ascii_digit(), "{name}: {:?}", jobs.ids);
         assert!(host.wait_connections(1, Some(PATIENCE)), "{name}");
         assert_eq!(value(&submit_text(&host, "echo:job")), "job");
+        assert_no_command_line_has_the_secret(&host);
         jobs.cancel().unwrap();
         let deadline = Instant::now() + PATIENCE;
         while host.counters().connections > 0 {
@@ -190,13 +241,24 @@ fn generic_remote_command() {
     let launched = launch_remote(&Target::of(&host), &daemon(), &config, 2).unwrap();
     wait_for_daemons(&host, 2, &launched, Some(PATIENCE)).unwrap();
     assert_eq!(value(&submit_text(&host, "echo:via sh")), "via sh");
+    assert_no_command_line_has_the_secret(&host);
     let bad = RemoteConfig { command: "sh".into(), args: vec!["-c".into()], quote: false };
     assert!(launch_remote(&Target::of(&host), &daemon(), &bad, 1).is_err());
 }
 
-/// A minimal launch API: takes `{"cmd": "..."}`, runs the command, answers 200; or answers
-/// with `status` without running anything.
-fn api_server(status: u16) -> (u16, std::thread::JoinHandle<()>) {
+#[test]
+fn a_chatty_process_keeps_only_the_end_of_its_stderr() {
+    let script = "head -c 10000000 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 3";
+    let launched = spawn_local("tcp://unused:1", &CommandTemplate::new("sh", &["-c", script]), 1).unwrap();
+    assert_eq!(launched[0].wait(PATIENCE).and_then(|s| s.code()), Some(3));
+    let stderr = launched[0].stderr();
+    assert!(stderr.len() <= 64 * 1024 + 16 && stderr.ends_with("xxxEND\n"), "{} bytes", stderr.len());
+}
+
+/// A minimal launch API: takes `{"cmd": "...", "environment": [{"name": ..., "value": ...}]}`,
+/// runs the command with that environment, answers 200; or answers with `status` without
+/// running anything. Fails if `secret` is in the request line or the command.
+fn api_server(status: u16, secret: String) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
@@ -220,11 +282,19 @@ fn api_server(status: u16) -> (u16, std::thread::JoinHandle<()>) {
         }
         let text = String::from_utf8_lossy(&request).into_owned();
         assert!(text.contains("Authorization: Bearer t0ken") && text.contains("Cookie: c=1"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(!head.contains(&secret), "the secret is in the request's head: {head}");
+        let job: serde_json::Value = serde_json::from_str(body).unwrap();
+        let cmd = job["cmd"].as_str().unwrap();
+        assert!(!cmd.contains(&secret), "the secret is in the command: {cmd}");
+        let env = job["environment"].as_array().unwrap();
+        let pair = |v: &serde_json::Value| {
+            (v["name"].as_str().unwrap().to_string(), v["value"].as_str().unwrap().to_string())
+        };
+        let env: Vec<(String, String)> = env.iter().map(pair).collect();
+        assert!(env.contains(&("MIRAI_SECRET".into(), secret.clone())), "{env:?}");
         if status == 200 {
-            let body = text.split_once("\r\n\r\n").unwrap().1;
-            let escaped = body.trim().strip_prefix("{\"cmd\": \"").unwrap().strip_suffix("\"}").unwrap();
-            let cmd = escaped.replace("\\\"", "\"").replace("\\n", "\n").replace("\\\\", "\\");
-            Command::new("sh").args(["-c", &format!("{cmd} &")]).status().unwrap();
+            Command::new("sh").args(["-c", &format!("{cmd} &")]).envs(env).status().unwrap();
         }
         let reply = if status == 200 { "{\"launched\": true}" } else { "no capacity" };
         write!(
@@ -240,12 +310,12 @@ fn api_server(status: u16) -> (u16, std::thread::JoinHandle<()>) {
 #[test]
 fn http_launcher_starts_daemons_through_an_api() {
     let host = host();
-    let (port, server) = api_server(200);
+    let (port, server) = api_server(200, secret(&host));
     let config = HttpConfig {
         url: format!("http://127.0.0.1:{port}/api/launch_job"),
         method: "POST".into(),
         headers: vec![("Content-Type".into(), "application/json".into())],
-        body: "{\"cmd\": \"%s\"}".into(),
+        body: "{\"cmd\": \"%s\", \"environment\": %e}".into(),
         cookie: Some("c=1".into()),
         token: Some("t0ken".into()),
     };
@@ -254,12 +324,20 @@ fn http_launcher_starts_daemons_through_an_api() {
     server.join().unwrap();
     assert!(host.wait_connections(1, Some(PATIENCE)));
     assert_eq!(value(&submit_text(&host, "echo:http")), "http");
+    assert_no_command_line_has_the_secret(&host);
 
-    let (port, server) = api_server(503);
+    let (port, server) = api_server(503, secret(&host));
     let config = HttpConfig { url: format!("http://127.0.0.1:{port}/"), ..config };
     match launch_http(&Target::of(&host), &daemon(), &config, 1) {
         Err(Error::Launch(msg)) => assert!(msg.contains("503") && msg.contains("no capacity"), "{msg}"),
         other => panic!("expected a launch error, got {other:?}"),
     }
     server.join().unwrap();
+
+    // With authentication on, a template that cannot carry the environment is refused.
+    let config = HttpConfig { body: "{\"cmd\": \"%s\"}".into(), ..config };
+    match launch_http(&Target::of(&host), &daemon(), &config, 1) {
+        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("%e"), "{msg}"),
+        other => panic!("expected the template to be refused, got {other:?}"),
+    }
 }

@@ -58,6 +58,9 @@ impl Exec {
     fn run(&self, req: Request, interrupt: &Interrupt) -> Result<Response, String> {
         let (program, args) = req.argv.split_first().ok_or("argv is empty")?;
         let mut cmd = Command::new(program);
+        // The daemon took the secret out of its own environment already; this keeps it out
+        // even for a daemon whose secret was set some other way.
+        cmd.env_remove(mirai_core::auth::SECRET_ENV);
         cmd.args(args).envs(&req.env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0);
         if let Some(dir) = &req.cwd {

@@ -83,13 +83,14 @@ impl Evaluator for Echo {
     }
 }
 
-/// Minimal stderr logger for `--verbose`.
-fn options(cli: &Cli) -> Result<DaemonOptions, String> {
+/// The daemon's options; `env_secret` is what `MIRAI_SECRET` held (an error only counts when
+/// no `--secret-file` replaces it).
+fn options(cli: &Cli, env_secret: Result<Option<Vec<u8>>, String>) -> Result<DaemonOptions, String> {
     let read =
         |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let secret = match &cli.secret_file {
         Some(path) => Some(mirai_core::auth::from_hex(&read(path)?).map_err(|e| e.to_string())?),
-        None => None,
+        None => env_secret?,
     };
     Ok(DaemonOptions {
         retry: cli.retry,
@@ -109,11 +110,13 @@ fn options(cli: &Cli) -> Result<DaemonOptions, String> {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: no task, and no command a task runs, can read it.
+    let env_secret = mirai_core::daemon::take_env_secret().map_err(|e| e.to_string());
     let cli = Cli::parse();
     if cli.verbose {
         mirai_core::stderr_log::install("mirai-daemon", log::LevelFilter::Info);
     }
-    let result = options(&cli).and_then(|mut options| match cli.evaluator {
+    let result = options(&cli, env_secret).and_then(|mut options| match cli.evaluator {
         Kind::Echo => Daemon::run(&cli.url, options, &mut Echo).map_err(|e| e.to_string()),
         Kind::Exec => {
             let mut exec = exec::Exec::new();

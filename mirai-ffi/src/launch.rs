@@ -202,9 +202,11 @@ pub extern "C" fn mirai_jobs_free_background(jobs: *mut mirai_jobs) {
     })
 }
 
-/// Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (plain http://),
-/// with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
-/// JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
+/// Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (https://, or
+/// http:// to a loopback address), with `headers` given as `"Name: value"` strings, and `body`
+/// in which `%s` is replaced by the JSON-escaped daemon command and `%e` by its environment (a
+/// JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and
+/// `token` (may be NULL) become `Cookie:` and
 /// `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
 /// `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
 /// ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
@@ -255,10 +257,11 @@ fn header_pairs(headers: *const *const c_char, n: usize) -> Result<Vec<(String, 
         .collect()
 }
 
-/// One HTTP request (plain http://, 5 s timeout), for bindings that build their own launch
-/// requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
-/// status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
-/// (refused, timed out, not http://) fails, leaving both untouched.
+/// One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build
+/// their own launch requests: `headers` as `"Name: value"` strings, `body` sent as is. Any
+/// answer is success: its status goes to `status` and its body to `response` (free with
+/// `mirai_bytes_free`). No answer (refused, timed out, plain http:// to another machine) fails,
+/// leaving both untouched.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_http_request(
     url: *const c_char,

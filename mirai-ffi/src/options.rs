@@ -502,8 +502,9 @@ pub extern "C" fn mirai_daemon_options_set_max_frame(
     })
 }
 
-/// The host's secret, hex-encoded (checked here). Without this call the daemon reads
-/// `MIRAI_SECRET` from its environment.
+/// The host's secret, hex-encoded (checked here). Without this call the daemon takes
+/// `MIRAI_SECRET` out of its environment (so tasks cannot read it): no other thread may use the
+/// environment meanwhile.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_daemon_options_set_secret_hex(
     opts: *mut mirai_daemon_options,

@@ -546,9 +546,11 @@ function mirai_jobs_free_background(jobs)
 end
 
 """
-Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (plain http://),
-with `headers` given as `"Name: value"` strings, and `body` in which `%s` is replaced by the
-JSON-escaped daemon command. `cookie` and `token` (may be NULL) become `Cookie:` and
+Sends `n` requests to an HTTP API that starts daemons: `method` to `url` (https://, or
+http:// to a loopback address), with `headers` given as `"Name: value"` strings, and `body`
+in which `%s` is replaced by the JSON-escaped daemon command and `%e` by its environment (a
+JSON array of `{"name", "value"}`; required when the host authenticates). `cookie` and
+`token` (may be NULL) become `Cookie:` and
 `Authorization: Bearer` headers. A response other than 2xx fails with its body in the message.
 `responses` is NULL, or an array of `n` that receives each response body (e.g. the API's job
 ids) on success, each freed with `mirai_bytes_free`; on failure it is left untouched.
@@ -558,10 +560,11 @@ function mirai_host_launch_http(host, url, method, headers, n_headers, body, coo
 end
 
 """
-One HTTP request (plain http://, 5 s timeout), for bindings that build their own launch
-requests: `headers` as `"Name: value"` strings, `body` sent as is. Any answer is success: its
-status goes to `status` and its body to `response` (free with `mirai_bytes_free`). No answer
-(refused, timed out, not http://) fails, leaving both untouched.
+One HTTP request (https://, or http:// to loopback; 5 s timeout), for bindings that build
+their own launch requests: `headers` as `"Name: value"` strings, `body` sent as is. Any
+answer is success: its status goes to `status` and its body to `response` (free with
+`mirai_bytes_free`). No answer (refused, timed out, plain http:// to another machine) fails,
+leaving both untouched.
 """
 function mirai_http_request(url, method, headers, n_headers, body, status, response)
     ccall((:mirai_http_request, libmirai), mirai_result, (Ptr{Cchar}, Ptr{Cchar}, Ptr{Ptr{Cchar}}, Csize_t, Ptr{Cchar}, Ptr{UInt16}, Ptr{mirai_bytes}), url, method, headers, n_headers, body, status, response)
@@ -796,8 +799,9 @@ function mirai_daemon_options_set_max_frame(opts, bytes)
 end
 
 """
-The host's secret, hex-encoded (checked here). Without this call the daemon reads
-`MIRAI_SECRET` from its environment.
+The host's secret, hex-encoded (checked here). Without this call the daemon takes
+`MIRAI_SECRET` out of its environment (so tasks cannot read it): no other thread may use the
+environment meanwhile.
 """
 function mirai_daemon_options_set_secret_hex(opts, hex)
     ccall((:mirai_daemon_options_set_secret_hex, libmirai), mirai_result, (Ptr{mirai_daemon_options}, Ptr{Cchar}), opts, hex)

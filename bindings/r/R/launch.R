@@ -166,8 +166,12 @@ ssh_config <- function(remotes, tunnel = FALSE, timeout = 10, command = "ssh", r
 #'   `scheduler` (libmirai's number for it, or `NULL`). Use it as `remote`.
 #'
 #' @details
-#' The jobs receive the session's secret through the environment their submit command passes
-#' on to them, never in the job script. For a job array submitted by libmirai, `daemons(0)`
+#' With a scheduler libmirai knows (`scheduler`, or `sbatch`, `qsub`, `bsub` as `command`),
+#' each job reads the session's secret from a file of its own that only you can read (in a
+#' private directory under `~/.mirai`, which the compute nodes must see) and deletes it before
+#' the daemon starts: the secret is in neither the job script nor the environment the
+#' scheduler stores. Another submit command passes the secret on in its environment, which
+#' schedulers keep with the job. For a job array submitted by libmirai, `daemons(0)`
 #' cancels what is left of it (`scancel`, `qdel` or `bkill`). The launch does not wait for the
 #' daemons: they connect when the scheduler starts the jobs, which [status()] shows.
 #'
@@ -304,14 +308,19 @@ print.miraiLaunchCmd <- function(x, ...) {
 #'
 #' @param url the API's URL, or a function returning it, called at each launch. The default
 #'   is Workbench's `launch_job` endpoint at the server in the environment variable
-#'   `RS_SERVER_ADDRESS`. Plain `http://` only.
+#'   `RS_SERVER_ADDRESS`. `https://` (the server verified against the system's CA bundle, or
+#'   the file in the environment variable `SSL_CERT_FILE`), or plain `http://` to this machine
+#'   only (a loopback address), since the requests carry credentials and the secret.
 #' @param method the HTTP method, `"POST"` by default.
 #' @param headers a named character vector of request headers, or a function returning one.
 #'   The default sends a JSON content type and the Workbench session's cookie (the environment
 #'   variable `RS_SESSION_RPC_COOKIE`).
 #' @param data the request body, a character string with `%s` where the daemon's R call goes
-#'   (escaped for JSON), or a function returning such a string, called with `...`. The default
-#'   makes a Workbench `launch_job` request.
+#'   (escaped for JSON) and `%e` where the environment the API should give the daemon goes (a
+#'   JSON array of `{"name": ..., "value": ...}`, the shape of a Workbench job's
+#'   `environment`), or a function returning such a string, called with `...`. `%e` is needed
+#'   when the profile authenticates daemons (the default). The default makes a Workbench
+#'   `launch_job` request.
 #' @param ... arguments for `data` when it is a function. The default one takes `rscript`
 #'   (`"Rscript"`), `job_name` (`"mirai_daemon"`), `cluster`, `resource_profile`, `cpus`,
 #'   `memory` (in MB) and `image`.
@@ -328,9 +337,11 @@ print.miraiLaunchCmd <- function(x, ...) {
 #' @details
 #' Each field that is a function is called when the daemons are launched, so tokens and
 #' cookies can be read at that time. The API is expected to run the call it is sent as
-#' `Rscript -e <call>`. Since the processes it starts do not inherit this session's
-#' environment, the call sets `MIRAI_SECRET` itself (and for a `tls+tcp://` URL includes the
-#' certificate daemons should trust), so the request body must be kept private.
+#' `Rscript -e <call>`, with the environment in `%e`. Since the processes it starts do not
+#' inherit this session's environment, `MIRAI_SECRET` travels in `%e`, never in the call, which
+#' APIs store and show; a `data` without `%e` is refused unless the profile was set with
+#' `daemons(auth = FALSE)`. For a `tls+tcp://` URL the call includes the certificate daemons
+#' should trust (which is public).
 #'
 #' With the Workbench default and no `cluster`, or no `resource_profile` (nor `cpus` or
 #' `memory`), the first cluster and resource profile Workbench lists are used; reading that
@@ -340,10 +351,10 @@ print.miraiLaunchCmd <- function(x, ...) {
 #'
 #' @examples
 #' cfg <- http_config(
-#'   url = "http://launcher.example.org:8080/jobs",
+#'   url = "https://launcher.example.org:8443/jobs",
 #'   method = "POST",
 #'   headers = c(`Content-Type` = "application/json"),
-#'   data = '{"exe": "Rscript", "args": ["-e", "%s"]}',
+#'   data = '{"exe": "Rscript", "args": ["-e", "%s"], "environment": %e}',
 #'   token = function() Sys.getenv("LAUNCHER_TOKEN")
 #' )
 #' cfg$type
@@ -379,24 +390,29 @@ launch_http <- function(p, remote, n) {
     if (!is.character(data) || length(data) != 1L || !grepl("%s", data, fixed = TRUE)) {
       stop("`data` must be a character string containing %s, where the daemon call goes")
     }
-    body <- sub("%s", json_escape(api_daemon_call(p)), data, fixed = TRUE)
+    secret <- .Call(rmirai_secret, p$host)
+    if (!is.null(secret) && !grepl("%e", data, fixed = TRUE)) {
+      stop("`data` has no %e for the daemon's environment (e.g. \"environment\": %e): the secret ",
+           "would have to travel in the call, which the API stores; add %e, or use daemons(auth = FALSE)")
+    }
+    # %e first: the call inserted next may hold any text.
+    body <- sub("%e", api_environment(secret), data, fixed = TRUE)
+    body <- sub("%s", json_escape(daemon_call(p$url, p, embed_ca = TRUE)), body, fixed = TRUE)
     responses[[i]] <- http_request(field(remote$url), remote$method, headers, body)
   }
   invisible(responses)
 }
 
-# The daemon call for an API that runs `Rscript -e <call>` itself: the secret, and a generated
-# TLS certificate, travel inside the call.
-api_daemon_call <- function(p) {
-  call <- daemon_call(p$url, p, embed_ca = TRUE)
-  secret <- .Call(rmirai_secret, p$host)
-  if (is.null(secret)) call else sprintf("{Sys.setenv(MIRAI_SECRET=\"%s\");%s}", secret, call)
+# The daemon's environment for an API that sets it on the process it starts (`%e`): a JSON
+# array of {"name", "value"}, as a Workbench job's `environment`.
+api_environment <- function(secret) {
+  if (is.null(secret)) "[]" else sprintf("[{\"name\": \"MIRAI_SECRET\", \"value\": \"%s\"}]", secret)
 }
 
 json_escape <- function(x) gsub("\n", "\\n", gsub("\"", "\\\"", gsub("\\", "\\\\", x, fixed = TRUE), fixed = TRUE), fixed = TRUE)
 
-# An HTTP request through libmirai (plain http://, 5 s timeout): list(status, data), or an
-# errorValue when there is no answer.
+# An HTTP request through libmirai (https://, or http:// to loopback; 5 s timeout):
+# list(status, data), or an errorValue when there is no answer.
 http_request <- function(url, method, headers = NULL, body = "") {
   lines <- if (length(headers)) paste0(names(headers), ": ", headers) else character()
   res <- .Call(rmirai_http_request, url, method, lines, body)
@@ -429,7 +445,7 @@ posit_workbench_data <- function(rscript = "Rscript", job_name = "mirai_daemon",
   container <- if (is.null(image)) "" else sprintf("\"container\":{\"image\":\"%s\"},", json_escape(image))
   libs <- paste(sprintf("\\\"%s\\\"", json_escape(.libPaths())), collapse = ",")
   sprintf(paste0("{\"method\":\"launch_job\",\"kwparams\":{\"job\":{\"cluster\":\"%s\",%s\"name\":\"%s\",",
-                 "\"exe\":\"%s\",\"args\":[\"-e\",\"{.libPaths(c(%s));%%s}\"],%s}}}"),
+                 "\"exe\":\"%s\",\"args\":[\"-e\",\"{.libPaths(c(%s));%%s}\"],\"environment\":%%e,%s}}}"),
           json_escape(cluster), container, json_escape(job_name), json_escape(rscript), libs, resources)
 }
 

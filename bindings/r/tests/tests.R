@@ -415,28 +415,35 @@ while (!file.exists(portfile) && difftime(Sys.time(), t0, units = "secs") < 20) 
 api <- sprintf("http://127.0.0.1:%s/launch", readLines(portfile, warn = FALSE))
 daemons(url = "tcp://127.0.0.1:0")
 res <- launch_remote(1, http_config(url = api, headers = c(`Content-Type` = "application/json"),
-                                    data = function(prefix) sprintf("{\"cmd\": \"%s%%s\"}", prefix),
+                                    data = function(prefix) sprintf("{\"cmd\": \"%s%%s\", \"environment\": %%e}", prefix),
                                     prefix = "", token = function() "t0ken"))
 check("http launch response", is.list(res) && identical(res[[1L]]$status, 200L) && grepl("Bearer t0ken", res[[1L]]$data))
 t0 <- Sys.time()
 while (status()$connections < 1L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
 check("http-launched daemon serves", identical(mirai(3 * 3)[], 9))
-res <- launch_remote(1, http_config(url = api, data = "{\"cmd\": \"%s\"}", cookie = "c=1"))
+check_error("http data without %e while authenticating", launch_remote(1, http_config(url = api, data = "{\"cmd\": \"%s\"}")), "%e")
+res <- launch_remote(1, http_config(url = api, data = "{\"cmd\": \"%s\", \"environment\": %e}", cookie = "c=1"))
 check("second http launch", identical(res[[1L]]$status, 200L))
 t0 <- Sys.time()
 while (status()$connections < 2L && difftime(Sys.time(), t0, units = "secs") < 30) Sys.sleep(0.05)
 check("second http-launched daemon connected", status()$connections == 2L)
 daemons(0)
 daemons(url = "tcp://127.0.0.1:0")
-unreachable <- launch_remote(1, http_config(url = "http://127.0.0.1:1/x", data = "%s"))
+unreachable <- launch_remote(1, http_config(url = "http://127.0.0.1:1/x", data = "%s%e"))
 check("unreachable API gives an errorValue", is_error_value(unreachable[[1L]]))
 check_error("data needs %s", launch_remote(1, http_config(url = "http://127.0.0.1:1/x", data = "{}")), "%s")
+# Refused before connecting (192.0.2.1 is unroutable: a connection attempt would take 5 s).
+took <- system.time(refused <- mirai:::http_request("http://192.0.2.1/x", "GET"))[["elapsed"]]
+check("plain http only to loopback", is_error_value(refused) && took < 2)
+daemons(0)
+daemons(url = "tcp://127.0.0.1:0", auth = FALSE)
+check("no %e needed without authentication", is_error_value(launch_remote(1, http_config(url = "http://127.0.0.1:1/x", data = "%s"))[[1L]]))
 daemons(0)
 pwb <- mirai:::posit_workbench_data(cluster = "k8s", resource_profile = "small", image = "r:4")
 check("Workbench launch_job body", grepl("\"cluster\":\"k8s\"", pwb, fixed = TRUE) && grepl("\"resourceProfile\":\"small\"", pwb, fixed = TRUE) &&
-        grepl("%s}", pwb, fixed = TRUE))
+        grepl("%s}", pwb, fixed = TRUE) && grepl("\"environment\":%e", pwb, fixed = TRUE))
 check("Workbench resources", grepl("\"resources\":{\"cpus\":2,\"memory\":512}", mirai:::posit_workbench_data(cluster = "k", cpus = 2), fixed = TRUE))
-if (requireNamespace("jsonlite", quietly = TRUE)) check("Workbench body is JSON", is.list(jsonlite::fromJSON(sprintf(pwb, "x"))))
+if (requireNamespace("jsonlite", quietly = TRUE)) check("Workbench body is JSON", is.list(jsonlite::fromJSON(sprintf(sub("%e", "[]", pwb, fixed = TRUE), "x"))))
 
 # Custom serialization of a class backed by an external pointer, both ways.
 cfg <- serial_config("ptrobj",

@@ -270,9 +270,9 @@ for (formal in c("command", "options", "rscript", "scheduler")) {
   add("cluster_config", formal, "host", sprintf("launch_remote(1, cluster_config(%s = @))", formal))
 }
 add("http_config", "url", "none", "http_config(@)")
-add("http_config", "url", "host", 'launch_remote(1, http_config(url = @, data = "%s"))')
+add("http_config", "url", "host", 'launch_remote(1, http_config(url = @, data = "%s%e"))')
 for (formal in c("method", "headers", "cookie", "token")) {
-  add("http_config", formal, "host", sprintf('launch_remote(1, http_config(url = "http://127.0.0.1:1/", %s = @, data = "%%s"))', formal))
+  add("http_config", formal, "host", sprintf('launch_remote(1, http_config(url = "http://127.0.0.1:1/", %s = @, data = "%%s%%e"))', formal))
 }
 add("http_config", "data", "host", 'launch_remote(1, http_config(url = "http://127.0.0.1:1/", data = @))')
 

@@ -2,6 +2,7 @@
 //! Julia must evaluate on their main thread), send results back. A background I/O thread keeps
 //! the connection meanwhile, so a cancel reaches the evaluator's interrupt at once.
 
+mod env_secret;
 mod interrupt;
 mod session;
 
@@ -12,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use mirai_proto::{ExitReason, Message, Status};
 
+pub use env_secret::take_env_secret;
 pub use interrupt::{Interrupt, InterruptHook};
 use session::{Closed, Context, Event, Session};
 
 use crate::error::Error;
+use crate::tls;
 use crate::url::Url;
-use crate::{auth, tls};
 
 /// What to do when the connection to the host ends (R's `autoexit`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +66,8 @@ pub struct DaemonOptions {
     pub interrupt_hook: Option<InterruptHook>,
     /// Free text sent to the host in the handshake.
     pub label: String,
-    /// The host's secret; `None` reads `MIRAI_SECRET` (hex) from the environment, if set.
+    /// The host's secret; `None` takes it from `MIRAI_SECRET` (hex), if set, and removes it
+    /// from the environment (see [`take_env_secret`]).
     pub secret: Option<Vec<u8>>,
     /// The CA certificate (PEM) to verify a `tls+tcp://` host with; `None` reads
     /// `MIRAI_TLS_CA` from the environment, if set.
@@ -127,15 +130,13 @@ pub struct Daemon;
 impl Daemon {
     /// Connects to the host at `url` and serves tasks until a limit is reached or the host
     /// goes (per `autoexit`). Fails if the first connection or handshake fails (with `retry`,
-    /// only if the handshake is refused).
+    /// only if the handshake is refused). Without `options.secret` it first takes the secret out
+    /// of the environment: call it before other threads use the environment.
     pub fn run(url: &str, options: DaemonOptions, evaluator: &mut dyn Evaluator) -> Result<ExitCode, Error> {
         let url = Url::parse(url)?;
         let secret = match options.secret.clone() {
             Some(s) => Some(s),
-            None => match std::env::var(auth::SECRET_ENV) {
-                Ok(hex) => Some(auth::from_hex(&hex)?),
-                Err(_) => None,
-            },
+            None => take_env_secret()?,
         };
         let tls = if url.is_tls() {
             let ca = options.tls_ca.clone().or_else(|| std::env::var(tls::CA_ENV).ok()).ok_or_else(|| {

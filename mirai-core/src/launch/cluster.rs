@@ -1,10 +1,11 @@
 //! HPC launchers: a job script for Slurm (`sbatch`), SGE and PBS (`qsub`) or LSF (`bsub`),
 //! submitted on stdin as a job array of N daemons, and cancelled when the pool is torn down.
 
-use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::shell;
+use super::secret_dir::SecretDir;
+use super::shell::{self, quote};
 use super::{CommandTemplate, Target};
 use crate::error::Error;
 
@@ -30,6 +31,16 @@ impl Scheduler {
             Scheduler::Slurm => "scancel",
             Scheduler::Sge | Scheduler::Pbs => "qdel",
             Scheduler::Lsf => "bkill",
+        }
+    }
+
+    /// The variable holding a job's index (1 to n) within its array.
+    fn array_index(self) -> &'static str {
+        match self {
+            Scheduler::Slurm => "SLURM_ARRAY_TASK_ID",
+            Scheduler::Sge => "SGE_TASK_ID",
+            Scheduler::Pbs => "PBS_ARRAY_INDEX",
+            Scheduler::Lsf => "LSB_JOBINDEX",
         }
     }
 
@@ -67,9 +78,17 @@ impl ClusterConfig {
     }
 }
 
-/// The job script for `n` daemons. The secret and CA are not in it: they reach the job through
-/// the submit command's environment (exported by every scheduler's directive or default).
-pub fn job_script(config: &ClusterConfig, daemon: &CommandTemplate, url: &str, n: usize) -> String {
+/// The job script for `n` daemons. The CA reaches the job through the submit command's
+/// environment (exported by every scheduler's directive or default). The secret is not in the
+/// script nor in that environment (schedulers keep both with the job): with `secret_dir`, each
+/// job reads it from its own file there (`1` to `n`, by array index) and deletes the file.
+pub fn job_script(
+    config: &ClusterConfig,
+    daemon: &CommandTemplate,
+    url: &str,
+    n: usize,
+    secret_dir: Option<&Path>,
+) -> String {
     let p = config.scheduler.prefix();
     let mut lines = vec!["#!/bin/sh".to_string()];
     match config.scheduler {
@@ -104,6 +123,15 @@ pub fn job_script(config: &ClusterConfig, daemon: &CommandTemplate, url: &str, n
         directives.iter().map(|o| if o.starts_with('#') { o.to_string() } else { format!("{p} {o}") }),
     );
     lines.extend(commands.iter().map(|c| c.to_string()));
+    if let Some(dir) = secret_dir {
+        let dir = quote(&dir.display().to_string());
+        let index = if n > 1 { format!("${}", config.scheduler.array_index()) } else { "1".into() };
+        lines.push(format!("f={dir}/{index}"));
+        lines.push(format!(
+            "IFS= read -r {0} < \"$f\" && rm -f \"$f\" && export {0} || {{ echo \"mirai: no secret in $f\" >&2; exit 1; }}",
+            crate::auth::SECRET_ENV
+        ));
+    }
     lines.push(format!("exec {}", shell::command_line(daemon, url)));
     lines.join("\n") + "\n"
 }
@@ -113,6 +141,8 @@ pub fn job_script(config: &ClusterConfig, daemon: &CommandTemplate, url: &str, n
 pub struct Jobs {
     pub ids: Vec<String>,
     cancel: String,
+    /// The secret files of jobs that have not started yet, removed with the jobs.
+    secrets: Option<SecretDir>,
 }
 
 impl Jobs {
@@ -126,6 +156,7 @@ impl Jobs {
             .output()
             .map_err(|e| Error::io(format!("cannot run {}", self.cancel), e))?;
         let ids = std::mem::take(&mut self.ids);
+        self.secrets = None;
         if !out.status.success() {
             return Err(Error::Launch(format!(
                 "{} {} failed: {}",
@@ -158,25 +189,29 @@ fn job_id(scheduler: Scheduler, stdout: &str) -> Option<String> {
     Some(digits)
 }
 
-/// Submits a job array of `n` daemons for `target`.
+/// Submits a job array of `n` daemons for `target`; with a secret, through one-use files (see
+/// [`job_script`]).
 pub fn submit(
     target: &Target,
     daemon: &CommandTemplate,
     config: &ClusterConfig,
     n: usize,
 ) -> Result<Jobs, Error> {
-    let script = job_script(config, daemon, &target.url, n);
+    let secrets = target.secret_hex.as_deref().map(|s| SecretDir::create(s, n)).transpose()?;
+    let script = job_script(config, daemon, &target.url, n, secrets.as_ref().map(SecretDir::path));
     let submit = config.submit_command.clone().unwrap_or_else(|| config.scheduler.submit_command().into());
+    let ca = Target { secret_hex: None, ..target.clone() };
     let mut child = Command::new(&submit)
-        .envs(target.env())
+        // This process may hold the secret in its environment too (an R session does).
+        .env_remove(crate::auth::SECRET_ENV)
+        .envs(ca.env())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io(format!("cannot run {submit}"), e))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
+        super::pipe::write_all(&mut stdin, script.as_bytes())
             .map_err(|e| Error::io(format!("writing the job script to {submit}"), e))?;
     }
     let out = child.wait_with_output().map_err(|e| Error::io(format!("waiting for {submit}"), e))?;
@@ -191,12 +226,29 @@ pub fn submit(
     let id = job_id(config.scheduler, &stdout)
         .ok_or_else(|| Error::Launch(format!("{submit} printed no job id: {}", stdout.trim())))?;
     let cancel = config.cancel_command.clone().unwrap_or_else(|| config.scheduler.cancel_command().into());
-    Ok(Jobs { ids: vec![id], cancel })
+    Ok(Jobs { ids: vec![id], cancel, secrets })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_read_the_secret_from_their_own_file() {
+        let d = CommandTemplate::new("mirai-daemon", &["{url}"]);
+        let config = ClusterConfig::new(Scheduler::Slurm, &["module load R"]);
+        let dir = Path::new("/home/u/.mirai/jobs-1");
+        let script = job_script(&config, &d, "tcp://h:1", 3, Some(dir));
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines[3], "module load R");
+        assert_eq!(lines[4], "f=/home/u/.mirai/jobs-1/$SLURM_ARRAY_TASK_ID");
+        assert!(
+            lines[5].starts_with("IFS= read -r MIRAI_SECRET < \"$f\" && rm -f \"$f\" && export MIRAI_SECRET")
+        );
+        assert_eq!(lines[6], "exec mirai-daemon tcp://h:1");
+        let single = job_script(&ClusterConfig::new(Scheduler::Lsf, &[]), &d, "tcp://h:1", 1, Some(dir));
+        assert!(single.contains("f=/home/u/.mirai/jobs-1/1\n"), "{single}");
+    }
 
     #[test]
     fn job_ids() {

@@ -1,24 +1,22 @@
 //! The HTTP launcher: one request per daemon to an API that starts processes (R's
-//! `http_config`; e.g. Posit Workbench's launcher). The body template's `%s` receives the
-//! daemon's command line, JSON-escaped. The API runs the command, so the secret and CA travel in
-//! it (as `env` assignments): use this launcher only with an API you trust, over a trusted
-//! network.
-
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+//! `http_config`; e.g. Posit Workbench's job launcher). In the body template, `%s` receives
+//! the daemon's command line and `%e` the environment the API should give it (the secret and
+//! TLS CA), both as JSON. The secret goes only in `%e`, never in the command, which APIs store
+//! and show.
 
 use super::shell::{self, quote};
 use super::{CommandTemplate, Target};
 use crate::error::Error;
 
+pub use super::http_client::exchange;
+
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
-    /// `http://host:port/path`.
+    /// `https://host[:port]/path`, or `http://` to a loopback address.
     pub url: String,
     pub method: String,
     pub headers: Vec<(String, String)>,
-    /// The request body, with `%s` where the command goes.
+    /// The request body, with `%s` where the command goes and `%e` where the environment goes.
     pub body: String,
     /// Sent as `Cookie:`.
     pub cookie: Option<String>,
@@ -26,11 +24,71 @@ pub struct HttpConfig {
     pub token: Option<String>,
 }
 
-/// The command the API should run: `env MIRAI_SECRET=... daemon URL`.
-pub fn api_command(target: &Target, daemon: &CommandTemplate) -> String {
-    let env: Vec<String> = target.env().iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+/// The environment as a JSON array of `{"name": ..., "value": ...}`, the shape of the
+/// `environment` of a Posit Job Launcher job.
+pub fn environment_json(env: &[(String, String)]) -> String {
+    let items: Vec<String> = env
+        .iter()
+        .map(|(k, v)| {
+            format!("{{\"name\": \"{}\", \"value\": \"{}\"}}", shell::json_escape(k), shell::json_escape(v))
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The request body for one daemon: `template` with its first `%s` replaced by the daemon's
+/// command line and its first `%e` by the environment (both JSON). Without `%e`, a TLS CA
+/// (public) goes into the command as `env MIRAI_TLS_CA=...`, and a secret is refused.
+pub fn request_body(target: &Target, daemon: &CommandTemplate, template: &str) -> Result<String, Error> {
+    if !template.contains("%s") {
+        return Err(Error::InvalidArgument("the HTTP body template needs a %s for the command".into()));
+    }
     let line = shell::command_line(daemon, &target.url);
-    if env.is_empty() { line } else { format!("env {} {line}", env.join(" ")) }
+    let command = if template.contains("%e") {
+        line
+    } else if target.secret_hex.is_some() {
+        return Err(Error::InvalidArgument(
+            "authentication is on, and the HTTP body template has no %e for the daemon's environment \
+             (e.g. \"environment\": %e), so the secret could travel only in the command, which the API \
+             stores: add %e, or launch without authentication"
+                .into(),
+        ));
+    } else {
+        match &target.tls_ca {
+            Some(ca) => format!("env {}={} {line}", crate::tls::CA_ENV, quote(ca)),
+            None => line,
+        }
+    };
+    Ok(fill(template, &shell::json_escape(&command), &environment_json(&target.env())))
+}
+
+/// `template` with its first `%s` and first `%e` replaced, in one pass (so nothing inserted
+/// is taken for a placeholder).
+fn fill(template: &str, command: &str, env: &str) -> String {
+    let mut out = String::with_capacity(template.len() + command.len() + env.len());
+    let (mut command, mut env) = (Some(command), Some(env));
+    let mut rest = template;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let insert = match after.as_bytes().first() {
+            Some(b's') => command.take(),
+            Some(b'e') => env.take(),
+            _ => None,
+        };
+        match insert {
+            Some(text) => {
+                out.push_str(text);
+                rest = &after[1..];
+            }
+            None => {
+                out.push('%');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Sends `n` launch requests; returns the response bodies. A status other than 2xx fails.
@@ -40,10 +98,7 @@ pub fn launch_http(
     config: &HttpConfig,
     n: usize,
 ) -> Result<Vec<String>, Error> {
-    if !config.body.contains("%s") {
-        return Err(Error::InvalidArgument("the HTTP body template needs a %s for the command".into()));
-    }
-    let body = config.body.replacen("%s", &shell::json_escape(&api_command(target, daemon)), 1);
+    let body = request_body(target, daemon, &config.body)?;
     (0..n).map(|_| request(config, &body)).collect()
 }
 
@@ -62,119 +117,44 @@ fn request(config: &HttpConfig, body: &str) -> Result<String, Error> {
     Ok(content)
 }
 
-/// How long a whole request may take: connecting, sending, and reading the answer.
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One HTTP/1.1 request to a plain `http://` URL, within 5 s: the status and the body (decoded
-/// from chunked transfer encoding; bytes that are not UTF-8 replaced). Bindings whose launch
-/// requests are built differently (R's `http_config`) use it directly.
-pub fn exchange(
-    url: &str,
-    method: &str,
-    headers: &[(String, String)],
-    body: &str,
-) -> Result<(u16, String), Error> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| Error::NotSupported(format!("{url}: the HTTP launcher speaks plain http:// only")))?;
-    let (authority, path) =
-        rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let fail = |e| Error::io(format!("HTTP request to {url}"), e);
-    let deadline = Instant::now() + TIMEOUT;
-    let mut stream = connect(authority, deadline).map_err(fail)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes())).map_err(fail)?;
-    let response = read_until_closed(&mut stream, deadline).map_err(fail)?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n");
-    let (head, content) = match split {
-        Some(i) => (String::from_utf8_lossy(&response[..i]).into_owned(), &response[i + 4..]),
-        None => (String::from_utf8_lossy(&response).into_owned(), &response[..0]),
-    };
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let chunked = head.lines().any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let content = if chunked { dechunk(content) } else { content.to_vec() };
-    Ok((status, String::from_utf8_lossy(&content).into_owned()))
-}
-
-/// Connects to the first address of `authority` that answers before `deadline`.
-fn connect(authority: &str, deadline: Instant) -> std::io::Result<TcpStream> {
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    for addr in authority.to_socket_addrs()? {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"));
-        }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Reads until the server closes the connection (the request said `Connection: close`).
-fn read_until_closed(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no complete answer within 5 s"));
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => return Ok(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The body of a chunked transfer: each chunk is a hex size line, the bytes, CRLF; a zero
-/// size ends it. A malformed or cut-off body yields what was read up to there.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { return out };
-        let line = String::from_utf8_lossy(&data[..eol]);
-        let size = line.split(';').next().and_then(|s| usize::from_str_radix(s.trim(), 16).ok());
-        let Some(size) = size.filter(|&n| n > 0) else { return out };
-        let start = eol + 2;
-        let end = start.saturating_add(size).min(data.len());
-        out.extend_from_slice(&data[start..end]);
-        data = data.get(end + 2..).unwrap_or(&[]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunked_bodies_are_decoded() {
-        assert_eq!(dechunk(b"4\r\nWiki\r\n6;ext=1\r\npedia \r\n0\r\n\r\n"), b"Wikipedia ");
-        assert_eq!(dechunk(b"4\r\nWi"), b"Wi", "a cut-off body keeps what arrived");
-        assert_eq!(dechunk(b"zz\r\nxx"), b"", "a malformed size ends it");
+    fn target(secret: Option<&str>, ca: Option<&str>) -> Target {
+        Target {
+            url: "tcp://10.1.1.1:5555".into(),
+            secret_hex: secret.map(Into::into),
+            tls_ca: ca.map(Into::into),
+        }
     }
 
     #[test]
-    fn command_for_the_api() {
+    fn the_secret_goes_in_the_environment_not_the_command() {
         let daemon = CommandTemplate::new("mirai-daemon", &["{url}"]);
-        let target =
-            Target { url: "tcp://10.1.1.1:5555".into(), secret_hex: Some("abcd".into()), tls_ca: None };
-        assert_eq!(api_command(&target, &daemon), "env MIRAI_SECRET=abcd mirai-daemon tcp://10.1.1.1:5555");
+        let template = "{\"cmd\": \"%s\", \"environment\": %e, \"note\": \"100%\"}";
+        let body = request_body(&target(Some("abcd"), None), &daemon, template).unwrap();
+        assert_eq!(
+            body,
+            "{\"cmd\": \"mirai-daemon tcp://10.1.1.1:5555\", \
+             \"environment\": [{\"name\": \"MIRAI_SECRET\", \"value\": \"abcd\"}], \"note\": \"100%\"}"
+        );
+        let err = request_body(&target(Some("abcd"), None), &daemon, "{\"cmd\": \"%s\"}").unwrap_err();
+        assert!(err.to_string().contains("%e"), "{err}");
+        assert!(request_body(&target(None, None), &daemon, "{}").is_err(), "%s is required");
+    }
+
+    #[test]
+    fn without_authentication_the_template_needs_no_environment() {
+        let daemon = CommandTemplate::new("mirai-daemon", &["{url}"]);
+        let body = request_body(&target(None, Some("PEM")), &daemon, "{\"cmd\": \"%s\"}").unwrap();
+        assert_eq!(body, "{\"cmd\": \"env MIRAI_TLS_CA=PEM mirai-daemon tcp://10.1.1.1:5555\"}");
+        let body = request_body(&target(None, None), &daemon, "[\"%s\", %e]").unwrap();
+        assert_eq!(body, "[\"mirai-daemon tcp://10.1.1.1:5555\", []]");
+    }
+
+    #[test]
+    fn placeholders_are_filled_once_and_not_inside_what_was_inserted() {
+        assert_eq!(fill("%s %s %e %e %%", "c%e", "E"), "c%e %s E %e %%");
     }
 }

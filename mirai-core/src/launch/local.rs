@@ -1,8 +1,9 @@
 //! Launching daemons as local processes from a command template, and watching them exit.
 
-use std::io::{Read, Write};
+use std::collections::VecDeque;
+use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -47,20 +48,37 @@ struct Status {
 pub(crate) struct Group {
     status: Mutex<Vec<Status>>,
     cv: Condvar,
-    /// Called after any process of the group exits (e.g. to wake a host's waiters).
-    subscribers: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
+    /// Called after any process of the group exits (e.g. to wake a host's waiters). Weak, so
+    /// a waiter that gave up is dropped instead of piling up.
+    subscribers: Mutex<Vec<Weak<dyn Fn() + Send + Sync>>>,
 }
+
+/// How much of a launched process's stderr is kept: the last 64 KiB.
+const STDERR_TAIL: usize = 64 * 1024;
 
 impl Group {
     fn lock(&self) -> MutexGuard<'_, Vec<Status>> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` after every exit in the group from now on (and once now, in case one exited
-    /// already).
-    pub(crate) fn subscribe(&self, f: Arc<dyn Fn() + Send + Sync>) {
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(f.clone());
+    /// Runs `f` after every exit in the group from now on, as long as the caller keeps `f`
+    /// alive (and once now, in case one exited already). Subscribing the same `f` again adds
+    /// nothing.
+    pub(crate) fn subscribe(&self, f: &Arc<dyn Fn() + Send + Sync>) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.retain(|w| w.strong_count() > 0);
+        if !subscribers.iter().any(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(f))) {
+            subscribers.push(Arc::downgrade(f));
+        }
+        drop(subscribers);
         f();
+    }
+
+    /// The subscribers still alive, pruning the others.
+    fn live_subscribers(&self) -> Vec<Arc<dyn Fn() + Send + Sync>> {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        subscribers.retain(|w| w.strong_count() > 0);
+        subscribers.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// The first process of the group that exited in failure: its status and stderr.
@@ -87,7 +105,7 @@ impl LocalDaemon {
         self.group.lock()[self.index].exit
     }
 
-    /// What the process wrote to stderr (when not inherited), complete once it has exited.
+    /// The last 64 KiB the process wrote to stderr (when not inherited), once it has exited.
     pub fn stderr(&self) -> String {
         self.group.lock()[self.index].stderr.clone()
     }
@@ -152,7 +170,7 @@ pub(crate) fn spawn_watched(
     let mut child = cmd.spawn().map_err(|e| Error::io(format!("cannot start '{program}'"), e))?;
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A process that exits without reading its input is reported through its status.
-        let _ = pipe.write_all(&bytes);
+        let _ = super::pipe::write_all(&mut pipe, &bytes);
     }
     let index = {
         let mut st = group.lock();
@@ -167,10 +185,7 @@ fn watch(mut child: Child, index: usize, group: Arc<Group>) -> LocalDaemon {
     let g = group.clone();
     let spawned = std::thread::Builder::new().name(format!("mirai-reap-{pid}")).stack_size(64 * 1024).spawn(
         move || {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = pipe.read_to_string(&mut stderr);
-            }
+            let stderr = child.stderr.take().map(|pipe| read_tail(pipe, STDERR_TAIL)).unwrap_or_default();
             let status = child.wait();
             let mut st = g.lock();
             st[index].stderr = stderr;
@@ -179,8 +194,7 @@ fn watch(mut child: Child, index: usize, group: Arc<Group>) -> LocalDaemon {
             }
             drop(st);
             g.cv.notify_all();
-            let subscribers = g.subscribers.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for f in subscribers {
+            for f in g.live_subscribers() {
                 f();
             }
         },
@@ -189,4 +203,63 @@ fn watch(mut child: Child, index: usize, group: Arc<Group>) -> LocalDaemon {
         log::warn!("cannot watch daemon {pid}: {e}");
     }
     LocalDaemon { pid, index, group }
+}
+
+/// Reads `pipe` to its end, keeping only the last `limit` bytes (marked when some were dropped).
+fn read_tail(mut pipe: impl Read, limit: usize) -> String {
+    let mut tail = VecDeque::with_capacity(limit.min(8192));
+    let mut dropped = false;
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend(&buf[..n]);
+                if tail.len() > limit {
+                    tail.drain(..tail.len() - limit);
+                    dropped = true;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(tail.make_contiguous()).into_owned();
+    if dropped { format!("[...] {text}") } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_keeps_its_last_bytes() {
+        let mut long = vec![b'a'; 200_000];
+        long.extend_from_slice(b"the end");
+        let tail = read_tail(&long[..], 1000);
+        assert!(tail.starts_with("[...] ") && tail.ends_with("aaathe end"), "{tail}");
+        assert_eq!(tail.len(), "[...] ".len() + 1000);
+        assert_eq!(read_tail(&b"short"[..], 1000), "short");
+    }
+
+    #[test]
+    fn subscribers_are_deduplicated_and_dropped_with_their_owner() {
+        let group = Group::default();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = calls.clone();
+        let f: Arc<dyn Fn() + Send + Sync> =
+            Arc::new(move || _ = c.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        for _ in 0..100 {
+            group.subscribe(&f);
+        }
+        assert_eq!(group.live_subscribers().len(), 1);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 100, "each subscribe calls once");
+        for _ in 0..100 {
+            let g: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
+            group.subscribe(&g);
+        }
+        drop(f);
+        assert!(group.live_subscribers().is_empty());
+        assert_eq!(group.subscribers.lock().unwrap().len(), 0, "dead subscribers are pruned");
+    }
 }

@@ -1,12 +1,17 @@
 //! Launching daemons: as local processes, over SSH (optionally tunnelled), as HPC batch jobs
 //! (Slurm, SGE, PBS, LSF), through an HTTP API, or with any command that takes the daemon's
 //! command line. Every launcher hands daemons the host's secret and TLS CA the safest way it
-//! allows: in the environment or on stdin, never on a command line that `ps` shows.
+//! allows: in the environment, on stdin, in a one-use private file (batch jobs) or in the
+//! environment field of an API's job; never on a command line that `ps` shows, nor in a
+//! command or script that a scheduler or API stores.
 
 pub mod cluster;
 pub mod http;
+mod http_client;
 mod local;
+mod pipe;
 pub mod remote;
+mod secret_dir;
 pub mod shell;
 
 pub use local::{CommandTemplate, LocalDaemon, spawn_local};
@@ -60,8 +65,10 @@ pub fn wait_for_daemons(
     timeout: Option<Duration>,
 ) -> Result<(), Error> {
     let group = launched.first().map(|d| d.group().clone());
+    // Subscribed as long as this call waits.
+    let waker = host.waker();
     if let Some(g) = &group {
-        g.subscribe(host.waker());
+        g.subscribe(&waker);
     }
     let failed = || group.as_ref().and_then(|g| g.failed());
     if host.wait_connections_unless(n, timeout, || failed().is_some()) {

@@ -51,6 +51,10 @@ fn parse_remote(remote: &str) -> Result<(String, u16), Error> {
     if dest.is_empty() || dest.contains(['/', ' ']) {
         return Err(bad());
     }
+    // ssh would take it for an option (`-oProxyCommand=...` runs a command here).
+    if dest.starts_with('-') {
+        return Err(Error::InvalidArgument(format!("'{remote}': a destination cannot start with '-'")));
+    }
     Ok((dest.to_string(), port))
 }
 
@@ -90,7 +94,8 @@ pub fn ssh_command(
         target.url = url;
         args.extend(["-o".into(), "ExitOnForwardFailure=yes".into(), "-R".into(), forward]);
     }
-    args.extend(["-T".into(), "-p".into(), port.to_string(), dest]);
+    // `--`: nothing after it is an option, whatever the destination looks like.
+    args.extend(["-T".into(), "-p".into(), port.to_string(), "--".into(), dest]);
     args.push(shell::stdin_wrapped(daemon, &target));
     Ok(args)
 }
@@ -163,6 +168,9 @@ mod tests {
         assert_eq!(parse_remote("ssh://node1").unwrap(), ("node1".into(), 22));
         assert!(parse_remote("node1").is_err());
         assert!(parse_remote("ssh://node1:x").is_err());
+        let err = parse_remote("ssh://-oProxyCommand=touch%20x").unwrap_err();
+        assert!(err.to_string().contains("cannot start with '-'"), "{err}");
+        assert!(parse_remote("ssh://-oProxyCommand=x@h:22").is_err());
     }
 
     #[test]
@@ -171,10 +179,10 @@ mod tests {
         let mut config = SshConfig::new(&["ssh://u@h:2222"]);
         let argv = ssh_command(&target("tcp://10.0.0.1:5000"), &daemon, &config, "ssh://u@h:2222").unwrap();
         assert_eq!(
-            argv[..9],
-            ["ssh", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-T", "-p", "2222", "u@h"]
+            argv[..10],
+            ["ssh", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-T", "-p", "2222", "--", "u@h"]
         );
-        assert!(argv[9].ends_with("exec mirai-daemon tcp://10.0.0.1:5000 </dev/null"));
+        assert!(argv[10].ends_with("exec mirai-daemon tcp://10.0.0.1:5000 </dev/null"));
         assert!(!argv.concat().contains("00ff"), "the secret is not on the command line");
 
         config.tunnel = true;

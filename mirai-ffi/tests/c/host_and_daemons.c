@@ -274,7 +274,7 @@ static void http_launch(mirai_host *host, const char *const *argv) {
   char url[64];
   snprintf(url, sizeof url, "http://127.0.0.1:%d/launch", api.port);
   const char *headers[] = {"Content-Type: application/json"};
-  const char *body = "{\"cmd\": \"%s\"}";
+  const char *body = "{\"cmd\": \"%s\", \"environment\": %e}";
 
   mirai_bytes responses[2];
   CHECK_OK(mirai_host_launch_http(host, url, "POST", headers, 1, body, NULL, "t0ken", argv, 2, 2,
@@ -303,8 +303,8 @@ static void http_launch(mirai_host *host, const char *const *argv) {
   mirai_bytes_free(&response);
   CHECK(pthread_join(server, NULL) == 0);
   close(api.fd);
-  /* Only plain http:// is spoken; the request is refused before any connection. */
-  CHECK(mirai_http_request("https://127.0.0.1:1/x", "GET", NULL, 0, "", &status, &response) ==
+  /* Plain http:// goes only to loopback; the request is refused before any connection. */
+  CHECK(mirai_http_request("http://192.0.2.1:1/x", "GET", NULL, 0, "", &status, &response) ==
         MIRAI_RESULT_NOT_SUPPORTED);
   CHECK(mirai_http_request(NULL, "GET", NULL, 0, "", &status, &response) == MIRAI_RESULT_NULL_PARAMETER);
   /* Nobody listening: a failure, and nothing written. */
