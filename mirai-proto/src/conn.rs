@@ -19,6 +19,7 @@
 
 use alloc::collections::VecDeque;
 use alloc::string::ToString;
+use alloc::vec::Vec;
 
 use crate::decoder::Decoder;
 use crate::error::ProtoError;
@@ -278,6 +279,10 @@ impl Conn {
 
     /// Queues a message, checking that this end may send it now.
     pub fn send(&mut self, msg: Message) -> Result<(), ProtoError> {
+        self.queue(msg, false)
+    }
+
+    fn queue(&mut self, msg: Message, return_payload: bool) -> Result<(), ProtoError> {
         if self.state == State::Closed {
             return Err(ProtoError::Closed);
         }
@@ -287,11 +292,27 @@ impl Conn {
             Message::Task { id, .. } => Some(*id),
             _ => None,
         };
-        self.outbox.push(msg)?;
+        self.outbox.push_returning(msg, task_id.filter(|_| return_payload))?;
         self.after_send(kind, task_id);
         self.sent_since_heartbeat = true;
         self.state = next;
         Ok(())
+    }
+
+    /// Like [`Self::send`] for a `Task`, but its payload comes back from
+    /// [`Self::take_returned`] once transmitted, so the host can hand the task to another daemon
+    /// if this one leaves without evaluating it.
+    pub fn send_task_returning(&mut self, msg: Message) -> Result<(), ProtoError> {
+        if !matches!(msg, Message::Task { .. }) {
+            return Err(ProtoError::InvalidState { action: "ask back a payload", state: "not a task" });
+        }
+        self.queue(msg, true)
+    }
+
+    /// A task payload sent with [`Self::send_task_returning`] that is no longer needed for
+    /// transmission, with its task id, oldest first.
+    pub fn take_returned(&mut self) -> Option<(u64, Vec<u8>)> {
+        self.outbox.take_returned()
     }
 
     /// Fills `out` with the bytes to transmit, in order; returns how many slices were filled.

@@ -16,11 +16,9 @@ const INLINE_MAX: usize = 4096;
 #[derive(Debug)]
 enum Seg {
     /// `head[start..end]`.
-    Head {
-        start: usize,
-        end: usize,
-    },
-    Payload(Vec<u8>),
+    Head { start: usize, end: usize },
+    /// A payload of its own, with the task id to hand it back under once transmitted.
+    Payload(Vec<u8>, Option<u64>),
 }
 
 #[derive(Debug, Default)]
@@ -31,14 +29,26 @@ pub struct Outbox {
     offset: usize,
     /// Bytes queued and not yet transmitted.
     pending: usize,
+    /// Task payloads asked back, by task id, once the outbox no longer needs them.
+    returned: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl Outbox {
     pub fn push(&mut self, msg: Message) -> Result<(), ProtoError> {
+        self.push_returning(msg, None)
+    }
+
+    /// Queues `msg`; with `task` set, its payload is handed back once transmitted (see
+    /// [`Self::take_returned`]).
+    pub fn push_returning(&mut self, msg: Message, task: Option<u64>) -> Result<(), ProtoError> {
         let start = self.head.len();
-        let payload = msg.encode(&mut self.head)?;
+        let mut payload = msg.encode(&mut self.head)?;
         if payload.len() <= INLINE_MAX {
             self.head.extend_from_slice(&payload);
+            if let Some(id) = task {
+                // Copied next to its header already: the original is free to go back.
+                self.returned.push_back((id, core::mem::take(&mut payload)));
+            }
         }
         let end = self.head.len();
         self.pending += end - start;
@@ -48,9 +58,14 @@ impl Outbox {
         }
         if payload.len() > INLINE_MAX {
             self.pending += payload.len();
-            self.segs.push_back(Seg::Payload(payload));
+            self.segs.push_back(Seg::Payload(payload, task));
         }
         Ok(())
+    }
+
+    /// A payload asked back with [`Self::push_returning`], with its task id, oldest first.
+    pub fn take_returned(&mut self) -> Option<(u64, Vec<u8>)> {
+        self.returned.pop_front()
     }
 
     /// Bytes queued and not yet transmitted.
@@ -67,7 +82,7 @@ impl Outbox {
             }
             let bytes = match seg {
                 Seg::Head { start, end } => &self.head[*start..*end],
-                Seg::Payload(p) => &p[..],
+                Seg::Payload(p, _) => &p[..],
             };
             out[n] = if i == 0 { &bytes[self.offset..] } else { bytes };
             n += 1;
@@ -85,7 +100,7 @@ impl Outbox {
             };
             let len = match front {
                 Seg::Head { start, end } => end - start,
-                Seg::Payload(p) => p.len(),
+                Seg::Payload(p, _) => p.len(),
             } - self.offset;
             if n < len {
                 self.offset += n;
@@ -93,7 +108,9 @@ impl Outbox {
             }
             n -= len;
             self.offset = 0;
-            self.segs.pop_front();
+            if let Some(Seg::Payload(p, Some(id))) = self.segs.pop_front() {
+                self.returned.push_back((id, p));
+            }
         }
         if self.segs.is_empty() {
             self.head.clear();
@@ -108,7 +125,7 @@ impl Outbox {
     fn compact(&mut self) {
         let Some(first) = self.segs.iter().find_map(|s| match s {
             Seg::Head { start, .. } => Some(*start),
-            Seg::Payload(_) => None,
+            Seg::Payload(..) => None,
         }) else {
             self.head.clear();
             return;

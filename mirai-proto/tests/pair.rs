@@ -188,3 +188,29 @@ fn clean_eof_between_frames() {
     assert_eq!(p.host.state(), State::Closed);
     assert_eq!(p.host.send(task(1, b"")), Err(ProtoError::Closed));
 }
+
+#[test]
+fn task_payloads_asked_back_return_once_transmitted() {
+    for len in [0usize, 10, 4096, 4097, 1 << 20] {
+        let mut p = Pair::new(Config::default());
+        p.handshake();
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        p.host.send_task_returning(task(7, &payload)).unwrap();
+        if len > 4096 {
+            assert_eq!(p.host.take_returned(), None, "{len}: still needed until transmitted");
+        }
+        p.drive().unwrap();
+        assert_eq!(p.daemon.poll_event(), Some(task(7, &payload)), "{len}");
+        assert_eq!(p.host.take_returned(), Some((7, payload)), "{len}");
+        assert_eq!(p.host.take_returned(), None);
+        // Ordinary sends give nothing back.
+        p.daemon.send(result(7, false, b"")).unwrap();
+        p.drive().unwrap();
+        p.host.send(task(8, &[1; 5000])).unwrap();
+        p.drive().unwrap();
+        assert_eq!(p.host.take_returned(), None);
+    }
+    let mut p = Pair::new(Config::default());
+    p.handshake();
+    assert!(p.host.send_task_returning(Message::Cancel { id: 1 }).is_err(), "only tasks");
+}
