@@ -25,7 +25,7 @@ pub mod url;
 
 pub use daemon::{AutoExit, Daemon, DaemonOptions, Evaluation, Evaluator, ExitCode, Interrupt};
 pub use error::Error;
-pub use host::{Counters, DaemonInfo, Host, HostOptions, Memory, SubmitOptions};
+pub use host::{Counters, DaemonInfo, Host, HostOptions, Memory, Recoveries, SubmitOptions};
 pub use mirai_proto::ErrorCode;
 pub use task::{Callback, Task, TaskStatus};
 pub use url::Url;

@@ -1,7 +1,7 @@
 //! Chaos: many short tasks through four local daemons while one of them, at random, is killed
 //! (SIGKILL) or frozen (SIGSTOP) every 200 ms and replaced. Every task resolves, with its value
-//! or with 19 (connection reset) for the ones at a daemon that died; none hangs; and the host's
-//! memory afterwards is back where it started. `MIRAI_CHAOS_TASKS` sets the number of tasks.
+//! or with 19 (connection reset) for the ones at a daemon that died, and with retry every one
+//! with its value; none hangs; and the host's memory afterwards is back where it started. `MIRAI_CHAOS_TASKS` sets the number of tasks.
 
 mod common;
 
@@ -42,11 +42,12 @@ fn next(seed: &mut u64) -> u64 {
     *seed >> 33
 }
 
-fn run(fault: Fault) -> Tally {
+fn run(fault: Fault, retry: u32) -> Tally {
     let options = HostOptions {
         // Frozen daemons are noticed by their silence.
         heartbeat: Some(Duration::from_millis(100)),
         peer_timeout: Some(Duration::from_millis(500)),
+        retry,
         ..HostOptions::default()
     };
     let host = Arc::new(Host::listen(&unique_url(), options).unwrap());
@@ -110,7 +111,7 @@ fn run(fault: Fault) -> Tally {
     assert_eq!((c.awaiting, c.executing), (0, 0), "{c:?}");
     let grown = rss().saturating_sub(baseline);
     eprintln!(
-        "chaos {fault:?}: {n} tasks in {:.1?} with {} faults: {} values, {} x 19; host RSS {:+} KiB",
+        "chaos {fault:?}, retry {retry}: {n} tasks in {:.1?} with {} faults: {} values, {} x 19; host RSS {:+} KiB",
         started.elapsed(),
         tally.faults,
         tally.values,
@@ -124,14 +125,21 @@ fn run(fault: Fault) -> Tally {
 
 #[test]
 fn chaos_kill() {
-    let t = run(Fault::Kill);
+    let t = run(Fault::Kill, 0);
     assert!(t.faults >= 5, "too few faults to mean anything: {t:?}");
     assert_eq!(t.values + t.resets, tasks());
 }
 
 #[test]
+fn chaos_kill_with_retry() {
+    let t = run(Fault::Kill, 3);
+    assert!(t.faults >= 5, "too few faults to mean anything: {t:?}");
+    assert_eq!((t.values, t.resets), (tasks(), 0), "with retry every task returns its value");
+}
+
+#[test]
 fn chaos_freeze() {
-    let t = run(Fault::Freeze);
+    let t = run(Fault::Freeze, 0);
     assert!(t.faults >= 5, "too few faults to mean anything: {t:?}");
     assert_eq!(t.values + t.resets, tasks());
 }

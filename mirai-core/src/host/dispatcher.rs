@@ -139,10 +139,24 @@ impl Dispatcher {
             self.executing -= 1;
         }
         self.retire(daemon);
+        self.queue_again(id, sync, payload)
+    }
+
+    /// Task `id`, lost with a daemon that left, runs again: back to its place in the queue.
+    pub fn requeue(&mut self, id: u64, payload: Vec<u8>) -> Vec<Assignment> {
+        self.queue_again(id, false, payload)
+    }
+
+    fn queue_again(&mut self, id: u64, sync: bool, payload: Vec<u8>) -> Vec<Assignment> {
         self.queued_bytes += payload.len() as u64;
         self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
         self.queue.insert(id, Queued { sync, payload });
         self.drain()
+    }
+
+    /// The task at `daemon`, if any.
+    pub fn task_at(&self, daemon: DaemonKey) -> Option<u64> {
+        self.slots.get(&daemon).and_then(|s| s.busy)
     }
 
     /// A daemon left. Returns the task it was running; that task is not requeued.

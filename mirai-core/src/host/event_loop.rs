@@ -222,6 +222,7 @@ impl Loop {
         while let Some(m) = guard.proto.poll_event() {
             msgs.push(m);
         }
+        let returned: Vec<_> = std::iter::from_fn(|| guard.proto.take_returned()).collect();
         if failure.is_some() {
             // Tell the peer why, if the socket still takes it.
             let _ = guard.flush();
@@ -232,9 +233,10 @@ impl Loop {
         drop(guard);
 
         let mut completions = Completions::new();
-        if !msgs.is_empty() {
+        if !msgs.is_empty() || !returned.is_empty() {
             let shared = self.shared.clone();
             let mut st = shared.lock();
+            super::keep_returned(&mut st, returned);
             for msg in msgs {
                 if !self.apply(&mut st, key, &link, msg, &mut completions) {
                     self.closing.push(key);
@@ -319,6 +321,10 @@ impl Loop {
                 true
             }
             Message::Exit { reason, detail } => {
+                if matches!(reason, ExitReason::IdleTime | ExitReason::WallTime) {
+                    // It left between tasks: one that crossed its Exit was never evaluated.
+                    self.shared.left_unevaluated(st, key);
+                }
                 // Out of the pool at once: nothing more goes to a daemon that is leaving.
                 st.dispatcher.retire(key);
                 let daemon = st.daemons.get(&key).map(|d| d.info.daemon_id);
@@ -359,6 +365,7 @@ impl Loop {
         for id in expired {
             self.shared.cancel(id, ErrorCode::TimedOut);
         }
+        let mut returned = Vec::new();
         while let Some(&Reverse((due, key))) = self.link_timers.peek() {
             if due > now {
                 break;
@@ -373,6 +380,8 @@ impl Loop {
             }
             let result = guard.proto.handle_timeout(now);
             let flushed = guard.flush();
+            // Kept after the loop: the state lock is never taken under a connection's lock.
+            returned.extend(std::iter::from_fn(|| guard.proto.take_returned()));
             if let Some(t) = guard.proto.poll_timeout() {
                 self.link_timers.push(Reverse((t, key)));
             }
@@ -387,6 +396,9 @@ impl Loop {
                 }
                 _ => {}
             }
+        }
+        if !returned.is_empty() {
+            super::keep_returned(&mut self.shared.lock(), returned);
         }
     }
 

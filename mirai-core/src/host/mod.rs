@@ -66,6 +66,13 @@ pub struct HostOptions {
     pub tls: Option<ServerIdentity>,
     /// How daemons prove they may connect.
     pub auth: Auth,
+    /// Run a task lost with a daemon that died (connection reset) again on another daemon, up
+    /// to this many times (0: never, as R's mirai; it then resolves with 19). A retried task's
+    /// payload is kept until its result arrives.
+    pub retry: u32,
+    /// A task that was at this many daemons when they died is quarantined: it resolves with 18
+    /// (connection aborted) and is never run again, whatever its retries left.
+    pub quarantine: u32,
     /// Connections allowed in their handshake at once. Beyond it, the oldest unfinished one
     /// (once it has had a quarter of a second) gives way to a newcomer, so a flood of strangers
     /// holds few descriptors and cannot lock real daemons out.
@@ -85,6 +92,8 @@ impl Default for HostOptions {
             tls: None,
             auth: Auth::Random,
             max_handshakes: 1024,
+            retry: 0,
+            quarantine: 3,
         }
     }
 }
@@ -98,6 +107,8 @@ pub struct SubmitOptions {
     pub notify: bool,
     /// Called once when the task resolves; see [`Callback`] for the thread.
     pub callback: Option<Callback>,
+    /// Overrides [`HostOptions::retry`] for this task.
+    pub retry: Option<u32>,
 }
 
 /// Queue memory, in bytes.
@@ -131,6 +142,29 @@ struct TaskEntry {
     daemon: Option<DaemonKey>,
     /// A copy of an `everywhere` broadcast (told to the daemon's evaluator).
     everywhere: bool,
+    /// Runs left after a daemon dies with it.
+    retries: u32,
+    /// Daemons that died with it.
+    losses: u32,
+    /// Its payload, given back by the connection once sent, while it is at a daemon: so it can
+    /// run elsewhere if that daemon leaves without evaluating it, or dies and it has retries.
+    kept: Option<Vec<u8>>,
+}
+
+/// Payloads up to this size are kept while their task runs even without retries (no copy is
+/// made), so a task a daemon never evaluated (it left on its idle time as the task crossed) runs
+/// elsewhere instead of failing.
+const KEEP_SMALL: usize = 1 << 20;
+
+/// What the host's reliability measures did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recoveries {
+    /// Tasks given to another daemon because theirs left without evaluating them.
+    pub requeued: u64,
+    /// Tasks run again after their daemon died.
+    pub retried: u64,
+    /// Tasks given up after killing `quarantine` daemons.
+    pub quarantined: u64,
 }
 
 struct DaemonEntry {
@@ -154,6 +188,9 @@ pub(crate) struct State {
     wake_at: Option<u64>,
     /// Connections whose socket failed on a calling thread, for the I/O thread to reap.
     dead: Vec<DaemonKey>,
+    retry: u32,
+    quarantine: u32,
+    recoveries: Recoveries,
 }
 
 pub(crate) struct Shared {
@@ -245,6 +282,9 @@ impl Host {
             closing: false,
             wake_at: None,
             dead: Vec::new(),
+            retry: options.retry,
+            quarantine: options.quarantine,
+            recoveries: Recoveries::default(),
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -357,6 +397,11 @@ impl Host {
     /// The dispatcher's counters.
     pub fn counters(&self) -> Counters {
         self.shared.lock().dispatcher.counters()
+    }
+
+    /// What requeueing, retry and quarantine did so far.
+    pub fn recoveries(&self) -> Recoveries {
+        self.shared.lock().recoveries
     }
 
     /// Queue memory use.
@@ -481,6 +526,16 @@ impl Host {
     }
 }
 
+/// Task payloads a connection gave back once sent, kept with their tasks while these wait for
+/// their result (a task resolved meanwhile lets its payload go).
+pub(super) fn keep_returned(st: &mut State, returned: Vec<(u64, Vec<u8>)>) {
+    for (id, payload) in returned {
+        if let Some(e) = st.tasks.get_mut(&id) {
+            e.kept = Some(payload);
+        }
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         self.close();
@@ -525,7 +580,11 @@ impl Shared {
         let id = st.next_task;
         let cell = TaskCell::new(id, options.notify, options.callback);
         let everywhere = matches!(kind, Submission::Broadcast { .. });
-        st.tasks.insert(id, TaskEntry { cell: cell.clone(), daemon: None, everywhere });
+        let retries = if everywhere { 0 } else { options.retry.unwrap_or(st.retry) };
+        st.tasks.insert(
+            id,
+            TaskEntry { cell: cell.clone(), daemon: None, everywhere, retries, losses: 0, kept: None },
+        );
         if let Some(timeout) = options.timeout {
             let deadline = deadline_after(timeout);
             st.timers.push(Reverse((deadline, id)));
@@ -548,9 +607,11 @@ impl Shared {
         let mut todo = vec![first];
         while let Some(a) = todo.pop() {
             let mut everywhere = false;
+            let mut keep = false;
             if let Some(t) = st.tasks.get_mut(&a.id) {
                 t.daemon = Some(a.daemon);
                 everywhere = t.everywhere;
+                keep = !everywhere && (t.retries > 0 || a.payload.len() <= KEEP_SMALL);
             }
             let link = st.daemons.get(&a.daemon).map(|d| (d.link.clone(), d.info.daemon_id));
             let mut guard = link.as_ref().map(|(l, _)| l.lock().unwrap_or_else(|e| e.into_inner()));
@@ -563,7 +624,15 @@ impl Shared {
             }
             let (Some(g), Some((_, daemon_id))) = (guard.as_mut(), link.as_ref()) else { continue };
             let msg = Message::Task { id: a.id, everywhere, payload: a.payload };
-            if let Err(e) = g.send(msg) {
+            let sent = if keep {
+                g.proto.send_task_returning(msg).map_err(Error::from).and_then(|()| g.flush().map(|_| ()))
+            } else {
+                g.send(msg).map(|_| ())
+            };
+            let returned: Vec<_> = std::iter::from_fn(|| g.proto.take_returned()).collect();
+            drop(guard);
+            keep_returned(st, returned);
+            if let Err(e) = sent {
                 log::warn!("daemon {daemon_id}: cannot send task {}: {e}", a.id);
                 st.dead.push(a.daemon);
                 let _ = self.waker.wake();
@@ -665,13 +734,53 @@ impl Shared {
         // A submitter may have marked it dead meanwhile; the key is about to be reused by the next
         // connection, which that mark must not close.
         st.dead.retain(|&k| k != key);
-        if let Some(id) = st.dispatcher.disconnect(key)
-            && let Some(e) = st.tasks.remove(&id)
-        {
-            out.push((e.cell, TaskStatus::Failed(ErrorCode::ConnectionReset), Vec::new()));
+        if let Some(id) = st.dispatcher.disconnect(key) {
+            self.lost(st, id, out);
         }
         if known {
             self.cv.notify_all();
+        }
+    }
+
+    /// Task `id` was at a daemon that died: it runs again if it has retries left and its payload
+    /// came back, is quarantined once it has been at `quarantine` dead daemons, and otherwise
+    /// resolves with 19.
+    fn lost(&self, st: &mut State, id: u64, out: &mut Completions) {
+        let quarantine = st.quarantine;
+        let Some(e) = st.tasks.get_mut(&id) else { return };
+        e.daemon = None;
+        let payload = if e.retries > 0 { e.kept.take() } else { None };
+        let code = match payload {
+            Some(_) if e.losses + 1 >= quarantine => ErrorCode::ConnectionAborted,
+            Some(payload) => {
+                e.losses += 1;
+                e.retries -= 1;
+                st.recoveries.retried += 1;
+                for a in st.dispatcher.requeue(id, payload) {
+                    self.assign(st, a);
+                }
+                return;
+            }
+            None => ErrorCode::ConnectionReset,
+        };
+        if code == ErrorCode::ConnectionAborted {
+            st.recoveries.quarantined += 1;
+            log::warn!("host {}: task {id} quarantined: it was at {quarantine} daemons that died", self.url);
+        }
+        if let Some(e) = st.tasks.remove(&id) {
+            out.push((e.cell, TaskStatus::Failed(code), Vec::new()));
+        }
+    }
+
+    /// The daemon at `key` left on its own between tasks (idle or wall time) as its task crossed
+    /// on the wire: that task was never evaluated and goes to the next daemon, if its payload
+    /// came back.
+    pub(super) fn left_unevaluated(&self, st: &mut State, key: DaemonKey) {
+        let Some(id) = st.dispatcher.task_at(key) else { return };
+        let Some(payload) = st.tasks.get_mut(&id).and_then(|e| e.kept.take()) else { return };
+        st.recoveries.requeued += 1;
+        for a in st.dispatcher.bounce(key, id, false, payload) {
+            self.assign(st, a);
         }
     }
 
