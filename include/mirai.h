@@ -275,6 +275,18 @@ typedef struct mirai_counters {
 } mirai_counters;
 
 /*
+ What requeueing, retry and quarantine did: tasks handed to another daemon because theirs
+ left without evaluating them, tasks run again after their daemon died, and tasks given up
+ (error 18) after being at `quarantine` dead daemons. This struct keeps its fields in every
+ version, as libmirai writes it.
+ */
+typedef struct mirai_recoveries {
+  uint64_t requeued;
+  uint64_t retried;
+  uint64_t quarantined;
+} mirai_recoveries;
+
+/*
  Queue memory, in bytes; `limit` is 0 when there is no cap. This struct keeps its fields in
  every version, as libmirai writes it.
  */
@@ -459,6 +471,12 @@ enum mirai_result mirai_host_everywhere(const struct mirai_host *host,
  The dispatcher's counters.
  */
 enum mirai_result mirai_host_counters(const struct mirai_host *host, struct mirai_counters *out);
+
+/*
+ What requeueing, retry and quarantine did so far.
+ */
+enum mirai_result mirai_host_recoveries(const struct mirai_host *host,
+                                        struct mirai_recoveries *out);
 
 /*
  Queue memory use.
@@ -722,6 +740,15 @@ enum mirai_result mirai_host_options_set_peer_timeout_ms(struct mirai_host_optio
                                                          uint64_t ms);
 
 /*
+ Run a task lost with a daemon that died (error 19) again on another daemon, up to `retry`
+ times (default 0, as R's mirai); a task that was at `quarantine` daemons that died (default
+ 3) resolves with 18 and never runs again. 0 for `quarantine` is refused.
+ */
+enum mirai_result mirai_host_options_set_retry(struct mirai_host_options *opts,
+                                               uint32_t retry,
+                                               uint32_t quarantine);
+
+/*
  Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
  has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
  */
@@ -760,6 +787,12 @@ struct mirai_submit_options *mirai_submit_options_new(void);
  Frees submit options. NULL is a no-op.
  */
 void mirai_submit_options_free(struct mirai_submit_options *opts);
+
+/*
+ Retries for these tasks, instead of the host's (`mirai_host_options_set_retry`); negative
+ goes back to the host's.
+ */
+enum mirai_result mirai_submit_options_set_retry(struct mirai_submit_options *opts, int64_t retry);
 
 /*
  Tasks resolve as timed out (5) after `ms` milliseconds; negative for no timeout (the default).

@@ -49,6 +49,18 @@ pub struct mirai_counters {
     pub completed: u64,
 }
 
+/// What requeueing, retry and quarantine did: tasks handed to another daemon because theirs
+/// left without evaluating them, tasks run again after their daemon died, and tasks given up
+/// (error 18) after being at `quarantine` dead daemons. This struct keeps its fields in every
+/// version, as libmirai writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct mirai_recoveries {
+    pub requeued: u64,
+    pub retried: u64,
+    pub quarantined: u64,
+}
+
 /// Queue memory, in bytes; `limit` is 0 when there is no cap. This struct keeps its fields in
 /// every version, as libmirai writes it.
 #[repr(C)]
@@ -235,6 +247,19 @@ pub extern "C" fn mirai_host_counters(host: *const mirai_host, out: *mut mirai_c
             completed: c.completed,
         };
         put(out, value, "out")
+    })
+}
+
+/// What requeueing, retry and quarantine did so far.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_recoveries(host: *const mirai_host, out: *mut mirai_recoveries) -> mirai_result {
+    guard(|| {
+        let r = deref(host, "host")?.host.recoveries();
+        put(
+            out,
+            mirai_recoveries { requeued: r.requeued, retried: r.retried, quarantined: r.quarantined },
+            "out",
+        )
     })
 }
 

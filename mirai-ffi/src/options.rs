@@ -180,6 +180,26 @@ pub extern "C" fn mirai_host_options_set_peer_timeout_ms(
     })
 }
 
+/// Run a task lost with a daemon that died (error 19) again on another daemon, up to `retry`
+/// times (default 0, as R's mirai); a task that was at `quarantine` daemons that died (default
+/// 3) resolves with 18 and never runs again. 0 for `quarantine` is refused.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_options_set_retry(
+    opts: *mut mirai_host_options,
+    retry: u32,
+    quarantine: u32,
+) -> mirai_result {
+    guard(|| {
+        let o = builder(opts)?;
+        if quarantine == 0 {
+            return Err(refuse("quarantine must be at least 1"));
+        }
+        o.inner.retry = retry;
+        o.inner.quarantine = quarantine;
+        Ok(())
+    })
+}
+
 /// Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
 /// has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
 #[unsafe(no_mangle)]
@@ -287,6 +307,7 @@ fn last_pem_block(chain: &str) -> String {
 /// changes them meanwhile; changing them is for one thread at a time.
 pub struct mirai_submit_options {
     timeout: Option<Duration>,
+    retry: Option<u32>,
     notify: bool,
     callback: mirai_task_callback,
     userdata: *mut c_void,
@@ -297,6 +318,7 @@ impl mirai_submit_options {
     pub(crate) fn for_task(&self) -> SubmitOptions {
         SubmitOptions {
             timeout: self.timeout,
+            retry: self.retry,
             notify: self.notify,
             callback: self.callback.map(|cb| c_callback(cb, self.userdata)),
         }
@@ -309,6 +331,7 @@ impl mirai_submit_options {
 pub extern "C" fn mirai_submit_options_new() -> *mut mirai_submit_options {
     new_builder(mirai_submit_options {
         timeout: None,
+        retry: None,
         notify: false,
         callback: None,
         userdata: std::ptr::null_mut(),
@@ -319,6 +342,23 @@ pub extern "C" fn mirai_submit_options_new() -> *mut mirai_submit_options {
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_submit_options_free(opts: *mut mirai_submit_options) {
     free_builder(opts)
+}
+
+/// Retries for these tasks, instead of the host's (`mirai_host_options_set_retry`); negative
+/// goes back to the host's.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_submit_options_set_retry(
+    opts: *mut mirai_submit_options,
+    retry: i64,
+) -> mirai_result {
+    guard(|| {
+        let o = builder(opts)?;
+        o.retry = match retry {
+            r if r < 0 => None,
+            r => Some(u32::try_from(r).map_err(|_| refuse("retry must be below 2^32"))?),
+        };
+        Ok(())
+    })
 }
 
 /// Tasks resolve as timed out (5) after `ms` milliseconds; negative for no timeout (the default).

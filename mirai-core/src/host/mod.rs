@@ -241,6 +241,9 @@ impl Host {
             }
             _ => {}
         }
+        if options.quarantine == 0 {
+            return Err(Error::InvalidArgument("quarantine must be at least 1".into()));
+        }
         if options.max_handshakes == 0 {
             return Err(Error::InvalidArgument("max_handshakes must be at least 1".into()));
         }

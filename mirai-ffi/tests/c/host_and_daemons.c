@@ -482,6 +482,7 @@ static void option_refusals(void) {
   REFUSED(mirai_host_options_set_max_frame(o, 0), "max_frame must be at least 1");
   REFUSED(mirai_host_options_set_handshake_timeout_ms(o, 0), "handshake_timeout_ms must be at least 1");
   REFUSED(mirai_host_options_set_max_handshakes(o, 0), "max_handshakes must be at least 1");
+  REFUSED(mirai_host_options_set_retry(o, 3, 0), "quarantine must be at least 1");
   const uint8_t *secret = (const uint8_t *)"0123456789abcdef";
   REFUSED(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, secret, 15), "at least 16 bytes");
   REFUSED(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, NULL, 0), "at least 16 bytes");
@@ -497,6 +498,7 @@ static void option_refusals(void) {
   /* What was accepted is what the host gets; the refusals changed nothing. */
   CHECK_OK(mirai_host_options_set_handshake_timeout_ms(o, 5000));
   CHECK_OK(mirai_host_options_set_max_handshakes(o, 64));
+  CHECK_OK(mirai_host_options_set_retry(o, 2, 3));
   CHECK_OK(mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, secret, 16));
   /* Liveness: a peer timeout shorter than three heartbeats is refused when listening. */
   CHECK_OK(mirai_host_options_set_heartbeat_ms(o, 1000));
@@ -510,6 +512,10 @@ static void option_refusals(void) {
   mirai_memory mem;
   CHECK_OK(mirai_host_memory(host, &mem));
   CHECK(mem.limit == 1000);
+  mirai_recoveries rec = {1, 1, 1};
+  CHECK_OK(mirai_host_recoveries(host, &rec));
+  CHECK(rec.requeued == 0 && rec.retried == 0 && rec.quarantined == 0);
+  CHECK(mirai_host_recoveries(host, NULL) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK(strcmp(mirai_host_secret_hex(host), "30313233343536373839616263646566") == 0);
   mirai_host_free(host);
   mirai_host_options_free(NULL);
@@ -533,6 +539,14 @@ static void option_refusals(void) {
   mirai_daemon_options_free(NULL);
 
   CHECK(mirai_submit_options_set_timeout_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_submit_options_set_retry(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  {
+    mirai_submit_options *r = mirai_submit_options_new();
+    REFUSED(mirai_submit_options_set_retry(r, 1LL << 40), "retry must be below 2^32");
+    CHECK_OK(mirai_submit_options_set_retry(r, 2));
+    CHECK_OK(mirai_submit_options_set_retry(r, -1));
+    mirai_submit_options_free(r);
+  }
   CHECK(mirai_submit_options_set_notify(NULL, true) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK(mirai_submit_options_set_callback(NULL, NULL, NULL) == MIRAI_RESULT_NULL_PARAMETER);
   mirai_submit_options_free(NULL);
