@@ -95,12 +95,18 @@ mod tests {
     fn a_closed_peer_is_an_error_not_a_signal() {
         const CHILD: &str = "MIRAI_TEST_SIGPIPE_CHILD";
         if std::env::var_os(CHILD).is_none() {
-            let status = std::process::Command::new(std::env::current_exe().unwrap())
+            let copy = std::process::Command::new(std::env::current_exe().unwrap())
                 .args(["--exact", "nosigpipe::tests::a_closed_peer_is_an_error_not_a_signal"])
                 .env(CHILD, "1")
-                .status()
+                .output()
                 .unwrap();
-            assert!(status.success(), "the copy with SIGPIPE at its default: {status}");
+            assert!(
+                copy.status.success(),
+                "the copy with SIGPIPE at its default: {}\n{}{}",
+                copy.status,
+                String::from_utf8_lossy(&copy.stdout),
+                String::from_utf8_lossy(&copy.stderr)
+            );
             return;
         }
         // SAFETY: restores the default action; no handler involved.
