@@ -44,11 +44,12 @@ check() {
   fi
 }
 
-# sigpipe kills 20 peers mid-way through 1 GB transfers. Valgrind makes copies of that size
-# take minutes, so under it the test runs 4 rounds of 16 MB, and the 1 GB rounds run once more
-# without it.
-sigpipe_args=("$target/mirai-daemon" 1024 20)
-command -v valgrind >/dev/null && sigpipe_args=("$target/mirai-daemon" 16 4)
+# sigpipe kills 20 daemons (and 5 more over TLS) and 20 hosts mid-way through 1 GB transfers.
+# Valgrind makes copies of that size take minutes, so under it the test runs 4 rounds of 16 MB
+# without TLS (memcheck cannot follow ring's AES-GCM assembly: it calls the tags' bytes
+# uninitialised), and the 1 GB rounds run once more without valgrind.
+sigpipe_args=("$target/mirai-daemon" 1024 20 5)
+command -v valgrind >/dev/null && sigpipe_args=("$target/mirai-daemon" 16 4 0)
 
 for test in host_and_daemons c_daemon sigpipe; do
   gcc "${cflags[@]}" -pthread -o "$out/$test-static" "$here/$test.c" "$target/libmirai.a" "${static_libs[@]}"
@@ -61,7 +62,7 @@ for test in host_and_daemons c_daemon sigpipe; do
   done
 done
 if command -v valgrind >/dev/null; then
-  check "sigpipe (static, 1 GB, without valgrind)" "$out/sigpipe-static" "$target/mirai-daemon" 1024 20
+  check "sigpipe (static, 1 GB, without valgrind)" "$out/sigpipe-static" "$target/mirai-daemon" 1024 20 5
 fi
 echo "c-tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

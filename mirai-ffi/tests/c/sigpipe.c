@@ -1,8 +1,8 @@
 /* A lost peer is an error code, never a signal, with SIGPIPE at its default disposition (as in
- * any C program): a host survives daemons SIGKILLed while it writes a large task to them, and
- * a C daemon survives hosts SIGKILLed while it writes a large result to them.
- * Usage: sigpipe PATH/TO/mirai-daemon MEGABYTES ROUNDS (run.sh: 1024 20; under valgrind 16 4)
- * (the program re-executes itself as `sigpipe --host` for the vanishing hosts). */
+ * any C program): a host, over a Unix socket and over TLS, survives daemons SIGKILLed while it
+ * writes a large task to them, and a C daemon survives hosts SIGKILLed while it writes a large
+ * result to them. The program re-executes itself as `sigpipe --host` for the vanishing hosts.
+ * Usage: sigpipe PATH/TO/mirai-daemon MEGABYTES ROUNDS TLS_ROUNDS (see run.sh). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <signal.h>
@@ -37,24 +37,32 @@ static int reap(pid_t pid) {
   return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 
-/* A mirai-daemon for the host's URL, its secret in the environment (never on a command line). */
+/* A mirai-daemon for the host's URL, its secret (and for TLS the CA) in the environment,
+ * never on a command line. */
 static pid_t spawn_daemon(const char *daemon, mirai_host *host) {
-  char env[128];
-  snprintf(env, sizeof env, "MIRAI_SECRET=%s", mirai_host_secret_hex(host));
-  char *envp[] = {env, NULL};
+  char secret[128];
+  snprintf(secret, sizeof secret, "MIRAI_SECRET=%s", mirai_host_secret_hex(host));
+  const char *ca = mirai_host_tls_ca(host);
+  char *ca_env = NULL;
+  if (ca != NULL) {
+    size_t n = strlen("MIRAI_TLS_CA=") + strlen(ca) + 1;
+    ca_env = malloc(n);
+    CHECK(ca_env != NULL);
+    snprintf(ca_env, n, "MIRAI_TLS_CA=%s", ca);
+  }
+  char *envp[] = {secret, ca_env, NULL};
   char *argv[] = {(char *)daemon, (char *)mirai_host_url(host), NULL};
   pid_t pid;
   CHECK(posix_spawn(&pid, daemon, NULL, NULL, argv, envp) == 0);
+  free(ca_env);
   return pid;
 }
 
 /* Each round: a 1 GB task is being written to a daemon when the daemon is killed. The task
  * resolves with ConnectionReset (19) and the daemon is no longer counted. */
-static void host_survives(const char *daemon, size_t len, int rounds) {
-  uint8_t *payload = filled(len);
+static void host_survives(const char *daemon, const char *url, const uint8_t *payload, size_t len,
+                          int rounds) {
   mirai_host *host = NULL;
-  char url[64];
-  snprintf(url, sizeof url, "abstract://mirai-sigpipe-%d", (int)getpid());
   CHECK_OK(mirai_host_listen(url, NULL, &host));
   for (int round = 0; round < rounds; round++) {
     pid_t pid = spawn_daemon(daemon, host);
@@ -81,8 +89,8 @@ static void host_survives(const char *daemon, size_t len, int rounds) {
     CHECK(c.connections == 0);
   }
   mirai_host_free(host);
-  free(payload);
-  printf("sigpipe: host survived %d daemons killed mid-task (%zu MB)\n", rounds, len >> 20);
+  printf("sigpipe: host at %.*s survived %d daemons killed mid-task (%zu MB)\n",
+         (int)strcspn(url, ":"), url, rounds, len >> 20);
 }
 
 /* The vanishing host: tells its parent the URL and secret on stdout, submits one task and
@@ -174,7 +182,7 @@ int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--host") == 0) {
     return host_main();
   }
-  CHECK(argc == 4);
+  CHECK(argc == 5);
   /* The disposition a C program starts with; a harness that ignores or blocks SIGPIPE would
    * otherwise make this test pass without testing anything. */
   CHECK(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
@@ -187,8 +195,15 @@ int main(int argc, char **argv) {
 
   size_t len = (size_t)strtoull(argv[2], NULL, 10) << 20;
   int rounds = atoi(argv[3]);
-  CHECK(len > 0 && rounds > 0);
-  host_survives(argv[1], len, rounds);
+  int tls_rounds = atoi(argv[4]);
+  CHECK(len > 0 && rounds > 0 && tls_rounds >= 0);
+  uint8_t *payload = filled(len);
+  char url[64];
+  snprintf(url, sizeof url, "abstract://mirai-sigpipe-%d", (int)getpid());
+  host_survives(argv[1], url, payload, len, rounds);
+  /* rustls writes its records through a path of its own. */
+  if (tls_rounds > 0) host_survives(argv[1], "tls+tcp://127.0.0.1:0", payload, len, tls_rounds);
+  free(payload);
   daemon_survives(argv[0], len, rounds);
   return 0;
 }
