@@ -14,6 +14,7 @@ pub mod host;
 pub mod identity;
 pub mod launch;
 pub mod link;
+mod nosigpipe;
 mod notify;
 mod peer_text;
 pub mod rng;

@@ -4,7 +4,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::SocketAddr as UnixAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use mio::{Interest, Registry, Token};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::error::Error;
+use crate::nosigpipe::{Sender, forbid_sigpipe, send_vectored};
 use crate::tls::server_name;
 use crate::url::Url;
 
@@ -103,6 +104,7 @@ impl Listener {
         match self {
             Listener::Tcp(l, tls) => {
                 let (s, _) = l.accept()?;
+                forbid_sigpipe(s.as_fd())?;
                 tune_tcp(&s);
                 match tls {
                     None => Ok(Stream::Tcp(s)),
@@ -112,7 +114,11 @@ impl Listener {
                     }
                 }
             }
-            Listener::Unix(l, _) => Ok(Stream::Unix(l.accept()?.0)),
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept()?;
+                forbid_sigpipe(s.as_fd())?;
+                Ok(Stream::Unix(s))
+            }
         }
     }
 }
@@ -192,6 +198,7 @@ pub fn dial(url: &Url, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Res
             for addr in url.socket_addrs()? {
                 match std::net::TcpStream::connect_timeout(&addr, timeout) {
                     Ok(s) => {
+                        forbid_sigpipe(s.as_fd()).map_err(fail)?;
                         s.set_nonblocking(true).map_err(fail)?;
                         let s = TcpStream::from_std(s);
                         tune_tcp(&s);
@@ -207,12 +214,14 @@ pub fn dial(url: &Url, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Res
         }
         Url::Ipc(path) => {
             let s = std::os::unix::net::UnixStream::connect(path).map_err(fail)?;
+            forbid_sigpipe(s.as_fd()).map_err(fail)?;
             s.set_nonblocking(true).map_err(fail)?;
             Ok(Stream::Unix(UnixStream::from_std(s)))
         }
         Url::Abstract(name) => {
             let addr = abstract_addr(name).map_err(fail)?;
             let s = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(fail)?;
+            forbid_sigpipe(s.as_fd()).map_err(fail)?;
             s.set_nonblocking(true).map_err(fail)?;
             Ok(Stream::Unix(UnixStream::from_std(s)))
         }
@@ -268,7 +277,7 @@ impl TlsStream {
     /// Writes buffered TLS records until none are left or the socket is full.
     fn write_pending(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
-            if self.conn.write_tls(&mut self.sock)? == 0 {
+            if self.conn.write_tls(&mut Sender(self.sock.as_fd()))? == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
         }
@@ -321,13 +330,19 @@ impl TlsStream {
     }
 }
 
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+            Stream::Tls(t) => t.sock.as_fd(),
+        }
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-            Stream::Tls(t) => t.sock.as_raw_fd(),
-        }
+        self.as_fd().as_raw_fd()
     }
 }
 
@@ -341,20 +356,19 @@ impl Read for Stream {
     }
 }
 
+/// Plain sockets are written with `send_vectored`, never std's `writev` (it raises SIGPIPE).
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
             Stream::Tls(t) => t.write_plain(|w| w.write(buf)),
+            plain => send_vectored(plain.as_fd(), &[IoSlice::new(buf)]),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
             Stream::Tls(t) => t.write_plain(|w| w.write_vectored(bufs)),
+            plain => send_vectored(plain.as_fd(), bufs),
         }
     }
 
