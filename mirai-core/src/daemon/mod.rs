@@ -69,6 +69,9 @@ pub struct DaemonOptions {
     /// The CA certificate (PEM) to verify a `tls+tcp://` host with; `None` reads
     /// `MIRAI_TLS_CA` from the environment, if set.
     pub tls_ca: Option<String>,
+    /// Over `ws://` and `wss://`: ping the host after this long without sending, so proxies
+    /// and load balancers do not drop an idle connection.
+    pub keepalive: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -84,6 +87,7 @@ impl Default for DaemonOptions {
             label: concat!("mirai-core ", env!("CARGO_PKG_VERSION")).to_string(),
             secret: None,
             tls_ca: None,
+            keepalive: crate::ws::DEFAULT_KEEPALIVE,
         }
     }
 }
@@ -150,6 +154,7 @@ impl Daemon {
             label: options.label.clone(),
             secret: secret.map(Arc::new),
             tls,
+            keepalive: options.keepalive,
         };
         let mut runner = Runner { options, ctx, started: Instant::now(), tasks: 0, evaluator };
         let mut session = runner.connect(&url, config, runner.options.retry)?;
@@ -173,11 +178,13 @@ impl Daemon {
 fn handshake_error(url: &Url, e: Error) -> Error {
     let text = e.to_string();
     if url.is_tls() && (text.contains("InvalidContentType") || text.contains("corrupt message")) {
-        return Error::Tls(format!("{text} (is the host listening without TLS? dial tcp://)"));
+        let plain = if matches!(url, Url::Ws { .. }) { "ws" } else { "tcp" };
+        return Error::Tls(format!("{text} (is the host listening without TLS? dial {plain}://)"));
     }
-    if !url.is_tls() && matches!(url, Url::Tcp { .. }) {
+    if !url.is_tls() && matches!(url, Url::Tcp { .. } | Url::Ws { .. }) {
+        let secure = if matches!(url, Url::Ws { .. }) { "wss" } else { "tls+tcp" };
         return Error::Refused(format!(
-            "handshake with {url} failed: {text} (if the host uses TLS, dial tls+tcp://)"
+            "handshake with {url} failed: {text} (if the host uses TLS, dial {secure}://)"
         ));
     }
     e
