@@ -124,18 +124,11 @@ fn closed_by_peer(frame: Option<CloseFrame>) -> io::Result<usize> {
 
 impl WsStream {
     /// Host side: starts the upgrade on a freshly accepted connection serving `path`.
+    /// Nothing is read yet: the first readiness event does, so a refusal is reported like any
+    /// other read error.
     pub fn accept(inner: Stream, path: &str) -> WsStream {
         let handshake = ServerHandshake::start(inner, PathCheck(path.to_string()), Some(config()));
-        let mut ws = WsStream::new(State::Failed(Gone), path, None);
-        ws.state = match handshake.handshake() {
-            Ok(open) => State::Open(open),
-            Err(HandshakeError::Interrupted(mid)) => State::Accepting(mid),
-            Err(HandshakeError::Failure(e)) => {
-                log::debug!("WebSocket upgrade failed at once: {e}");
-                State::Failed(Gone)
-            }
-        };
-        ws
+        WsStream::new(State::Accepting(handshake), path, None)
     }
 
     /// Daemon side: upgrades a dialled connection to `url`, waiting for the host's answer until
