@@ -400,8 +400,8 @@ enum mirai_result mirai_daemon_run(const char *url,
                                    int32_t *out_exit_code);
 
 /*
- Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`; port 0
- picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
+ Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`, `ws://`,
+ `wss://`; port 0 picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
  the defaults. On success `*out` is the host.
  */
 enum mirai_result mirai_host_listen(const char *url,

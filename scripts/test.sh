@@ -50,6 +50,8 @@ if command -v Rscript >/dev/null; then
   rlib="$(mktemp -d)"
   R CMD INSTALL --no-test-load -l "$rlib" bindings/r > "$rlib/install.log" 2>&1 || { cat "$rlib/install.log"; exit 1; }
   R_LIBS="$rlib" Rscript bindings/r/tests/tests.R
+  # The R API over ws:// and wss:// (WebSocket).
+  R_LIBS="$rlib" Rscript bindings/r/tests/websocket.R
   # The API against R's mirai's, point by point; every export with wrong arguments (in child
   # processes, so a crash is a failure, not the end); and the round-trip corpus of R objects.
   R_LIBS="$rlib" Rscript bindings/r/tests/parity.R

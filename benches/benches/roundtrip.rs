@@ -1,4 +1,5 @@
-//! Round-trip latency, one daemon in another process: mirai over abstract IPC, TCP and TLS, next
+//! Round-trip latency, one daemon in another process: mirai over abstract IPC, TCP, TLS and
+//! WebSocket (ws, wss), next
 //! to a raw-socket echo (the floor) and NNG req/rep over the same transports, in the same run.
 
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ fn bench(c: &mut Criterion) {
         ("ipc", format!("abstract://{}", unique("bench-rt"))),
         ("tcp", "tcp://127.0.0.1:0".to_string()),
         ("tls", "tls+tcp://127.0.0.1:0".to_string()),
+        ("ws", "ws://127.0.0.1:0".to_string()),
+        ("wss", "wss://127.0.0.1:0".to_string()),
     ];
     for (name, url) in transports {
         let (host, _daemons) = mirai_pool(PEER, &url, 1);

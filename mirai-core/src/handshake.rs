@@ -124,6 +124,12 @@ impl DaemonHandshake {
     /// The proof answering the host's `Hello`, once the host has proved itself. A daemon without
     /// a secret trusts any host and answers with an empty proof, which only a host with
     /// authentication off accepts.
+    ///
+    /// The binding covers the session the host terminates. A host behind a proxy that ends the
+    /// daemon's TLS (`wss://` to nginx, `ws://` on to the host) sees no TLS and binds to
+    /// nothing, so when the host's proof does not hold for this daemon's own session, it is
+    /// checked unbound too, and the daemon answers in the same form. No relay gains from this:
+    /// it cannot turn a proof bound to one session into an unbound one without the secret.
     pub fn answer(
         &self,
         secret: Option<&[u8]>,
@@ -138,11 +144,13 @@ impl DaemonHandshake {
             return Err(Refusal::BadHostProof);
         }
         let (host_nonce, host_proof) = host.auth.split_at(LEN);
-        let t =
+        let bound =
             Transcript { daemon_nonce: &self.nonce, host_nonce, channel: channel.as_ref().map(|c| &c[..]) };
-        if !auth::verify(secret, Role::Host, &t, host_proof) {
-            return Err(Refusal::BadHostProof);
-        }
+        let unbound = Transcript { channel: None, ..bound };
+        let t = [bound, unbound]
+            .into_iter()
+            .find(|t| auth::verify(secret, Role::Host, t, host_proof))
+            .ok_or(Refusal::BadHostProof)?;
         Ok(auth::prove(secret, Role::Daemon, &t))
     }
 }
@@ -186,6 +194,14 @@ mod tests {
             Err(Refusal::BadHostProof)
         );
         assert_eq!(exchange(Some(SECRET), Some(SECRET), Some([1; LEN]), None), Err(Refusal::BadHostProof));
+    }
+
+    #[test]
+    fn a_host_behind_a_proxy_ending_the_daemons_tls_binds_to_nothing() {
+        // The daemon's TLS ends at the proxy; the host listens without TLS.
+        assert_eq!(exchange(Some(SECRET), Some(SECRET), None, Some([3; LEN])), Ok(()));
+        // The other way round the host binds to a session the daemon is not in: refused.
+        assert_eq!(exchange(Some(SECRET), Some(SECRET), Some([3; LEN]), None), Err(Refusal::BadHostProof));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod task;
 pub mod tls;
 pub mod transport;
 pub mod url;
+pub mod ws;
 
 pub use daemon::{AutoExit, Daemon, DaemonOptions, Evaluation, Evaluator, ExitCode, Interrupt};
 pub use error::Error;

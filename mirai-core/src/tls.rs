@@ -53,8 +53,8 @@ fn tls_err(what: &str, e: impl std::fmt::Display) -> Error {
 /// The names a certificate for `url` must carry: its host, or for a listener on every interface,
 /// this machine's name and the loopback addresses.
 fn names_for(url: &Url) -> Vec<String> {
-    match url {
-        Url::Tcp { host, .. } if !host.is_empty() => {
+    match url.host_port() {
+        Some((host, _)) if !host.is_empty() => {
             vec![host.trim_start_matches('[').trim_end_matches(']').to_string()]
         }
         _ => {
@@ -199,8 +199,8 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<ClientConfig>, Error> {
 
 /// The name a daemon checks the host's certificate against: the URL's host.
 pub fn server_name(url: &Url) -> Result<ServerName<'static>, Error> {
-    let Url::Tcp { host, .. } = url else {
-        return Err(Error::InvalidUrl(format!("{url}: TLS needs a tls+tcp:// URL")));
+    let Some((host, _)) = url.host_port() else {
+        return Err(Error::InvalidUrl(format!("{url}: TLS needs a tls+tcp:// or wss:// URL")));
     };
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let bare = if bare.is_empty() { "127.0.0.1" } else { bare };

@@ -1,14 +1,15 @@
 //! Byte-stream transports behind one type each for listening and connected sockets, so the
-//! host and daemon never care which one they use: Unix-domain (path or abstract), TCP, and TLS
-//! over TCP (rustls, driven non-blocking: ciphertext moves only when the socket is ready).
+//! host and daemon never care which one they use: Unix-domain (path or abstract), TCP, TLS
+//! over TCP (rustls, driven non-blocking: ciphertext moves only when the socket is ready), and
+//! WebSocket over either of the last two (`crate::ws`).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::SocketAddr as UnixAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -19,6 +20,7 @@ use crate::error::Error;
 use crate::nosigpipe::{Sender, forbid_sigpipe, send_vectored};
 use crate::tls::server_name;
 use crate::url::Url;
+use crate::ws::WsStream;
 
 /// A listening socket.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ pub enum Listener {
     Tcp(TcpListener, Option<Arc<ServerConfig>>),
     /// The path is removed when the listener is dropped (None for abstract sockets).
     Unix(UnixListener, Option<PathBuf>),
+    /// `ws://` or `wss://`: TCP (TLS with a configuration), upgraded at this HTTP path.
+    Ws(TcpListener, Option<Arc<ServerConfig>>, String),
 }
 
 /// A connected, non-blocking socket.
@@ -35,6 +39,7 @@ pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<TlsStream>),
+    Ws(Box<WsStream>),
 }
 
 /// TLS over a non-blocking TCP socket.
@@ -60,28 +65,13 @@ impl Listener {
     /// when port 0 was asked for). A `tls+tcp://` URL needs `tls`.
     pub fn bind(url: &Url, tls: Option<Arc<ServerConfig>>) -> Result<(Listener, Url), Error> {
         match url {
-            Url::Tcp { tls: wants_tls, .. } => {
-                if *wants_tls && tls.is_none() {
-                    return Err(Error::Tls(format!("{url}: no server certificate configured")));
-                }
-                let tls = if *wants_tls { tls } else { None };
-                let mut last = None;
-                for addr in url.socket_addrs()? {
-                    match TcpListener::bind(addr) {
-                        Ok(l) => {
-                            let port = l
-                                .local_addr()
-                                .map_err(|e| Error::io(format!("{url}: local address"), e))?
-                                .port();
-                            return Ok((Listener::Tcp(l, tls), url.with_port(port)));
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                Err(Error::io(
-                    format!("cannot listen at {url}"),
-                    last.unwrap_or_else(|| io::Error::other("no address")),
-                ))
+            Url::Ws { path, .. } => {
+                let (l, tls, url) = bind_tcp(url, tls)?;
+                Ok((Listener::Ws(l, tls, path.clone()), url))
+            }
+            Url::Tcp { .. } => {
+                let (l, tls, url) = bind_tcp(url, tls)?;
+                Ok((Listener::Tcp(l, tls), url))
             }
             Url::Ipc(path) => {
                 remove_stale_socket(path);
@@ -102,17 +92,9 @@ impl Listener {
     /// Accepts one pending connection (`WouldBlock` when there is none).
     pub fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Tcp(l, tls) => {
-                let (s, _) = l.accept()?;
-                forbid_sigpipe(s.as_fd())?;
-                tune_tcp(&s);
-                match tls {
-                    None => Ok(Stream::Tcp(s)),
-                    Some(config) => {
-                        let conn = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-                        Ok(Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })))
-                    }
-                }
+            Listener::Tcp(l, tls) => accept_tcp(l, tls),
+            Listener::Ws(l, tls, path) => {
+                Ok(Stream::Ws(Box::new(WsStream::accept(accept_tcp(l, tls)?, path))))
             }
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept()?;
@@ -127,6 +109,44 @@ impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix(_, Some(path)) = self {
             let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds a TCP-based URL (with its TLS configuration, which TLS URLs need), returning the URL
+/// with the port actually bound.
+fn bind_tcp(
+    url: &Url,
+    tls: Option<Arc<ServerConfig>>,
+) -> Result<(TcpListener, Option<Arc<ServerConfig>>, Url), Error> {
+    let wants_tls = url.is_tls();
+    if wants_tls && tls.is_none() {
+        return Err(Error::Tls(format!("{url}: no server certificate configured")));
+    }
+    let tls = if wants_tls { tls } else { None };
+    let mut last = None;
+    for addr in url.socket_addrs()? {
+        match TcpListener::bind(addr) {
+            Ok(l) => {
+                let port = l.local_addr().map_err(|e| Error::io(format!("{url}: local address"), e))?.port();
+                return Ok((l, tls, url.with_port(port)));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::io(format!("cannot listen at {url}"), last.unwrap_or_else(|| io::Error::other("no address"))))
+}
+
+/// Accepts a TCP connection, starting TLS on it when configured.
+fn accept_tcp(l: &TcpListener, tls: &Option<Arc<ServerConfig>>) -> io::Result<Stream> {
+    let (s, _) = l.accept()?;
+    forbid_sigpipe(s.as_fd())?;
+    tune_tcp(&s);
+    match tls {
+        None => Ok(Stream::Tcp(s)),
+        Some(config) => {
+            let conn = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+            Ok(Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })))
         }
     }
 }
@@ -183,35 +203,12 @@ fn set_int(s: &TcpStream, level: libc::c_int, name: libc::c_int, value: libc::c_
 pub fn dial(url: &Url, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Result<Stream, Error> {
     let fail = |e| Error::io(format!("cannot connect to {url}"), e);
     match url {
-        Url::Tcp { tls: wants_tls, .. } => {
-            let client = match (wants_tls, tls) {
-                (true, None) => {
-                    return Err(Error::Tls(format!("{url}: no CA certificate to verify the host with")));
-                }
-                (true, Some(config)) => Some(
-                    ClientConnection::new(config, server_name(url)?)
-                        .map_err(|e| Error::Tls(e.to_string()))?,
-                ),
-                (false, _) => None,
-            };
-            let mut last = None;
-            for addr in url.socket_addrs()? {
-                match std::net::TcpStream::connect_timeout(&addr, timeout) {
-                    Ok(s) => {
-                        forbid_sigpipe(s.as_fd()).map_err(fail)?;
-                        s.set_nonblocking(true).map_err(fail)?;
-                        let s = TcpStream::from_std(s);
-                        tune_tcp(&s);
-                        return Ok(match client {
-                            None => Stream::Tcp(s),
-                            Some(conn) => Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })),
-                        });
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(fail(last.unwrap_or_else(|| io::Error::other("no address"))))
+        Url::Ws { .. } => {
+            let deadline = Instant::now() + timeout;
+            let inner = dial_tcp(url, timeout, tls)?;
+            Ok(Stream::Ws(Box::new(WsStream::connect(inner, url, deadline)?)))
         }
+        Url::Tcp { .. } => dial_tcp(url, timeout, tls),
         Url::Ipc(path) => {
             let s = std::os::unix::net::UnixStream::connect(path).map_err(fail)?;
             forbid_sigpipe(s.as_fd()).map_err(fail)?;
@@ -228,6 +225,37 @@ pub fn dial(url: &Url, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Res
     }
 }
 
+/// Connects over TCP, wrapped in TLS for a TLS URL.
+fn dial_tcp(url: &Url, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Result<Stream, Error> {
+    let fail = |e| Error::io(format!("cannot connect to {url}"), e);
+    let client = match (url.is_tls(), tls) {
+        (true, None) => {
+            return Err(Error::Tls(format!("{url}: no CA certificate to verify the host with")));
+        }
+        (true, Some(config)) => {
+            Some(ClientConnection::new(config, server_name(url)?).map_err(|e| Error::Tls(e.to_string()))?)
+        }
+        (false, _) => None,
+    };
+    let mut last = None;
+    for addr in url.socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                forbid_sigpipe(s.as_fd()).map_err(fail)?;
+                s.set_nonblocking(true).map_err(fail)?;
+                let s = TcpStream::from_std(s);
+                tune_tcp(&s);
+                return Ok(match client {
+                    None => Stream::Tcp(s),
+                    Some(conn) => Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })),
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fail(last.unwrap_or_else(|| io::Error::other("no address"))))
+}
+
 impl Stream {
     pub fn shutdown(&mut self) {
         let _ = match self {
@@ -238,6 +266,10 @@ impl Stream {
                 let _ = t.write_pending();
                 t.sock.shutdown(Shutdown::Both)
             }
+            Stream::Ws(w) => {
+                w.shutdown();
+                Ok(())
+            }
         };
     }
 
@@ -247,7 +279,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => Some(s.as_raw_fd()),
             Stream::Unix(s) => Some(s.as_raw_fd()),
-            Stream::Tls(_) => None,
+            Stream::Tls(_) | Stream::Ws(_) => None,
         }
     }
 
@@ -260,7 +292,32 @@ impl Stream {
                 .export_keying_material([0; crate::auth::LEN], b"EXPORTER-mirai-auth-v2", None)
                 .map(Some)
                 .map_err(|e| Error::Tls(format!("cannot bind authentication to the session: {e}"))),
+            // wss://: the TLS session under the WebSocket.
+            Stream::Ws(w) => w.inner().map_or(Ok(None), Stream::channel_binding),
             _ => Ok(None),
+        }
+    }
+
+    /// Daemon side of a WebSocket: how long the connection may stay silent before a ping.
+    pub fn set_keepalive(&mut self, every: Duration) {
+        if let Stream::Ws(w) = self {
+            w.set_keepalive(every);
+        }
+    }
+
+    /// How long until a WebSocket ping is due (`None`: this stream does not ping).
+    pub fn keepalive_due(&self) -> Option<Duration> {
+        match self {
+            Stream::Ws(w) => w.keepalive_due(),
+            _ => None,
+        }
+    }
+
+    /// Sends the WebSocket ping if it is due.
+    pub fn keepalive(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Ws(w) => w.keepalive(),
+            _ => Ok(()),
         }
     }
 
@@ -269,6 +326,7 @@ impl Stream {
             Stream::Tcp(s) => s,
             Stream::Unix(s) => s,
             Stream::Tls(t) => &mut t.sock,
+            Stream::Ws(w) => w.source(),
         }
     }
 }
@@ -330,19 +388,15 @@ impl TlsStream {
     }
 }
 
-impl AsFd for Stream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-            Stream::Tls(t) => t.sock.as_fd(),
-        }
-    }
-}
-
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.as_fd().as_raw_fd()
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(t) => t.sock.as_raw_fd(),
+            // -1 (no descriptor) once a failed upgrade has closed the socket.
+            Stream::Ws(w) => w.inner().map_or(-1, |s| s.as_raw_fd()),
+        }
     }
 }
 
@@ -352,6 +406,7 @@ impl Read for Stream {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
             Stream::Tls(t) => t.read_plain(buf),
+            Stream::Ws(w) => w.read(buf),
         }
     }
 }
@@ -359,16 +414,15 @@ impl Read for Stream {
 /// Plain sockets are written with `send_vectored`, never std's `writev` (it raises SIGPIPE).
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tls(t) => t.write_plain(|w| w.write(buf)),
-            plain => send_vectored(plain.as_fd(), &[IoSlice::new(buf)]),
-        }
+        self.write_vectored(&[IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
+            Stream::Tcp(s) => send_vectored(s.as_fd(), bufs),
+            Stream::Unix(s) => send_vectored(s.as_fd(), bufs),
             Stream::Tls(t) => t.write_plain(|w| w.write_vectored(bufs)),
-            plain => send_vectored(plain.as_fd(), bufs),
+            Stream::Ws(w) => w.write_vectored(bufs),
         }
     }
 
@@ -376,6 +430,7 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tls(t) => t.write_pending(),
+            Stream::Ws(w) => w.flush(),
             _ => Ok(()),
         }
     }
@@ -398,18 +453,21 @@ impl Source for Listener {
         match self {
             Listener::Tcp(l, _) => l.register(r, t, i),
             Listener::Unix(l, _) => l.register(r, t, i),
+            Listener::Ws(l, ..) => l.register(r, t, i),
         }
     }
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
         match self {
             Listener::Tcp(l, _) => l.reregister(r, t, i),
             Listener::Unix(l, _) => l.reregister(r, t, i),
+            Listener::Ws(l, ..) => l.reregister(r, t, i),
         }
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         match self {
             Listener::Tcp(l, _) => l.deregister(r),
             Listener::Unix(l, _) => l.deregister(r),
+            Listener::Ws(l, ..) => l.deregister(r),
         }
     }
 }

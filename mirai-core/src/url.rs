@@ -1,5 +1,6 @@
-//! Listen and dial addresses: `ipc:///path`, `abstract://name`, `tcp://host:port` and
-//! `tls+tcp://host:port`. Parsing is strict, so a typo fails before anything starts.
+//! Listen and dial addresses: `ipc:///path`, `abstract://name`, `tcp://host:port`,
+//! `tls+tcp://host:port`, and the WebSocket forms `ws://host:port[/path]` and
+//! `wss://host:port[/path]`. Parsing is strict, so a typo fails before anything starts.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -16,6 +17,8 @@ pub enum Url {
     Abstract(String),
     /// TCP, optionally wrapped in TLS.
     Tcp { host: String, port: u16, tls: bool },
+    /// A WebSocket over TCP (optionally TLS) at an HTTP path, which always starts with `/`.
+    Ws { host: String, port: u16, path: String, tls: bool },
 }
 
 impl Url {
@@ -52,27 +55,53 @@ impl Url {
                 }
                 Ok(Url::Tcp { host: host.to_string(), port, tls: scheme == "tls+tcp" })
             }
-            other => Err(bad(&format!("unsupported scheme '{other}' (use ipc, abstract, tcp or tls+tcp)"))),
+            "ws" | "wss" => {
+                // The path starts at the first '/', which no host (bracketed IPv6 included) holds.
+                let (authority, path) = match rest.find('/') {
+                    Some(i) => (&rest[..i], &rest[i..]),
+                    None => (rest, "/"),
+                };
+                if path.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
+                    return Err(bad("invalid path"));
+                }
+                let Url::Tcp { host, port, .. } = Url::parse(&format!("tcp://{authority}"))
+                    .map_err(|_| bad("expected host:port[/path]"))?
+                else {
+                    return Err(bad("expected host:port[/path]"));
+                };
+                Ok(Url::Ws { host, port, path: path.to_string(), tls: scheme == "wss" })
+            }
+            other => Err(bad(&format!(
+                "unsupported scheme '{other}' (use ipc, abstract, tcp, tls+tcp, ws or wss)"
+            ))),
         }
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self, Url::Tcp { tls: true, .. })
+        matches!(self, Url::Tcp { tls: true, .. } | Url::Ws { tls: true, .. })
+    }
+
+    /// The host and port of a TCP-based URL (tcp, tls+tcp, ws, wss).
+    pub fn host_port(&self) -> Option<(&str, u16)> {
+        match self {
+            Url::Tcp { host, port, .. } | Url::Ws { host, port, .. } => Some((host, *port)),
+            _ => None,
+        }
     }
 
     /// Socket addresses for a TCP URL; an empty host means every interface (for listening).
     pub fn socket_addrs(&self) -> Result<Vec<SocketAddr>, Error> {
-        let Url::Tcp { host, port, .. } = self else {
+        let Some((host, port)) = self.host_port() else {
             return Err(Error::InvalidUrl(format!("{self} is not a TCP URL")));
         };
         if host.is_empty() {
-            return Ok(vec![SocketAddr::new(IpAddr::from([0, 0, 0, 0]), *port)]);
+            return Ok(vec![SocketAddr::new(IpAddr::from([0, 0, 0, 0]), port)]);
         }
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, *port)]);
+            return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let addrs: Vec<SocketAddr> = (bare, *port)
+        let addrs: Vec<SocketAddr> = (bare, port)
             .to_socket_addrs()
             .map_err(|e| Error::InvalidUrl(format!("{self}: cannot resolve host: {e}")))?
             .collect();
@@ -86,6 +115,9 @@ impl Url {
     pub fn with_port(&self, new_port: u16) -> Url {
         match self {
             Url::Tcp { host, tls, .. } => Url::Tcp { host: host.clone(), port: new_port, tls: *tls },
+            Url::Ws { host, path, tls, .. } => {
+                Url::Ws { host: host.clone(), port: new_port, path: path.clone(), tls: *tls }
+            }
             other => other.clone(),
         }
     }
@@ -114,6 +146,9 @@ impl fmt::Display for Url {
             Url::Tcp { host, port, tls } => {
                 write!(f, "{}://{host}:{port}", if *tls { "tls+tcp" } else { "tcp" })
             }
+            Url::Ws { host, port, path, tls } => {
+                write!(f, "{}://{host}:{port}{path}", if *tls { "wss" } else { "ws" })
+            }
         }
     }
 }
@@ -136,6 +171,15 @@ mod tests {
         );
         assert_eq!(Url::parse("tcp://:0").unwrap(), Url::Tcp { host: "".into(), port: 0, tls: false });
         assert_eq!(Url::parse("tcp://[::1]:7").unwrap().to_string(), "tcp://[::1]:7");
+        assert_eq!(
+            Url::parse("ws://:0").unwrap(),
+            Url::Ws { host: "".into(), port: 0, path: "/".into(), tls: false }
+        );
+        let wss = Url::parse("wss://[::1]:5555/mirai/pool").unwrap();
+        assert_eq!(wss, Url::Ws { host: "[::1]".into(), port: 5555, path: "/mirai/pool".into(), tls: true });
+        assert!(wss.is_tls());
+        assert_eq!(wss.to_string(), "wss://[::1]:5555/mirai/pool");
+        assert_eq!(Url::parse("ws://h:1").unwrap().with_port(9).to_string(), "ws://h:9/");
     }
 
     #[test]
@@ -151,6 +195,11 @@ mod tests {
             "ipc://",
             "abstract://",
             "tcp://a b:1",
+            "ws://host",
+            "ws://host/path",
+            "wss://host:1/a b",
+            "ws://host:1/p?q",
+            "ws://::1:1/",
         ] {
             let err = Url::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidUrl(_)), "{bad}");

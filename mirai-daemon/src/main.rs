@@ -21,10 +21,11 @@ const EXIT_UNAVAILABLE: u8 = 69;
     about = "Dial a mirai host and evaluate its tasks.",
     after_help = "Exit status: 0 connection ended, 1 idle time, 2 wall time, 3 max tasks, \
 69 could not connect or was refused.\n\nThe host's secret is read from MIRAI_SECRET (hex) or \
---secret-file; the CA certificate for tls+tcp:// from --tls-ca or MIRAI_TLS_CA."
+--secret-file; the CA certificate for tls+tcp:// and wss:// from --tls-ca or MIRAI_TLS_CA."
 )]
 struct Cli {
-    /// Host URL: ipc:///path, abstract://name, tcp://host:port or tls+tcp://host:port.
+    /// Host URL: ipc:///path, abstract://name, tcp://host:port, tls+tcp://host:port,
+    /// ws://host:port[/path] or wss://host:port[/path] (WebSocket, through HTTP proxies).
     url: String,
     /// How tasks are evaluated.
     #[arg(long, value_enum, default_value_t = Kind::Echo)]
@@ -47,7 +48,7 @@ struct Cli {
     /// Keep retrying until a host answers, instead of failing at once.
     #[arg(long)]
     retry: bool,
-    /// PEM file with the host's CA certificate, for tls+tcp://.
+    /// PEM file with the host's CA certificate, for tls+tcp:// and wss://.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
     /// File holding the host's secret in hex (instead of MIRAI_SECRET).

@@ -71,8 +71,8 @@ pub struct mirai_memory {
     pub limit: u64,
 }
 
-/// Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`; port 0
-/// picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
+/// Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`, `ws://`,
+/// `wss://`; port 0 picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
 /// the defaults. On success `*out` is the host.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_listen(

@@ -85,6 +85,8 @@ local_url <- function(tcp = FALSE, port = 0) {
 #'   connections are encrypted (see the `tls` argument of [daemons()]).
 #' @param port the port, from 0 to 65535. With 0 (the default) the system picks a free port
 #'   when the host starts listening; `nextget("url")` then shows it.
+#' @param ws `TRUE` for WebSocket URLs (`ws://`, or `wss://` with `tls`), which pass HTTP
+#'   reverse proxies and firewalls that allow only HTTP(S); `FALSE` (the default) for TCP.
 #'
 #' @return A character vector of URLs, named by their interfaces (`eth0`, for example). When
 #'   no interface is found, a single URL with the machine's node name.
@@ -94,12 +96,15 @@ local_url <- function(tcp = FALSE, port = 0) {
 #' @examples
 #' host_url()
 #' host_url(tls = TRUE, port = 5555)
-host_url <- function(tls = FALSE, port = 0) {
+#' host_url(ws = TRUE)
+host_url <- function(tls = FALSE, port = 0, ws = FALSE) {
   check_flag(tls, "tls")
+  check_flag(ws, "ws")
   check_number(port, "port", 0, 65535)
   addresses <- .Call(rmirai_interfaces)
   if (!length(addresses)) addresses <- `names<-`(Sys.info()[["nodename"]], Sys.info()[["nodename"]])
-  `names<-`(sprintf("%s://%s:%d", if (tls) "tls+tcp" else "tcp", addresses, as.integer(port)), names(addresses))
+  scheme <- if (ws) { if (tls) "wss" else "ws" } else if (tls) "tls+tcp" else "tcp"
+  `names<-`(sprintf("%s://%s:%d%s", scheme, addresses, as.integer(port), if (ws) "/" else ""), names(addresses))
 }
 
 # The R call a launched daemon runs: `mirai::daemon("<url>", <args>)`. A `tlscert` path is passed
@@ -139,9 +144,10 @@ profile_ca <- function(p) {
 #'   for `remote` to launch (1 if left out).
 #' @param url `NULL` (the default) for local daemons, at a [local_url()]. Otherwise the URL at
 #'   which the host listens for daemons: `"tcp://host:port"`, `"tls+tcp://host:port"`,
-#'   `"ipc:///path"` or `"abstract://name"`. Port 0 picks a free port (`nextget("url")` shows
-#'   it). [host_url()] and [local_url()] make suitable URLs. `ws://`, `wss://` and
-#'   `inproc://` are not supported.
+#'   `"ws://host:port/path"`, `"wss://host:port/path"` (WebSocket, through HTTP proxies; the
+#'   path is optional), `"ipc:///path"` or `"abstract://name"`. Port 0 picks a free port
+#'   (`nextget("url")` shows it). [host_url()] and [local_url()] make suitable URLs.
+#'   `inproc://` is not supported.
 #' @param remote with `url`, a launch configuration from [ssh_config()], [cluster_config()],
 #'   [http_config()] or [remote_config()], with which daemons are launched at once, as
 #'   [launch_remote()] would; `NULL` (the default) launches none.

@@ -77,6 +77,9 @@ pub struct DaemonOptions {
     /// or behind a vanished network. Applies only to hosts that heartbeat, and is at least
     /// three of their heartbeats.
     pub host_timeout: Option<Duration>,
+    /// Over `ws://` and `wss://`: ping the host after this long without sending, so proxies
+    /// and load balancers do not drop an idle connection.
+    pub keepalive: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -93,6 +96,7 @@ impl Default for DaemonOptions {
             secret: None,
             tls_ca: None,
             host_timeout: Some(Duration::from_secs(120)),
+            keepalive: crate::ws::DEFAULT_KEEPALIVE,
         }
     }
 }
@@ -158,6 +162,7 @@ impl Daemon {
             secret: secret.map(Arc::new),
             tls,
             host_timeout: options.host_timeout,
+            keepalive: options.keepalive,
         };
         let mut runner = Runner { options, ctx, started: Instant::now(), tasks: 0, evaluator };
         let mut session = runner.connect(&url, config, runner.options.retry)?;
@@ -181,11 +186,13 @@ impl Daemon {
 fn handshake_error(url: &Url, e: Error) -> Error {
     let text = e.to_string();
     if url.is_tls() && (text.contains("InvalidContentType") || text.contains("corrupt message")) {
-        return Error::Tls(format!("{text} (is the host listening without TLS? dial tcp://)"));
+        let plain = if matches!(url, Url::Ws { .. }) { "ws" } else { "tcp" };
+        return Error::Tls(format!("{text} (is the host listening without TLS? dial {plain}://)"));
     }
-    if !url.is_tls() && matches!(url, Url::Tcp { .. }) {
+    if !url.is_tls() && matches!(url, Url::Tcp { .. } | Url::Ws { .. }) {
+        let secure = if matches!(url, Url::Ws { .. }) { "wss" } else { "tls+tcp" };
         return Error::Refused(format!(
-            "handshake with {url} failed: {text} (if the host uses TLS, dial tls+tcp://)"
+            "handshake with {url} failed: {text} (if the host uses TLS, dial {secure}://)"
         ));
     }
     e

@@ -61,6 +61,8 @@ pub(crate) struct Context {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Give up on a host that heartbeats but from which nothing arrived for this long.
     pub host_timeout: Option<Duration>,
+    /// The WebSocket ping interval.
+    pub keepalive: Duration,
 }
 
 pub(crate) struct Session {
@@ -75,6 +77,7 @@ impl Session {
     /// Dials `url` once and starts the I/O thread, which runs the handshake.
     pub(crate) fn open(url: &Url, config: mirai_proto::Config, ctx: Context) -> Result<Session, Error> {
         let mut stream = dial(url, Duration::from_secs(10), ctx.tls.clone())?;
+        stream.set_keepalive(ctx.keepalive);
         let poll = Poll::new().map_err(|e| Error::io("cannot create poller", e))?;
         poll.registry()
             .register(&mut stream, STREAM, Interest::READABLE | Interest::WRITABLE)
@@ -160,8 +163,14 @@ impl IoThread {
         let mut events = Events::with_capacity(16);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let timeout = self.link.lock().unwrap_or_else(|e| e.into_inner()).proto.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout.map(until)) {
+            let timeout = {
+                let link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+                [link.proto.poll_timeout().map(until), link.stream.keepalive_due()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -185,6 +194,9 @@ impl IoThread {
             }
             if let Err(e) = link.proto.handle_timeout(now_ms()) {
                 io_end.get_or_insert(Closed::Failed(e.into()));
+            }
+            if let Err(e) = link.stream.keepalive() {
+                io_end.get_or_insert(Closed::Failed(Error::io("WebSocket ping", e)));
             }
             let mut msg_end = None;
             while let Some(msg) = link.proto.poll_event() {

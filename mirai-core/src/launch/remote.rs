@@ -66,6 +66,11 @@ fn tunnel(target: &Target, remote_port: Option<u16>) -> Result<(String, String),
             let url = Url::Tcp { host, port: rport, tls }.to_string();
             Ok((url, format!("{rport}:127.0.0.1:{port}")))
         }
+        Url::Ws { host, port, path, tls } if host == "127.0.0.1" => {
+            let rport = remote_port.unwrap_or(port);
+            let url = Url::Ws { host, port: rport, path, tls }.to_string();
+            Ok((url, format!("{rport}:127.0.0.1:{port}")))
+        }
         _ => Err(Error::InvalidArgument(
             "SSH tunnelling requires the host URL's hostname to be 127.0.0.1".into(),
         )),
