@@ -301,8 +301,20 @@ mod tests {
             let (mut s, _) = listener.accept().unwrap();
             let mut request = Vec::new();
             let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            // The whole request, body included: closing with bytes unread would reset the
+            // connection under the client's feet.
+            let complete = |r: &[u8]| {
+                let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+                let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+                let body: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                r.len() >= end + 4 + body
+            };
+            while !complete(&request) {
                 let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed mid-request");
                 request.extend_from_slice(&buf[..n]);
             }
             let _ = s.write_all(&reply);
