@@ -6,12 +6,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
 use mirai_proto::{Conn, ErrorCode, ExitReason, Hello, Identity, Message, Role};
 use slab::Slab;
 
+use super::recv_budget::RecvBudget;
 use super::{Completions, Shared, WAKER};
 use crate::auth;
 use crate::clock::{now_ms, until};
@@ -35,6 +37,7 @@ struct Loop {
     /// Connections to close after the current batch of events (closing them mid-batch could
     /// let a reused slab key receive a stale event).
     closing: Vec<usize>,
+    budget: RecvBudget,
 }
 
 /// A connection, with the challenge its daemon must answer and who it said it was.
@@ -50,13 +53,14 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         return;
     }
     let mut lp = Loop {
-        shared,
         poll,
         listener,
         links: Slab::new(),
         link_timers: BinaryHeap::new(),
         buf: vec![0; READ_BUF],
         closing: Vec::new(),
+        budget: RecvBudget::new(shared.recv.limit()),
+        shared,
     };
     let mut events = Events::with_capacity(256);
     loop {
@@ -70,7 +74,8 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
                 .flatten()
                 .min();
             st.wake_at = next;
-            next.map(until)
+            // Paused connections to read again come before sleeping.
+            if lp.budget.wants_resume() { Some(Duration::ZERO) } else { next.map(until) }
         };
         if let Err(e) = lp.poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -89,6 +94,9 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         let dead: Vec<usize> = lp.shared.lock().dead.drain(..).collect();
         lp.closing.extend(dead);
         lp.fire_timers();
+        for key in lp.budget.take_resumable() {
+            lp.serve(key, true, false);
+        }
         lp.close_pending();
     }
     lp.shutdown();
@@ -126,23 +134,30 @@ impl Loop {
         }
     }
 
-    /// Handles readiness on one connection: read and flush under its own lock, then apply the
-    /// decoded messages under the state lock.
     fn service(&mut self, key: usize, event: &Event) {
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        self.serve(key, readable, event.is_writable());
+    }
+
+    /// Handles readiness on one connection: read (within the receive budget) and flush under
+    /// its own lock, then apply the decoded messages under the state lock.
+    fn serve(&mut self, key: usize, readable: bool, writable: bool) {
         let Some(link) = self.links.get(key).map(|s| s.link.clone()) else {
             return;
         };
         let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
         let mut failure = None;
         let mut eof = false;
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            match guard.read_available(&mut self.buf) {
-                Ok(ReadEnd::Open) => {}
-                Ok(ReadEnd::Eof) => eof = true,
+        if readable {
+            match guard.read_within(&mut self.buf, self.budget.limit_for(key)) {
+                Ok(Some(ReadEnd::Open)) => {}
+                Ok(Some(ReadEnd::Eof)) => eof = true,
+                Ok(None) => self.budget.pause(key),
                 Err(e) => failure = Some(e),
             }
+            self.budget.update(key, guard.proto.recv_progress(), &self.shared.recv);
         }
-        if event.is_writable()
+        if writable
             && failure.is_none()
             && let Err(e) = guard.flush()
         {
@@ -274,6 +289,10 @@ impl Loop {
             if guard.proto.poll_timeout().is_none_or(|t| t > now) {
                 continue; // stale entry; the current deadline has its own entry
             }
+            if self.budget.is_paused(key) {
+                // Its peer is not silent: the host is the one not reading.
+                guard.proto.recv_held_back(now);
+            }
             let result = guard.proto.handle_timeout(now);
             let flushed = guard.flush();
             if let Some(t) = guard.proto.poll_timeout() {
@@ -303,6 +322,7 @@ impl Loop {
             let Some(LinkSlot { link, .. }) = self.links.try_remove(key) else {
                 continue;
             };
+            self.budget.remove(key, &self.shared.recv);
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
             let _ = self.poll.registry().deregister(&mut guard.stream);
             guard.stream.shutdown();
