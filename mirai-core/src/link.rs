@@ -62,26 +62,29 @@ fn step_for(e: io::Error) -> Result<Step, Error> {
     }
 }
 
-/// Unfilled payload buffer from this size gets transparent huge pages where the kernel offers
-/// them on request: a fresh 100 MB buffer then takes 50 page faults instead of 25,000.
+/// Payload buffers from this size get transparent huge pages where the kernel offers them on
+/// request: a fresh 100 MB buffer then takes 50 page faults instead of 25,000.
 const HUGE_PAGE_MIN: usize = 4 << 20;
 
+/// Advises huge pages for the buffer at `start..end`, rounded out to whole pages. Advice on
+/// only part of an allocation's mapping would split it in two, and `realloc` could then no
+/// longer grow it with `mremap` (which cannot span mappings): it would copy it instead.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(buf: &mut [std::mem::MaybeUninit<u8>]) {
-    const HUGE: usize = 2 << 20;
-    if buf.len() < HUGE_PAGE_MIN {
+fn advise_huge_pages(start: usize, end: usize) {
+    if end - start < HUGE_PAGE_MIN {
         return;
     }
-    let start = (buf.as_ptr() as usize).next_multiple_of(HUGE);
-    let end = (buf.as_ptr() as usize + buf.len()) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: advice only, on whole pages inside memory this buffer owns.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let first = start / page * page;
+    let last = end.next_multiple_of(page);
+    // SAFETY: advice only: MADV_HUGEPAGE never changes memory contents, also on the parts of
+    // the first and last pages outside the buffer.
+    unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE) };
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_buf: &mut [std::mem::MaybeUninit<u8>]) {}
+fn advise_huge_pages(_start: usize, _end: usize) {}
 
 /// What a read found at the end of the available bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -97,7 +100,7 @@ pub struct Link {
     pub stream: Stream,
     pub proto: Conn,
     /// Start and end of the payload buffer last given huge-page advice: the buffer grows as the
-    /// payload arrives, and may move when it does, so each new extent is advised once.
+    /// payload arrives, and may move when it does, so each new extent is advised.
     advised: (usize, usize),
 }
 
@@ -151,11 +154,11 @@ impl Link {
     fn read_into_payload(&mut self, fd: RawFd, room: usize) -> Result<Step, Error> {
         let received = self.proto.recv_payload_received();
         let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
-        // Once per extent of the payload buffer: its unfilled part is new after each growth.
+        // Once per extent of the payload buffer (it changes as the buffer grows).
         let extent = (spare.as_ptr() as usize - received, spare.as_ptr() as usize + spare.len());
         if self.advised != extent {
             self.advised = extent;
-            advise_huge_pages(spare);
+            advise_huge_pages(extent.0, extent.1);
         }
         let len = spare.len().min(room);
         // SAFETY: reads at most `len` bytes, within the slice, into memory the buffer owns.

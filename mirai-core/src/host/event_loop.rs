@@ -134,6 +134,7 @@ impl Loop {
         }
     }
 
+    /// Readiness on one connection; see [`Self::serve`].
     fn service(&mut self, key: usize, event: &Event) {
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         self.serve(key, readable, event.is_writable());
