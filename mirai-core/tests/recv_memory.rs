@@ -19,7 +19,11 @@ use mirai_proto::{HEADER_LEN, Message, Status};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn tcp_host(recv_budget: u64) -> (Host, u16) {
-    let options = HostOptions { auth: Auth::Disabled, recv_budget, ..HostOptions::default() };
+    tcp_host_with(HostOptions { recv_budget, ..HostOptions::default() })
+}
+
+fn tcp_host_with(options: HostOptions) -> (Host, u16) {
+    let options = HostOptions { auth: Auth::Disabled, ..options };
     let host = Host::listen("tcp://127.0.0.1:0", options).unwrap();
     let port = host.url().rsplit(':').next().unwrap().parse().unwrap();
     (host, port)
@@ -151,4 +155,46 @@ fn partial_frames_over_the_budget_all_arrive() {
     // The first frame may finish whatever it holds; the others stay within the budget.
     assert!(done.peak <= BUDGET + SIZES[0] as u64, "peak {} bytes", done.peak);
     assert_eq!(done.limit, Some(BUDGET));
+}
+
+#[test]
+fn a_paused_peer_does_not_time_out() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let options = HostOptions { recv_budget: 1 << 20, peer_timeout: Some(TIMEOUT), ..HostOptions::default() };
+    let (host, port) = tcp_host_with(options);
+    let mut first = raw_peer(port);
+    let mut second = raw_peer(port);
+    assert!(host.wait_connections(2, Some(PATIENCE)));
+    let tasks = [submit(&host, "one"), submit(&host, "two")];
+    let ids = [next_task(&mut first), next_task(&mut second)];
+    let frame = |i: usize, len: usize| {
+        let mut f = result_head(ids[i], len as u64);
+        f.resize(f.len() + len, i as u8);
+        f
+    };
+    let (one, two) = (frame(0, 2 << 20), frame(1, 2 << 20));
+
+    // The first frame holds the budget, so the second connection is paused at its header.
+    let half = one.len() / 2 + 4096;
+    first.write_all(&one[..half]).unwrap();
+    eventually("the first frame holds the budget", || host.recv_memory().used >= 1 << 20);
+    let writer = std::thread::spawn(move || {
+        second.write_all(&two).unwrap();
+        second
+    });
+    // The first peer trickles for more than the peer timeout: it is heard from, and the
+    // paused second peer, which the host is not reading, must not count as silent.
+    let trickle_end = half + 25;
+    for byte in one[half..trickle_end].chunks(1) {
+        first.write_all(byte).unwrap();
+        std::thread::sleep(TIMEOUT / 10);
+    }
+    assert_eq!(host.counters().connections, 2, "both peers are still connected");
+    first.write_all(&one[trickle_end..]).unwrap();
+    for task in &tasks {
+        assert!(task.wait(Some(PATIENCE)), "task {} never completed", task.id());
+        assert_eq!(task.status(), Some(TaskStatus::Value), "task {}", task.id());
+    }
+    let _second = writer.join().unwrap();
 }
