@@ -1,10 +1,13 @@
 //! A connection: a socket and the protocol state machine that speaks over it. Reads drain the
-//! socket to `WouldBlock` (edge-triggered readiness); writes are vectored and go out until
-//! everything queued is written or the socket is full.
+//! socket to `WouldBlock` (edge-triggered readiness), or stop early at a limit on the memory
+//! the frame being received may hold; writes are vectored and go out until everything queued
+//! is written or the socket is full.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::RawFd;
 
+use mirai_proto::conn::HANDSHAKE_MAX_FRAME;
+use mirai_proto::decoder::Progress;
 use mirai_proto::{Conn, Message};
 
 use crate::clock::now_ms;
@@ -13,6 +16,35 @@ use crate::transport::Stream;
 
 /// Payload remainders at least this large are read straight into the payload buffer.
 const DIRECT_READ_MIN: usize = 64 * 1024;
+
+/// Frames up to this size are read whatever the limit: a connection holds at most one partly
+/// received, and handshakes and heartbeats must never wait behind other peers' large frames.
+pub const EXEMPT_FRAME: u64 = HANDSHAKE_MAX_FRAME;
+
+/// How much memory the frame a connection is receiving may hold; see [`Link::read_within`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Bytes a frame larger than [`EXEMPT_FRAME`] may hold.
+    pub held: usize,
+    /// The frame (numbered as in [`Progress::frame`]) that may be finished whatever it holds.
+    pub finish: Option<u64>,
+}
+
+impl ReadLimit {
+    pub const NONE: ReadLimit = ReadLimit { held: usize::MAX, finish: None };
+
+    /// Bytes that may be read next. Header bytes and exempt frames cost nothing against the
+    /// limit, and a frame allowed to finish is read up to its end but not beyond.
+    fn room(&self, p: &Progress) -> usize {
+        let free = self.held.saturating_sub(p.held);
+        let unlimited = match p.body_len {
+            None => p.missing,
+            Some(len) if len <= EXEMPT_FRAME || self.finish == Some(p.frame) => p.missing,
+            Some(_) => 0,
+        };
+        free.max(usize::try_from(unlimited).unwrap_or(usize::MAX))
+    }
+}
 
 /// What one read did.
 enum Step {
@@ -30,26 +62,29 @@ fn step_for(e: io::Error) -> Result<Step, Error> {
     }
 }
 
-/// Payloads from this size get transparent huge pages where the kernel offers them on request:
-/// a fresh 100 MB buffer then takes 50 page faults instead of 25,000.
+/// Payload buffers from this size get transparent huge pages where the kernel offers them on
+/// request: a fresh 100 MB buffer then takes 50 page faults instead of 25,000.
 const HUGE_PAGE_MIN: usize = 4 << 20;
 
+/// Advises huge pages for the buffer at `start..end`, rounded out to whole pages. Advice on
+/// only part of an allocation's mapping would split it in two, and `realloc` could then no
+/// longer grow it with `mremap` (which cannot span mappings): it would copy it instead.
 #[cfg(target_os = "linux")]
-fn advise_huge_pages(buf: &mut [std::mem::MaybeUninit<u8>]) {
-    const HUGE: usize = 2 << 20;
-    if buf.len() < HUGE_PAGE_MIN {
+fn advise_huge_pages(start: usize, end: usize) {
+    if end - start < HUGE_PAGE_MIN {
         return;
     }
-    let start = (buf.as_ptr() as usize).next_multiple_of(HUGE);
-    let end = (buf.as_ptr() as usize + buf.len()) / HUGE * HUGE;
-    if end > start {
-        // SAFETY: advice only, on whole pages inside memory this buffer owns.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-    }
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let first = start / page * page;
+    let last = end.next_multiple_of(page);
+    // SAFETY: advice only: MADV_HUGEPAGE never changes memory contents, also on the parts of
+    // the first and last pages outside the buffer.
+    unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE) };
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_buf: &mut [std::mem::MaybeUninit<u8>]) {}
+fn advise_huge_pages(_start: usize, _end: usize) {}
 
 /// What a read found at the end of the available bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,24 +99,37 @@ pub enum ReadEnd {
 pub struct Link {
     pub stream: Stream,
     pub proto: Conn,
-    /// The payload buffer last given huge-page advice.
-    advised: usize,
+    /// Start and end of the payload buffer last given huge-page advice: the buffer grows as the
+    /// payload arrives, and may move when it does, so each new extent is advised.
+    advised: (usize, usize),
 }
 
 impl Link {
     pub fn new(stream: Stream, proto: Conn) -> Self {
-        Link { stream, proto, advised: 0 }
+        Link { stream, proto, advised: (0, 0) }
     }
 
     /// Reads everything available into the state machine. Decoded messages wait in
     /// `proto.poll_event()`.
     pub fn read_available(&mut self, buf: &mut [u8]) -> Result<ReadEnd, Error> {
+        // Without a limit there is always room to read: it never stops early.
+        Ok(self.read_within(buf, ReadLimit::NONE)?.unwrap_or(ReadEnd::Open))
+    }
+
+    /// Like [`Self::read_available`], but stops early (`None`) when the frame being received
+    /// reaches what `limit` lets it hold, leaving the rest in the socket.
+    pub fn read_within(&mut self, buf: &mut [u8], limit: ReadLimit) -> Result<Option<ReadEnd>, Error> {
         loop {
+            let room = limit.room(&self.proto.recv_progress());
+            if room == 0 {
+                return Ok(None);
+            }
             let large = self.proto.recv_payload_remaining() >= DIRECT_READ_MIN;
+            let small = room.min(buf.len());
             let step = match (large, self.stream.plain_fd()) {
-                (true, Some(fd)) => self.read_into_payload(fd)?,
-                (true, None) => self.read_into_window()?,
-                (false, _) => match self.stream.read(buf) {
+                (true, Some(fd)) => self.read_into_payload(fd, room)?,
+                (true, None) => self.read_into_window(room)?,
+                (false, _) => match self.stream.read(&mut buf[..small]) {
                     Ok(0) => Step::Eof,
                     Ok(n) => {
                         self.proto.feed(now_ms(), &buf[..n])?;
@@ -92,27 +140,29 @@ impl Link {
             };
             match step {
                 Step::More => {}
-                Step::Drained => return Ok(ReadEnd::Open),
+                Step::Drained => return Ok(Some(ReadEnd::Open)),
                 Step::Eof => {
                     self.proto.handle_eof()?;
-                    return Ok(ReadEnd::Eof);
+                    return Ok(Some(ReadEnd::Eof));
                 }
             }
         }
     }
 
-    /// Reads straight into the uninitialised payload buffer: no intermediate copy, no zero-fill.
-    fn read_into_payload(&mut self, fd: RawFd) -> Result<Step, Error> {
+    /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
+    /// intermediate copy, no zero-fill.
+    fn read_into_payload(&mut self, fd: RawFd, room: usize) -> Result<Step, Error> {
         let received = self.proto.recv_payload_received();
         let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
-        // Once per payload buffer (identified by its start address).
-        let base = spare.as_ptr() as usize - received;
-        if self.advised != base {
-            self.advised = base;
-            advise_huge_pages(spare);
+        // Once per extent of the payload buffer (it changes as the buffer grows).
+        let extent = (spare.as_ptr() as usize - received, spare.as_ptr() as usize + spare.len());
+        if self.advised != extent {
+            self.advised = extent;
+            advise_huge_pages(extent.0, extent.1);
         }
-        // SAFETY: reads at most `spare.len()` bytes into memory the payload buffer owns.
-        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+        let len = spare.len().min(room);
+        // SAFETY: reads at most `len` bytes, within the slice, into memory the buffer owns.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) };
         if n < 0 {
             return step_for(io::Error::last_os_error());
         }
@@ -124,11 +174,12 @@ impl Link {
         Ok(Step::More)
     }
 
-    /// Reads into a zero-filled stretch of the payload buffer (for TLS, whose reader wants
-    /// initialised memory).
-    fn read_into_window(&mut self) -> Result<Step, Error> {
+    /// Reads at most `room` bytes into a zero-filled stretch of the payload buffer (for TLS,
+    /// whose reader wants initialised memory).
+    fn read_into_window(&mut self, room: usize) -> Result<Step, Error> {
         let Some(window) = self.proto.recv_window() else { return Ok(Step::More) };
-        let result = self.stream.read(window);
+        let len = window.len().min(room);
+        let result = self.stream.read(&mut window[..len]);
         let n = match &result {
             Ok(n) => *n,
             Err(_) => 0,

@@ -21,7 +21,7 @@ use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use crate::decoder::Decoder;
+use crate::decoder::{Decoder, Progress};
 use crate::error::ProtoError;
 use crate::frame::Kind;
 use crate::msg::{ExitReason, Hello, Message, Role};
@@ -256,6 +256,17 @@ impl Conn {
             Ok(None) => Ok(()),
             Err(e) => Err(self.fail(e)),
         }
+    }
+
+    /// Where the frame being received stands (for budgeting receive memory).
+    pub fn recv_progress(&self) -> Progress {
+        self.decoder.progress()
+    }
+
+    /// The owner leaves bytes unread in its socket for now (its receive budget is spent): the
+    /// peer is not silent, so its timeout starts over.
+    pub fn recv_held_back(&mut self, now: u64) {
+        self.last_recv = now;
     }
 
     /// The peer closed its end. A frame cut short is an error; otherwise the connection just

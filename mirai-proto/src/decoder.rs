@@ -1,8 +1,9 @@
 //! Incremental frame decoder: accepts bytes in any chunking and yields whole messages.
 //!
-//! The header's length is checked against the limit before anything is allocated, and the
-//! payload buffer is allocated once, at its exact size, so a payload is never copied twice.
-//! Large payloads can bypass the caller's read buffer entirely through [`Decoder::window`].
+//! The header's length is checked against the limit before anything is allocated. The payload
+//! buffer grows as bytes arrive, never past the declared size, so a peer that declares a huge
+//! frame and sends little costs little. Large payloads can bypass the caller's read buffer
+//! entirely through [`Decoder::window`] or [`Decoder::spare`].
 
 use alloc::vec::Vec;
 use core::mem::MaybeUninit;
@@ -16,6 +17,28 @@ use crate::msg::Message;
 /// twice what the last read filled, so the zero-fill stays near the bytes actually read.
 const WINDOW_MIN: usize = 16 << 10;
 const WINDOW_MAX: usize = 1 << 20;
+
+/// The payload buffer's first size; it doubles from there each time it fills, up to the declared
+/// size. Doubling keeps the number of reallocations logarithmic, and large blocks are moved by
+/// `mremap` rather than copied (glibc), so growing costs little over one exact allocation.
+const GROW_FIRST: usize = 1 << 20;
+
+/// Control buffer capacity kept between frames; a larger one, left by an unusual frame, is freed.
+const CTRL_KEEP: usize = 1 << 10;
+
+/// Where the frame being received stands, for a runtime that budgets its receive memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Frames completed so far, which numbers the frame being received.
+    pub frame: u64,
+    /// Its body length, once its header has arrived.
+    pub body_len: Option<u64>,
+    /// Bytes of it held in memory: its control part and payload received so far.
+    pub held: usize,
+    /// Bytes still to come before its header is complete (while in the header, a whole one
+    /// between frames) or, after the header, before the frame is.
+    pub missing: u64,
+}
 
 #[derive(Debug)]
 enum Phase {
@@ -35,6 +58,8 @@ pub struct Decoder {
     window_start: Option<usize>,
     /// Size of the next window, from the last read.
     window_len: usize,
+    /// Frames completed.
+    frames: u64,
 }
 
 impl Decoder {
@@ -47,6 +72,7 @@ impl Decoder {
             payload: Vec::new(),
             window_start: None,
             window_len: WINDOW_MIN,
+            frames: 0,
         }
     }
 
@@ -82,16 +108,20 @@ impl Decoder {
                     // The header check guarantees the payload length fits in usize.
                     let need = header.payload_len() as usize;
                     self.phase = Phase::Payload { header, need };
+                    self.grow_if_full()?;
                 }
                 Phase::Payload { need, .. } => {
-                    let want = need - self.payload.len();
-                    let n = want.min(input.len());
+                    let room = self.payload.capacity() - self.payload.len();
+                    let n = (need - self.payload.len()).min(input.len()).min(room);
                     self.payload.extend_from_slice(&input[..n]);
                     *input = &input[n..];
-                    if n < want {
+                    if self.payload.len() == need {
+                        return self.finish_frame().map(Some);
+                    }
+                    self.grow_if_full()?;
+                    if input.is_empty() {
                         return Ok(None);
                     }
-                    return self.finish_frame().map(Some);
                 }
             }
         }
@@ -114,7 +144,8 @@ impl Decoder {
         }
         self.close_window(0);
         let start = self.payload.len();
-        self.payload.resize(start + remaining.min(self.window_len), 0);
+        let room = self.payload.capacity() - start;
+        self.payload.resize(start + remaining.min(self.window_len).min(room), 0);
         self.window_start = Some(start);
         Some(&mut self.payload[start..])
     }
@@ -130,6 +161,7 @@ impl Decoder {
         if matches!(self.phase, Phase::Payload { need, .. } if need == self.payload.len()) {
             return self.finish_frame().map(Some);
         }
+        self.grow_if_full()?;
         Ok(None)
     }
 
@@ -141,15 +173,18 @@ impl Decoder {
         }
     }
 
-    /// The rest of the payload buffer, uninitialised, for a runtime that can read into such
+    /// The free part of the payload buffer, uninitialised, for a runtime that can read into such
     /// memory directly (saving [`Self::window`]'s zero-fill); follow with [`Self::assume_filled`].
+    /// It is never empty while payload is expected: the buffer grows when it fills.
     pub fn spare(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
         let remaining = self.payload_remaining();
         if remaining == 0 {
             return None;
         }
         self.close_window(0);
-        Some(&mut self.payload.spare_capacity_mut()[..remaining])
+        let spare = self.payload.spare_capacity_mut();
+        let len = spare.len().min(remaining);
+        Some(&mut spare[..len])
     }
 
     /// Records that the first `n` bytes of the last [`Self::spare`] slice were written; returns
@@ -160,16 +195,18 @@ impl Decoder {
     /// `n` must not exceed the slice's length.
     #[allow(unsafe_code)]
     pub unsafe fn assume_filled(&mut self, n: usize) -> Result<Option<Message>, ProtoError> {
+        self.close_window(0);
         let remaining = self.payload_remaining();
-        if n > remaining {
+        if n > remaining.min(self.payload.capacity() - self.payload.len()) {
             return Err(ProtoError::InvalidState { action: "fill more than the payload", state: "Payload" });
         }
-        // SAFETY: the caller initialised these `n` bytes of the spare capacity, which the
-        // payload buffer reserved in full when the frame started.
+        // SAFETY: the caller initialised these `n` bytes of the spare capacity, and the check
+        // above keeps them within it.
         unsafe { self.payload.set_len(self.payload.len() + n) };
         if n == remaining {
             return self.finish_frame().map(Some);
         }
+        self.grow_if_full()?;
         Ok(None)
     }
 
@@ -186,6 +223,32 @@ impl Decoder {
         }
     }
 
+    /// Where the frame being received stands.
+    pub fn progress(&self) -> Progress {
+        let (body_len, held, missing) = match self.phase {
+            Phase::Header { have } => (None, 0, (HEADER_LEN - have) as u64),
+            Phase::Ctrl(h) => (Some(h.body_len), self.ctrl.len(), self.missing()),
+            Phase::Payload { header, .. } => {
+                (Some(header.body_len), self.ctrl.len() + self.payload_received(), self.missing())
+            }
+        };
+        Progress { frame: self.frames, body_len, held, missing }
+    }
+
+    /// Makes room once the payload buffer is full and more is expected: doubles it, from
+    /// [`GROW_FIRST`], but never past the declared size.
+    fn grow_if_full(&mut self) -> Result<(), ProtoError> {
+        let Phase::Payload { need, .. } = self.phase else { return Ok(()) };
+        let (len, cap) = (self.payload.len(), self.payload.capacity());
+        if len < cap || len == need {
+            return Ok(());
+        }
+        let target = cap.saturating_mul(2).max(GROW_FIRST).min(need);
+        self.payload
+            .try_reserve_exact(target - len)
+            .map_err(|_| ProtoError::OutOfMemory { len: target as u64 })
+    }
+
     fn close_window(&mut self, filled: usize) {
         if let Some(start) = self.window_start.take() {
             let len = (start + filled).min(self.payload.len());
@@ -195,12 +258,6 @@ impl Decoder {
 
     fn start_frame(&mut self) -> Result<(), ProtoError> {
         let header = FrameHeader::decode(&self.header, self.max_body)?;
-        let payload_len = header.payload_len();
-        self.ctrl.clear();
-        self.payload = Vec::new();
-        self.payload
-            .try_reserve_exact(payload_len as usize)
-            .map_err(|_| ProtoError::OutOfMemory { len: payload_len })?;
         self.phase = Phase::Ctrl(header);
         Ok(())
     }
@@ -210,7 +267,11 @@ impl Decoder {
             return Err(ProtoError::InvalidState { action: "finish a frame", state: "no payload" });
         };
         self.phase = Phase::Header { have: 0 };
+        self.frames += 1;
         let payload = core::mem::take(&mut self.payload);
-        Message::decode(header, &self.ctrl, payload)
+        let msg = Message::decode(header, &self.ctrl, payload);
+        self.ctrl.clear();
+        self.ctrl.shrink_to(CTRL_KEEP);
+        msg
     }
 }

@@ -13,6 +13,10 @@ use crate::msg::Message;
 /// segment: the copy is cheaper than another iovec and another allocation kept alive.
 const INLINE_MAX: usize = 4096;
 
+/// Shared-buffer capacity kept once everything is transmitted: a message inlined with its header
+/// fits without reallocating, and what a burst grew beyond that is returned.
+const HEAD_KEEP: usize = 2 * INLINE_MAX;
+
 #[derive(Debug)]
 enum Seg {
     /// `head[start..end]`.
@@ -114,6 +118,7 @@ impl Outbox {
         }
         if self.segs.is_empty() {
             self.head.clear();
+            self.head.shrink_to(HEAD_KEEP);
             self.offset = 0;
         } else {
             self.compact();

@@ -6,6 +6,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
@@ -13,6 +14,7 @@ use mirai_proto::{Conn, ErrorCode, ExitReason, Identity, Message};
 use slab::Slab;
 
 use super::admission::{Admission, Admit};
+use super::recv_budget::RecvBudget;
 use super::{Completions, Shared, WAKER};
 use crate::clock::{now_ms, until};
 use crate::handshake::HostHandshake;
@@ -51,6 +53,7 @@ struct Loop {
     accept_retry: Option<u64>,
     /// Whether the last accept failed for want of resources (logged once per spell).
     starved: bool,
+    budget: RecvBudget,
 }
 
 /// A connection, with its side of the authentication and who its daemon said it was.
@@ -67,7 +70,6 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
     }
     let shared_max_handshakes = shared.max_handshakes;
     let mut lp = Loop {
-        shared,
         poll,
         listener,
         links: Slab::new(),
@@ -78,6 +80,8 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         accept_wanted: false,
         accept_retry: None,
         starved: false,
+        budget: RecvBudget::new(shared.recv.limit()),
+        shared,
     };
     let mut events = Events::with_capacity(256);
     loop {
@@ -92,7 +96,8 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
                     .flatten()
                     .min();
             st.wake_at = next;
-            next.map(until)
+            // Paused connections to read again come before sleeping.
+            if lp.budget.wants_resume() { Some(Duration::ZERO) } else { next.map(until) }
         };
         if let Err(e) = lp.poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -111,6 +116,9 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
         let dead: Vec<usize> = lp.shared.lock().dead.drain(..).collect();
         lp.closing.extend(dead);
         lp.fire_timers();
+        for key in lp.budget.take_resumable() {
+            lp.serve(key, true, false);
+        }
         lp.close_pending();
         if lp.accept_retry.is_some_and(|t| now_ms() >= t) {
             lp.accept_retry = None;
@@ -196,23 +204,31 @@ impl Loop {
         }
     }
 
-    /// Handles readiness on one connection: read and flush under its own lock, then apply the
-    /// decoded messages under the state lock.
+    /// Readiness on one connection; see [`Self::serve`].
     fn service(&mut self, key: usize, event: &Event) {
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        self.serve(key, readable, event.is_writable());
+    }
+
+    /// Handles readiness on one connection: read (within the receive budget) and flush under
+    /// its own lock, then apply the decoded messages under the state lock.
+    fn serve(&mut self, key: usize, readable: bool, writable: bool) {
         let Some(link) = self.links.get(key).map(|s| s.link.clone()) else {
             return;
         };
         let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
         let mut failure = None;
         let mut eof = false;
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            match guard.read_available(&mut self.buf) {
-                Ok(ReadEnd::Open) => {}
-                Ok(ReadEnd::Eof) => eof = true,
+        if readable {
+            match guard.read_within(&mut self.buf, self.budget.limit_for(key)) {
+                Ok(Some(ReadEnd::Open)) => {}
+                Ok(Some(ReadEnd::Eof)) => eof = true,
+                Ok(None) => self.budget.pause(key),
                 Err(e) => failure = Some(e),
             }
+            self.budget.update(key, guard.proto.recv_progress(), &self.shared.recv);
         }
-        if event.is_writable()
+        if writable
             && failure.is_none()
             && let Err(e) = guard.flush()
         {
@@ -378,6 +394,10 @@ impl Loop {
             if guard.proto.poll_timeout().is_none_or(|t| t > now) {
                 continue; // stale entry; the current deadline has its own entry
             }
+            if self.budget.is_paused(key) {
+                // Its peer is not silent: the host is the one not reading.
+                guard.proto.recv_held_back(now);
+            }
             let result = guard.proto.handle_timeout(now);
             let flushed = guard.flush();
             // Kept after the loop: the state lock is never taken under a connection's lock.
@@ -415,6 +435,7 @@ impl Loop {
             if self.admission.ended(key) {
                 self.accept_wanted = true;
             }
+            self.budget.remove(key, &self.shared.recv);
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
             let _ = self.poll.registry().deregister(&mut guard.stream);
             guard.stream.shutdown();

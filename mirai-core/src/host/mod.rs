@@ -11,6 +11,7 @@
 mod admission;
 pub mod dispatcher;
 mod event_loop;
+mod recv_budget;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -24,6 +25,7 @@ use mirai_proto::{ErrorCode, ExitReason, Identity, Message};
 
 pub use dispatcher::Counters;
 use dispatcher::{Assignment, DaemonKey, Dispatcher};
+use recv_budget::RecvGauge;
 
 use crate::auth::Auth;
 use crate::clock::{deadline_after, instant_after};
@@ -36,6 +38,12 @@ use crate::tls::{self, ServerIdentity};
 use crate::transport::Listener;
 use crate::url::Url;
 
+/// The default [`HostOptions::recv_budget`], 1 GiB. Generous, since it costs little throughput:
+/// one I/O thread reads every connection, so reading more frames at once does not read faster;
+/// the budget only bounds what many daemons sending large results together (or misbehaving)
+/// can make the host hold beyond the frame it finishes first.
+pub const DEFAULT_RECV_BUDGET: u64 = 1 << 30;
+
 /// Settings fixed when the host starts.
 #[derive(Clone, Debug)]
 pub struct HostOptions {
@@ -44,6 +52,11 @@ pub struct HostOptions {
     /// Cap on the payload bytes waiting in the queue; `None` for no cap. `submit` blocks and
     /// `try_submit` refuses while the queue holds this much.
     pub memory_limit: Option<u64>,
+    /// Bytes that frames still arriving (those over 64 KiB) may hold across all daemons. The
+    /// frame that started first may always finish, whatever its size; other connections stop
+    /// reading while the rest are over budget, and their daemons wait. 0 reads one such frame
+    /// at a time. See [`Host::recv_memory`].
+    pub recv_budget: u64,
     /// The L'Ecuyer-CMRG stream daemons' streams derive from (the k-th daemon gets this stream
     /// jumped k times); `None` draws one at random.
     pub stream: Option<Stream>,
@@ -84,6 +97,7 @@ impl Default for HostOptions {
         HostOptions {
             max_frame: mirai_proto::conn::DEFAULT_MAX_FRAME,
             memory_limit: None,
+            recv_budget: DEFAULT_RECV_BUDGET,
             stream: None,
             init_blob: Vec::new(),
             handshake_timeout: Duration::from_secs(30),
@@ -111,7 +125,8 @@ pub struct SubmitOptions {
     pub retry: Option<u32>,
 }
 
-/// Queue memory, in bytes.
+/// Memory in use against a limit, in bytes: the queue's ([`Host::memory`]) or frames still
+/// arriving ([`Host::recv_memory`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Memory {
     pub used: u64,
@@ -206,6 +221,8 @@ pub(crate) struct Shared {
     max_handshakes: usize,
     /// The CA certificate daemons verify a TLS host with.
     tls_ca: Option<String>,
+    /// Memory held by frames still arriving.
+    recv: RecvGauge,
 }
 
 /// A host. Dropping it closes it.
@@ -299,6 +316,7 @@ impl Host {
             secret,
             max_handshakes: options.max_handshakes,
             tls_ca,
+            recv: RecvGauge::new(options.recv_budget),
         });
         let loop_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -412,6 +430,13 @@ impl Host {
         let st = self.shared.lock();
         let (used, peak) = st.dispatcher.queued_bytes();
         Memory { used, peak, limit: (st.memory_limit > 0).then_some(st.memory_limit) }
+    }
+
+    /// Memory held by frames still arriving (those over 64 KiB), against
+    /// [`HostOptions::recv_budget`]; it leaves the count when a frame completes or its
+    /// connection closes.
+    pub fn recv_memory(&self) -> Memory {
+        self.shared.recv.memory()
     }
 
     /// The daemons connected now, in order of connection.
