@@ -161,7 +161,12 @@ fn partial_frames_over_the_budget_all_arrive() {
 fn a_paused_peer_does_not_time_out() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const TIMEOUT: Duration = Duration::from_secs(1);
-    let options = HostOptions { recv_budget: 1 << 20, peer_timeout: Some(TIMEOUT), ..HostOptions::default() };
+    let options = HostOptions {
+        recv_budget: 1 << 20,
+        heartbeat: Some(TIMEOUT / 3),
+        peer_timeout: Some(TIMEOUT),
+        ..HostOptions::default()
+    };
     let (host, port) = tcp_host_with(options);
     let mut first = raw_peer(port);
     let mut second = raw_peer(port);
