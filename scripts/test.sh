@@ -59,6 +59,7 @@ if command -v Rscript >/dev/null; then
   R_LIBS="$rlib" Rscript bindings/r/tests/corpus.R
   # A daemon killed mid-task and a host killed mid-result: errors, never SIGPIPE (child sessions).
   R_LIBS="$rlib" Rscript bindings/r/tests/sigpipe.R
+  R_LIBS="$rlib" Rscript bindings/r/tests/reliability.R
   # Packages built on mirai, from Debian: foreach/doParallel, parallel, later/promises, and a
   # Shiny app in two real browser sessions (headless Chromium driven by selenium).
   R_LIBS="$rlib" Rscript bindings/r/tests/clients.R

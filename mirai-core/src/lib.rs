@@ -17,6 +17,7 @@ pub mod link;
 mod nosigpipe;
 mod notify;
 mod peer_text;
+mod pipe_write;
 pub mod rng;
 pub mod stderr_log;
 pub mod task;

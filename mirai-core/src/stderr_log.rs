@@ -1,7 +1,6 @@
 //! A logger writing the engine's log records to standard error, one line each, for programs and
 //! bindings that have no logger of their own (the standalone daemon, the R package).
 
-use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,9 +15,10 @@ impl log::Log for Stderr {
 
     fn log(&self, r: &log::Record) {
         // One write per line, so lines from several threads do not interleave; a failed write
-        // to stderr has nowhere better to go.
+        // to stderr has nowhere better to go. Stderr may be a pipe whose reader is gone (a
+        // daemon started over ssh): no SIGPIPE for that.
         let line = format!("{}: {} {}\n", self.prefix, r.level(), r.args());
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let _ = crate::pipe_write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 
     fn flush(&self) {}

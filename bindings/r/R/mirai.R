@@ -193,6 +193,12 @@ profile_ca <- function(p) {
 #'   before they are counted or given tasks. `FALSE` turns the check off for this profile, so
 #'   that whoever reaches `url` is given tasks: for trusted networks only. This argument is
 #'   specific to this package.
+#' @param retry how many times a task runs again on another daemon when the daemon evaluating
+#'   it dies (killed, crashed, or silent for two minutes): 0 (the default) for never, as in R's
+#'   mirai, where such a task resolves to `errorValue` 19. A task at 3 daemons that died is
+#'   given up whatever its retries left (`errorValue` 18), so one task that crashes R cannot
+#'   take every daemon down. [mirai()]'s `.retry` overrides it per task. Specific to this
+#'   package.
 #'
 #' @return Invisibly, when setting daemons: `TRUE`, of class `miraiDaemons`, which can be
 #'   passed to [with()] (see [with_daemons()]). When resetting: `FALSE`.
@@ -264,9 +270,11 @@ profile_ca <- function(p) {
 #' }
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
                     seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
-                    .compute = NULL, auth = TRUE) {
+                    .compute = NULL, auth = TRUE, retry = 0L) {
   name <- profile_name(.compute)
   check_flag(auth, "auth")
+  check_retry(retry, "retry")
+  if (is.null(retry)) stop("`retry` must be a number")
   check_flag(sync, "sync")
   if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed))) stop("`seed` must be a single number")
   if (sync) return(sync_profile(name, seed))
@@ -288,7 +296,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   serial <- if (is.null(serial)) .state$serial else as_serial(serial)
   blob <- if (length(serial$class)) serialize(serial, NULL) else NULL
   host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob,
-                tls_material(tls, pass, dots$tlscert), if (auth) session_secret())
+                tls_material(tls, pass, dots$tlscert), if (auth) session_secret(), retry)
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$read_hook <- serial_reader(serial)
@@ -337,7 +345,7 @@ reset_profile <- function(name, exit) {
 sync_profile <- function(name, seed) {
   reset_profile(name, exit = FALSE)
   stream <- init_stream(seed)
-  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL, session_secret())
+  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL, session_secret(), 0)
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$stream <- stream

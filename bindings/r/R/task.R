@@ -53,6 +53,9 @@ build_task <- function(expr, globals, .args, caller, p = NULL) {
 #'   running is interrupted on its daemon, which stays for the next task.
 #' @param .compute the name of the compute profile whose daemons evaluate the task; `NULL` (the
 #'   default) for the current profile.
+#' @param .retry `NULL` (the default) to take the profile's setting (`daemons(retry =)`), or
+#'   the number of times this task runs again on another daemon if the daemon evaluating it
+#'   dies (0 for never). Specific to this package.
 #'
 #' @return A `mirai` (an environment of that class), invisibly. Its value is that of `.expr`,
 #'   or, when that could not be had, one of the failures [is_error_value()] recognises: a
@@ -102,13 +105,14 @@ build_task <- function(expr, globals, .args, caller, p = NULL) {
 #' mirai(Sys.sleep(5), .timeout = 100)[]
 #' daemons(0)
 #' }
-mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL, .retry = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
   check_timeout(.timeout)
+  check_retry(.retry, ".retry")
   p <- get_profile(.compute)
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) return(invisible(ephemeral_mirai(task, .timeout)))
-  m <- .Call(rmirai_submit, p, task, .timeout, FALSE)
+  m <- .Call(rmirai_submit, p, task, .timeout, FALSE, .retry)
   if (isTRUE(p$sync)) sync_resolve(p, m)
   invisible(m)
 }
@@ -143,15 +147,15 @@ mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) 
 #' queued[]
 #' daemons(0)
 #' }
-try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL) {
+try_mirai <- function(.expr, ..., .args = list(), .timeout = NULL, .compute = NULL, .retry = NULL) {
   if (missing(.expr)) stop("missing expression, perhaps wrap in {}?")
   check_timeout(.timeout)
-  check_timeout(.timeout)
+  check_retry(.retry, ".retry")
   p <- get_profile(.compute)
   stream <- p$stream
   task <- build_task(substitute(.expr), list(...), .args, parent.frame(), p)
   if (is.null(p)) return(invisible(ephemeral_mirai(task, .timeout)))
-  m <- .Call(rmirai_submit, p, task, .timeout, TRUE)
+  m <- .Call(rmirai_submit, p, task, .timeout, TRUE, .retry)
   if (is.null(m)) {
     p$stream <- stream # a refused submission consumes no stream
     return(invisible(NULL))
@@ -164,13 +168,17 @@ check_timeout <- function(.timeout) {
   if (!is.null(.timeout)) check_number(.timeout, ".timeout", 0, 2^53)
 }
 
+check_retry <- function(retry, what) {
+  if (!is.null(retry)) check_number(retry, what, 0, 2^31 - 1)
+}
+
 # A mirai without daemons: a host of its own and one `Rscript` daemon for this task alone (its
 # output discarded). The mirai keeps the host; collecting the value closes it.
 ephemeral_mirai <- function(task, timeout) {
   p <- new.env(parent = emptyenv())
-  p$host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL, session_secret())
+  p$host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL, session_secret(), 0)
   .Call(rmirai_launch, p$host, c(rscript_path(), "-e", "mirai:::.daemon(\"{url}\")"), 1L, FALSE)
-  m <- .Call(rmirai_submit, p, task, timeout, FALSE)
+  m <- .Call(rmirai_submit, p, task, timeout, FALSE, NULL)
   m$host <- p$host
   m
 }

@@ -38,7 +38,7 @@ static void check_option(mirai_result r, mirai_host_options *o) {
  * derive from (the k-th daemon gets it jumped k times). tls: NULL, or c(chain, key, ca,
  * password) with NA for what is not given (PEM text). secret: the hex secret daemons must
  * prove they hold, or NULL for no authentication. */
-SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret) {
+SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret, SEXP retry) {
   /* Whatever may raise an R error comes before the options exist, so they cannot leak. */
   const char *where = one_string(url, "url");
   size_t secret_len = 0;
@@ -49,6 +49,8 @@ SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP
     for (int i = 0; i < 6; i++) base[i] = (uint32_t)INTEGER(stream)[i + 1];
   }
   double mem = Rf_asReal(memory);
+  double retries = Rf_asReal(retry);
+  if (!R_FINITE(retries) || retries < 0 || retries > 4294967295.0) Rf_error("`retry` must be a count");
   mirai_host_options *o = mirai_host_options_new();
   if (o == NULL) Rf_error("cannot allocate host options");
   check_option(key ? mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, key, secret_len)
@@ -56,6 +58,7 @@ SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP
   if (!Rf_isNull(blob)) check_option(mirai_host_options_set_init_blob(o, RAW(blob), (size_t)XLENGTH(blob)), o);
   if (R_FINITE(mem) && mem > 0) check_option(mirai_host_options_set_memory_limit(o, (uint64_t)(mem * 1e6)), o);
   if (!Rf_isNull(stream)) check_option(mirai_host_options_set_stream(o, base), o);
+  check_option(mirai_host_options_set_retry(o, (uint32_t)retries, 3), o);
   if (opt_string(tls, 0) || opt_string(tls, 1)) {
     check_option(mirai_host_options_set_tls(o, opt_string(tls, 0), opt_string(tls, 1), opt_string(tls, 2),
                                             opt_string(tls, 3)), o);

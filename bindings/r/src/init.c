@@ -5,13 +5,13 @@
 #include <R_ext/Rdynload.h>
 
 static const R_CallMethodDef calls[] = {
-    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 6},
+    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 7},
     {"rmirai_tls_ca", (DL_FUNC)&rmirai_tls_ca, 1},
     {"rmirai_url", (DL_FUNC)&rmirai_url, 1},
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},
     {"rmirai_launch", (DL_FUNC)&rmirai_launch, 4},
     {"rmirai_wait_connections", (DL_FUNC)&rmirai_wait_connections, 2},
-    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 4},
+    {"rmirai_submit", (DL_FUNC)&rmirai_submit, 5},
     {"rmirai_setup", (DL_FUNC)&rmirai_setup, 2},
     {"rmirai_state", (DL_FUNC)&rmirai_state, 0},
     {"rmirai_state_changed", (DL_FUNC)&rmirai_state_changed, 1},

@@ -65,7 +65,7 @@ void serialize_output(mirai_output *out, SEXP obj, SEXP hook);
 SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook);
 
 /* The routines registered with R (init.c). */
-SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret);
+SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret, SEXP retry);
 SEXP rmirai_url(SEXP h);
 SEXP rmirai_secret(SEXP h);
 SEXP rmirai_tls_ca(SEXP h);
@@ -77,7 +77,7 @@ SEXP rmirai_race(SEXP h, SEXP tasks, SEXP timeout_ms);
 SEXP rmirai_close(SEXP h, SEXP exit_daemons);
 SEXP rmirai_use_later(SEXP ready);
 SEXP rmirai_setup(SEXP fun, SEXP unresolved);
-SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_);
+SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_, SEXP retry);
 SEXP rmirai_collect(SEXP m);
 SEXP rmirai_data(SEXP m);
 SEXP rmirai_on_done(SEXP t, SEXP key);

@@ -100,7 +100,7 @@ SEXP rmirai_setup(SEXP fun, SEXP unresolved) {
 /* Serializes `task` (with the profile's `write_hook`) into a libmirai buffer and submits it to
  * the profile's host; returns the mirai. At the memory cap it waits in slices, so the user can
  * interrupt; with `try_` TRUE, a full queue returns NULL at once instead. */
-SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
+SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_, SEXP retry) {
   mirai_host *host = host_of(env_var(p, s_host));
   for (;;) {
     mirai_memory m;
@@ -121,8 +121,9 @@ SEXP rmirai_submit(SEXP p, SEXP task, SEXP timeout, SEXP try_) {
   }
   /* Set after serializing: a hook's R code may itself submit with these options. */
   const mirai_submit_options *o = NULL;
-  if (!Rf_isNull(timeout)) {
-    mirai_submit_options_set_timeout_ms(timed_options, (int64_t)Rf_asReal(timeout));
+  if (!Rf_isNull(timeout) || !Rf_isNull(retry)) {
+    mirai_submit_options_set_timeout_ms(timed_options, Rf_isNull(timeout) ? -1 : (int64_t)Rf_asReal(timeout));
+    mirai_submit_options_set_retry(timed_options, Rf_isNull(retry) ? -1 : (int64_t)Rf_asReal(retry));
     o = timed_options;
   }
   mirai_task *t = NULL;

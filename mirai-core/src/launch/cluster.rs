@@ -211,7 +211,7 @@ pub fn submit(
         .spawn()
         .map_err(|e| Error::io(format!("cannot run {submit}"), e))?;
     if let Some(mut stdin) = child.stdin.take() {
-        super::pipe::write_all(&mut stdin, script.as_bytes())
+        crate::pipe_write::write_all(&mut stdin, script.as_bytes())
             .map_err(|e| Error::io(format!("writing the job script to {submit}"), e))?;
     }
     let out = child.wait_with_output().map_err(|e| Error::io(format!("waiting for {submit}"), e))?;

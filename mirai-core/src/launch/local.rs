@@ -170,7 +170,7 @@ pub(crate) fn spawn_watched(
     let mut child = cmd.spawn().map_err(|e| Error::io(format!("cannot start '{program}'"), e))?;
     if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A process that exits without reading its input is reported through its status.
-        let _ = super::pipe::write_all(&mut pipe, &bytes);
+        let _ = crate::pipe_write::write_all(&mut pipe, &bytes);
     }
     let index = {
         let mut st = group.lock();

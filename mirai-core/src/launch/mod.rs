@@ -9,7 +9,6 @@ pub mod cluster;
 pub mod http;
 mod http_client;
 mod local;
-mod pipe;
 pub mod remote;
 mod secret_dir;
 pub mod shell;

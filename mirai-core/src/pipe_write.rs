@@ -1,4 +1,5 @@
-//! Writing to a launched child's stdin so that a child that already exited gives an error
+//! Writing to a pipe (a launched child's stdin; standard error, when it is a pipe to a reader
+//! such as `ssh` that may have gone) so that a reader that already exited gives an error
 //! (`EPIPE`), never a SIGPIPE: a C or R program embedding libmirai keeps the default
 //! disposition, which would kill it.
 
@@ -57,7 +58,7 @@ mod tests {
     /// Runs `in_a_child_with_default_sigpipe` in a fresh copy of this test binary.
     fn run_child(mode: &str) -> std::process::ExitStatus {
         Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "launch::pipe::tests::in_a_child_with_default_sigpipe"])
+            .args(["--ignored", "--exact", "pipe_write::tests::in_a_child_with_default_sigpipe"])
             .args(["--test-threads=1", "--nocapture"])
             .env(MODE, mode)
             .stdout(Stdio::null())

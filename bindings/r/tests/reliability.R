@@ -1,0 +1,50 @@
+# Tasks lost with a daemon that died: daemons(retry =) runs them again elsewhere, mirai(.retry =)
+# overrides it per task, and a task that keeps killing daemons is given up (errorValue 18).
+# Run: Rscript bindings/r/tests/reliability.R
+library(mirai)
+tests_dir <- dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1L])))
+source(file.path(tests_dir, "harness.R"))
+
+# Kills the daemon evaluating it the first time (a flag file says whether it has), then returns 42.
+first_time_kills <- function(flag) {
+  if (!file.exists(flag)) {
+    file.create(flag)
+    tools::pskill(Sys.getpid(), tools::SIGKILL)
+  }
+  42
+}
+
+daemons(2, retry = 2)
+flag <- tempfile()
+m <- mirai(first_time_kills(flag), first_time_kills = first_time_kills, flag = flag)
+check("retried after its daemon was killed", identical(m[], 42))
+check("the killer ran once", file.exists(flag))
+
+flag <- tempfile()
+m <- mirai(first_time_kills(flag), first_time_kills = first_time_kills, flag = flag, .retry = 0)
+check(".retry = 0 overrides the profile: errorValue 19", identical(unclass(m[]), 19L))
+daemons(0)
+
+daemons(4, retry = 5)
+m <- mirai(tools::pskill(Sys.getpid(), tools::SIGKILL))
+check("a task that kills every daemon it meets is quarantined: errorValue 18", identical(unclass(m[]), 18L))
+check("quarantine stopped it at 3 daemons", {
+  t0 <- Sys.time()
+  while (status()$connections != 1L && difftime(Sys.time(), t0, units = "secs") < 20) Sys.sleep(0.05)
+  status()$connections == 1L
+})
+check("the daemon left still serves", identical(mirai(1 + 1)[], 2))
+daemons(0)
+
+daemons(1)
+flag <- tempfile()
+m <- mirai(first_time_kills(flag), first_time_kills = first_time_kills, flag = flag)
+check("without retry (R's mirai), a task lost with its daemon is errorValue 19", identical(unclass(m[]), 19L))
+daemons(0)
+
+check("daemons(retry = -1) is refused", inherits(tryCatch(daemons(1, retry = -1), error = identity), "error"))
+check("daemons(retry = NA) is refused", inherits(tryCatch(daemons(1, retry = NA), error = identity), "error"))
+check("mirai(.retry = 'a') is refused", inherits(tryCatch(mirai(1, .retry = "a"), error = identity), "error"))
+check("no profile was left behind", is.null(nextget("url")))
+
+finish("reliability")
