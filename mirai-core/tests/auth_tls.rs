@@ -8,26 +8,12 @@ use std::sync::Mutex;
 use common::*;
 use mirai_core::auth::Auth;
 use mirai_core::tls::{ServerIdentity, generate};
-use mirai_core::{Daemon, DaemonOptions, Error, Evaluation, Evaluator, Host, HostOptions, Interrupt, Url};
-use mirai_proto::{ExitReason, Message, Status};
+use mirai_core::{DaemonOptions, Error, Host, HostOptions, Url};
+use mirai_proto::{ExitReason, Message};
 use pkcs8::PrivateKeyInfoRef;
 use pkcs8::der::SecretDocument;
 use pkcs8::der::pem::LineEnding;
 use pkcs8::pkcs5::{pbes2, scrypt};
-
-struct Echo;
-
-impl Evaluator for Echo {
-    fn evaluate(&mut self, payload: Vec<u8>, _: bool, _: &Interrupt) -> Evaluation {
-        Evaluation { status: Status::Value, payload }
-    }
-}
-
-/// Runs a daemon in this process against `url`; returns how it ended.
-fn run_daemon(url: &str, options: DaemonOptions) -> Result<mirai_core::ExitCode, Error> {
-    let url = url.to_string();
-    std::thread::spawn(move || Daemon::run(&url, options, &mut Echo)).join().unwrap()
-}
 
 #[test]
 fn tls_host_serves_daemons_given_its_ca() {

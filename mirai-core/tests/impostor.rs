@@ -12,8 +12,7 @@ use common::*;
 use mirai_core::auth::Auth;
 use mirai_core::tls::{ServerIdentity, client_config, server_config};
 use mirai_core::transport::{Listener, Stream, dial};
-use mirai_core::{Daemon, DaemonOptions, Error, Evaluation, Evaluator, Host, HostOptions, Interrupt, Url};
-use mirai_proto::Status;
+use mirai_core::{Daemon, DaemonOptions, Error, Host, HostOptions, Url};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 const SECRET: &[u8] = b"the secret of the real host and its daemons";
@@ -124,14 +123,6 @@ fn pump(from: &mut Stream, to: &mut Stream) -> bool {
             Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(_) => return false,
         }
-    }
-}
-
-struct Echo;
-
-impl Evaluator for Echo {
-    fn evaluate(&mut self, payload: Vec<u8>, _: bool, _: &Interrupt) -> Evaluation {
-        Evaluation { status: Status::Value, payload }
     }
 }
 

@@ -12,11 +12,8 @@ use common::*;
 use mirai_core::auth::Auth;
 use mirai_core::handshake::HostHandshake;
 use mirai_core::transport::dial;
-use mirai_core::{
-    Daemon, DaemonOptions, ErrorCode, Evaluation, Evaluator, ExitCode, Host, HostOptions, Interrupt,
-    TaskStatus, Url,
-};
-use mirai_proto::{Config, Conn, Message, Status};
+use mirai_core::{Daemon, DaemonOptions, ErrorCode, ExitCode, Host, HostOptions, TaskStatus, Url};
+use mirai_proto::{Config, Conn, Message};
 
 fn brisk() -> HostOptions {
     HostOptions {
@@ -58,14 +55,6 @@ fn liveness_settings_are_checked() {
     assert!(bad(Some(Duration::from_secs(1)), Some(Duration::from_secs(2))).contains("three heartbeats"));
     assert!(bad(Some(Duration::ZERO), None).contains("positive"));
     assert_eq!(bad(None, None), "", "liveness may be turned off");
-}
-
-struct Never;
-
-impl Evaluator for Never {
-    fn evaluate(&mut self, _: Vec<u8>, _: bool, _: &Interrupt) -> Evaluation {
-        Evaluation { status: Status::Value, payload: Vec::new() }
-    }
 }
 
 #[test]
@@ -115,7 +104,7 @@ fn a_daemon_gives_up_on_a_host_that_falls_silent() {
     let options =
         DaemonOptions { host_timeout: Some(Duration::from_millis(300)), ..DaemonOptions::default() };
     let started = Instant::now();
-    let code = Daemon::run(&url, options, &mut Never).unwrap();
+    let code = Daemon::run(&url, options, &mut Echo).unwrap();
     let took = started.elapsed();
     assert_eq!(code, ExitCode::ConnectionEnded);
     assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(5), "gave up after {took:?}");

@@ -8,24 +8,10 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mirai_core::{Daemon, DaemonOptions, Error, Evaluation, Evaluator, Host, HostOptions, Interrupt};
-use mirai_proto::Status;
+use mirai_core::{Daemon, DaemonOptions, Host, HostOptions};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, accept};
-
-struct Echo;
-
-impl Evaluator for Echo {
-    fn evaluate(&mut self, payload: Vec<u8>, _: bool, _: &Interrupt) -> Evaluation {
-        Evaluation { status: Status::Value, payload }
-    }
-}
-
-fn run_daemon(url: &str, options: DaemonOptions) -> Result<mirai_core::ExitCode, Error> {
-    let url = url.to_string();
-    std::thread::spawn(move || Daemon::run(&url, options, &mut Echo)).join().unwrap()
-}
 
 #[test]
 fn ws_and_wss_hosts_serve_daemons() {

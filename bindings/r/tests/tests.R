@@ -328,17 +328,11 @@ check("TLS daemon serves", identical(mirai(6 * 7)[], 42))
 daemons(0)
 
 # TLS with the user's own certificate (cert and key in one file) and `tlscert` for daemons.
-if (nzchar(Sys.which("openssl"))) {
-  dir <- tempfile("tls")
-  dir.create(dir)
-  cert <- file.path(dir, "cert.pem")
-  key <- file.path(dir, "key.pem")
-  system2("openssl", c("req", "-x509", "-newkey", "rsa:2048", "-sha256", "-days", "30", "-nodes",
-                       "-subj", "/CN=127.0.0.1", "-addext", shQuote("subjectAltName=IP:127.0.0.1"),
-                       "-addext", shQuote("basicConstraints=critical,CA:FALSE"), "-keyout", key, "-out", cert),
-          stdout = FALSE, stderr = FALSE)
-  both <- file.path(dir, "both.pem")
-  writeLines(c(readLines(cert), readLines(key)), both)
+if (!is.null(own <- self_signed_cert())) {
+  dir <- own$dir
+  cert <- own$cert
+  key <- own$key
+  both <- own$both
   daemons(url = "tls+tcp://127.0.0.1:0", tls = both, tlscert = cert)
   launch_local(1)
   t0 <- Sys.time()

@@ -51,22 +51,12 @@ Sys.unsetenv("MIRAI_SECRET")
 daemons(0)
 
 # wss:// with the user's own certificate, and `tlscert` for daemons.
-if (nzchar(Sys.which("openssl"))) {
-  dir <- tempfile("wss")
-  dir.create(dir)
-  cert <- file.path(dir, "cert.pem")
-  key <- file.path(dir, "key.pem")
-  system2("openssl", c("req", "-x509", "-newkey", "rsa:2048", "-sha256", "-days", "30", "-nodes",
-                       "-subj", "/CN=127.0.0.1", "-addext", shQuote("subjectAltName=IP:127.0.0.1"),
-                       "-addext", shQuote("basicConstraints=critical,CA:FALSE"), "-keyout", key, "-out", cert),
-          stdout = FALSE, stderr = FALSE)
-  both <- file.path(dir, "both.pem")
-  writeLines(c(readLines(cert), readLines(key)), both)
-  daemons(url = "wss://127.0.0.1:0/secure", tls = both, tlscert = cert)
+if (!is.null(own <- self_signed_cert())) {
+  daemons(url = "wss://127.0.0.1:0/secure", tls = own$both, tlscert = own$cert)
   launch_local(1)
   check("wss user certificate serves", wait_connections(1L) && identical(mirai(2 * 21)[], 42))
   daemons(0)
-  unlink(dir, recursive = TRUE)
+  unlink(own$dir, recursive = TRUE)
 }
 
 finish("websocket.R")

@@ -10,8 +10,11 @@ use std::time::Duration;
 use mirai_core::auth::{Transcript, prove};
 use mirai_core::handshake::DaemonHandshake;
 use mirai_core::launch::{CommandTemplate, LocalDaemon};
-use mirai_core::{Host, HostOptions, SubmitOptions, Task, TaskStatus};
-use mirai_proto::{Config, Conn, Identity, Message, Role};
+use mirai_core::{
+    Daemon, DaemonOptions, Error, Evaluation, Evaluator, ExitCode, Host, HostOptions, Interrupt,
+    SubmitOptions, Task, TaskStatus,
+};
+use mirai_proto::{Config, Conn, Identity, Message, Role, Status};
 
 /// Generous bound for anything that should happen "at once"; only hit when something hangs.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -42,6 +45,22 @@ pub fn launch(host: &Host, n: usize, args: &[&str]) -> Vec<LocalDaemon> {
         host.counters()
     );
     daemons
+}
+
+/// An evaluator that returns each task's payload as its value.
+pub struct Echo;
+
+impl Evaluator for Echo {
+    fn evaluate(&mut self, payload: Vec<u8>, _: bool, _: &Interrupt) -> Evaluation {
+        Evaluation { status: Status::Value, payload }
+    }
+}
+
+/// Runs an echo daemon in this process against `url` (on a thread of its own); returns how it
+/// ended.
+pub fn run_daemon(url: &str, options: DaemonOptions) -> Result<ExitCode, Error> {
+    let url = url.to_string();
+    std::thread::spawn(move || Daemon::run(&url, options, &mut Echo)).join().unwrap()
 }
 
 /// A launched daemon's exit code, waiting for it up to `PATIENCE`.
