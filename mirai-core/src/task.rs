@@ -35,7 +35,10 @@ impl From<Status> for TaskStatus {
 
 /// Runs once when the task resolves, on the thread that resolved it: the host's I/O thread for
 /// results, timeouts and lost daemons; the calling thread for `cancel` and `close`. It must not
-/// block, and it is called with no lock held.
+/// block, and it is called with no lock held. On the I/O thread, calls that would wait for the
+/// host return at once instead: `Task::wait` (false unless resolved), `Host::race` (only what has
+/// resolved), `wait_connections` and `wait_capacity` (false), and `submit` at the memory cap (an
+/// error; `try_submit` is the call for there).
 pub type Callback = Box<dyn FnOnce(u64, TaskStatus) + Send>;
 
 struct CellState {
@@ -140,8 +143,15 @@ impl Task {
         self.cell.status()
     }
 
-    /// Blocks until the task resolves or `timeout` passes; returns whether it resolved.
+    /// Blocks until the task resolves or `timeout` passes; returns whether it resolved. From a
+    /// completion callback (on the host's I/O thread, which resolves tasks) it does not wait.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        if self.cell.resolved.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.host.upgrade().is_some_and(|h| h.on_io_thread()) {
+            return false;
+        }
         let started = Instant::now();
         let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
         while started.elapsed() < spin {

@@ -38,7 +38,9 @@ pub enum mirai_status {
 /// Called once when a task resolves, with the `userdata` given at submission. It runs on the
 /// thread that resolved the task: the host's I/O thread for results, timeouts and lost daemons;
 /// the calling thread for `mirai_task_cancel` and `mirai_host_close`. It must not block, and
-/// may call libmirai (no lock is held). `code` is the NNG code for `MIRAI_STATUS_FAILED`, else 0.
+/// may call libmirai (no lock is held); on the I/O thread, calls that would wait for the host
+/// return at once (a task wait as timed out, a submission at the memory cap refused).
+/// `code` is the NNG code for `MIRAI_STATUS_FAILED`, else 0.
 pub type mirai_task_callback =
     Option<unsafe extern "C" fn(userdata: *mut std::ffi::c_void, id: u64, status: mirai_status, code: i32)>;
 

@@ -235,7 +235,9 @@ end
 Called once when a task resolves, with the `userdata` given at submission. It runs on the
 thread that resolved the task: the host's I/O thread for results, timeouts and lost daemons;
 the calling thread for `mirai_task_cancel` and `mirai_host_close`. It must not block, and
-may call libmirai (no lock is held). `code` is the NNG code for `MIRAI_STATUS_FAILED`, else 0.
+may call libmirai (no lock is held); on the I/O thread, calls that would wait for the host
+return at once (a task wait as timed out, a submission at the memory cap refused).
+`code` is the NNG code for `MIRAI_STATUS_FAILED`, else 0.
 """
 const mirai_task_callback = Ptr{Cvoid}
 
@@ -346,8 +348,8 @@ function mirai_daemon_run(url, opts, evaluator, out_exit_code)
 end
 
 """
-Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`; port 0
-picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
+Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`, `ws://`,
+`wss://`; port 0 picks a free port), with `opts` from `mirai_host_options_new` (read, not kept), or NULL for
 the defaults. On success `*out` is the host.
 """
 function mirai_host_listen(url, opts, out_)

@@ -219,6 +219,8 @@ pub(crate) struct Shared {
     /// Daemons must prove knowledge of this (None: authentication disabled).
     secret: Option<Vec<u8>>,
     max_handshakes: usize,
+    /// The I/O thread, where completion callbacks run: calls that wait for it must not block there.
+    io_thread: std::sync::OnceLock<std::thread::ThreadId>,
     /// The CA certificate daemons verify a TLS host with.
     tls_ca: Option<String>,
     /// Memory held by frames still arriving.
@@ -315,13 +317,17 @@ impl Host {
             proto,
             secret,
             max_handshakes: options.max_handshakes,
+            io_thread: std::sync::OnceLock::new(),
             tls_ca,
             recv: RecvGauge::new(options.recv_budget),
         });
         let loop_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("mirai-host".into())
-            .spawn(move || event_loop::run(loop_shared, poll, listener))
+            .spawn(move || {
+                let _ = loop_shared.io_thread.set(std::thread::current().id());
+                event_loop::run(loop_shared, poll, listener)
+            })
             .map_err(|e| Error::io("cannot start host thread", e))?;
         Ok(Host { shared, thread: Mutex::new(Some(thread)) })
     }
@@ -364,6 +370,13 @@ impl Host {
     pub fn submit(&self, payload: Vec<u8>, options: SubmitOptions) -> Result<Task, Error> {
         let mut st = self.shared.lock();
         while !st.closing && st.memory_limit > 0 && st.dispatcher.queued_bytes().0 >= st.memory_limit {
+            if self.shared.on_io_thread() {
+                return Err(Error::InvalidArgument(
+                    "the queue is at its memory cap, and waiting for room from a completion callback would \
+                     stop the host: use try_submit there"
+                        .into(),
+                ));
+            }
             st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         self.shared.submit_locked(&mut st, payload, Submission::Single, options)
@@ -387,6 +400,9 @@ impl Host {
         loop {
             if st.closing || st.memory_limit == 0 || st.dispatcher.queued_bytes().0 < st.memory_limit {
                 return true;
+            }
+            if self.shared.on_io_thread() {
+                return false;
             }
             st = match self.shared.wait(st, deadline) {
                 Some(st) => st,
@@ -458,7 +474,7 @@ impl Host {
         let deadline = instant_after(timeout);
         let mut st = self.shared.lock();
         while st.dispatcher.counters().connections < n {
-            if st.closing || stop() {
+            if st.closing || stop() || self.shared.on_io_thread() {
                 return false;
             }
             st = match self.shared.wait(st, deadline) {
@@ -489,6 +505,10 @@ impl Host {
     /// Blocks until one of `tasks` is resolved or `timeout` passes; returns the index of the
     /// first resolved task in list order.
     pub fn race(&self, tasks: &[Task], timeout: Option<Duration>) -> Option<usize> {
+        if self.shared.on_io_thread() {
+            // Nothing resolves while a callback runs on the I/O thread: look, but do not wait.
+            return tasks.iter().position(Task::is_resolved);
+        }
         let mut found = None;
         self.shared.notifier.wait_until(timeout, || {
             found = tasks.iter().position(Task::is_resolved);
@@ -545,9 +565,12 @@ impl Host {
         self.shared.finish(completions);
         self.shared.notifier.wake_all();
         let _ = self.shared.waker.wake();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread
-            && t.thread().id() != std::thread::current().id()
+        // The lock is held while joining, so a concurrent close returns only once the I/O thread
+        // has stopped too. From the I/O thread itself (a callback) there is nothing to wait for:
+        // the handle stays for another closer.
+        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if thread.as_ref().is_some_and(|t| t.thread().id() != std::thread::current().id())
+            && let Some(t) = thread.take()
         {
             let _ = t.join();
         }
@@ -573,6 +596,12 @@ impl Drop for Host {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this is the host's I/O thread (a completion callback is running): waiting there
+    /// for something the I/O thread must do would wait forever.
+    pub(crate) fn on_io_thread(&self) -> bool {
+        self.io_thread.get().is_some_and(|&id| id == std::thread::current().id())
     }
 
     /// Waits on the host's condition variable until woken or `deadline` (`None`: no deadline);
