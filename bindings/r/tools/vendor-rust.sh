@@ -48,14 +48,17 @@ for dir in "$out"/vendor/windows*; do
   done
   printf '{"files":{%s},"package":"%s"}' "$files" "$package" > "$dir/.cargo-checksum.json"
 done
-# R CMD check refuses what looks like executables or object files in a source package, and
-# notes hidden files: test data of vendored crates (a ciphertext that reads as a DOS program),
-# objects ring assembled for Windows, and the crates' editor, CI and VCS files. None is used by
-# a build, so they go, with their checksums; the checksum files themselves cargo needs.
+# R CMD check refuses what looks like executables or object files in a source package, warns
+# about Makefiles with GNU extensions, and notes hidden files: test data of vendored crates (a
+# ciphertext that reads as a DOS program), objects ring assembled for Windows, a crate's own
+# development Makefile (r-efi's), and the crates' editor, CI and VCS files. None is used by a
+# build (cargo builds them), so they go, with their checksums; the checksum files themselves
+# cargo needs.
 find "$out/vendor" -type f -perm -u+x -exec chmod a-x {} +
 for dir in "$out"/vendor/*; do
   { [ -d "$dir/tests" ] && find "$dir/tests" -type f ! -name '*.rs'
     [ -d "$dir/pregenerated" ] && find "$dir/pregenerated" -type f \( -name '*.o' -o -name '*.obj' \)
+    find "$dir" -maxdepth 1 -type f \( -name Makefile -o -name GNUmakefile \)
     find "$dir" -path "$dir/.*" -type f ! -name .cargo-checksum.json; } |
   while read -r file; do
     rel=${file#"$dir/"}
