@@ -326,7 +326,11 @@ impl Host {
             .name("mirai-host".into())
             .spawn(move || {
                 let _ = loop_shared.io_thread.set(std::thread::current().id());
-                event_loop::run(loop_shared, poll, listener)
+                let shared = loop_shared.clone();
+                if catch_unwind(AssertUnwindSafe(|| event_loop::run(loop_shared, poll, listener))).is_err() {
+                    // The connections went with the loop: nothing else would resolve the tasks.
+                    shared.abandon();
+                }
             })
             .map_err(|e| Error::io("cannot start host thread", e))?;
         Ok(Host { shared, thread: Mutex::new(Some(thread)) })
@@ -547,23 +551,7 @@ impl Host {
     /// Closes the host: every unresolved task resolves as connection reset (19), daemons are
     /// told to exit, and the listener closes. Returns once the I/O thread has stopped.
     pub fn close(&self) {
-        let completions = {
-            let mut st = self.shared.lock();
-            if st.closing {
-                Vec::new()
-            } else {
-                st.closing = true;
-                st.dispatcher.clear_queue();
-                let mut c: Completions = Vec::new();
-                for (_, e) in st.tasks.drain() {
-                    c.push((e.cell, TaskStatus::Failed(ErrorCode::ConnectionReset), Vec::new()));
-                }
-                c
-            }
-        };
-        self.shared.cv.notify_all();
-        self.shared.finish(completions);
-        self.shared.notifier.wake_all();
+        self.shared.shut(ErrorCode::ConnectionReset);
         let _ = self.shared.waker.wake();
         // The lock is held while joining, so a concurrent close returns only once the I/O thread
         // has stopped too. From the I/O thread itself (a callback) there is nothing to wait for:
@@ -596,6 +584,29 @@ impl Drop for Host {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the host closed and resolves every task left with `code`; the first call only.
+    fn shut(&self, code: ErrorCode) {
+        let completions = {
+            let mut st = self.lock();
+            if st.closing {
+                Vec::new()
+            } else {
+                st.closing = true;
+                st.dispatcher.clear_queue();
+                st.tasks.drain().map(|(_, e)| (e.cell, TaskStatus::Failed(code), Vec::new())).collect()
+            }
+        };
+        self.cv.notify_all();
+        self.finish(completions);
+        self.notifier.wake_all();
+    }
+
+    /// The I/O thread panicked: the host is closed, and its tasks resolve with 7 (object closed).
+    fn abandon(&self) {
+        log::error!("host {}: the I/O thread panicked; the host is closed", self.url);
+        self.shut(ErrorCode::ObjectClosed);
     }
 
     /// Whether this is the host's I/O thread (a completion callback is running): waiting there
@@ -881,5 +892,23 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_whose_io_thread_died_is_closed_and_resolves_its_tasks() {
+        let url = format!("abstract://mirai-abandon-{}", std::process::id());
+        let host = Host::listen(&url, HostOptions::default()).unwrap();
+        let queued = host.submit(b"never sent".to_vec(), SubmitOptions::default()).unwrap();
+        host.shared.abandon();
+        assert!(queued.wait(Some(Duration::from_secs(5))));
+        assert_eq!(queued.status(), Some(TaskStatus::Failed(ErrorCode::ObjectClosed)));
+        assert!(host.is_closed());
+        assert!(matches!(host.submit(Vec::new(), SubmitOptions::default()), Err(Error::Closed)));
+        host.close();
     }
 }
