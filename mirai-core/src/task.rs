@@ -146,12 +146,6 @@ impl Task {
     /// Blocks until the task resolves or `timeout` passes; returns whether it resolved. From a
     /// completion callback (on the host's I/O thread, which resolves tasks) it does not wait.
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        if self.cell.resolved.load(Ordering::Acquire) {
-            return true;
-        }
-        if self.host.upgrade().is_some_and(|h| h.on_io_thread()) {
-            return false;
-        }
         let started = Instant::now();
         let spin = timeout.map_or(SPIN, |t| t.min(SPIN));
         while started.elapsed() < spin {
@@ -159,6 +153,10 @@ impl Task {
                 return true;
             }
             std::thread::yield_now();
+        }
+        // Checked only before sleeping, off the fast path: from the I/O thread nothing would wake us.
+        if self.host.upgrade().is_some_and(|h| h.on_io_thread()) {
+            return self.cell.resolved.load(Ordering::Acquire);
         }
         let deadline = timeout.and_then(|t| started.checked_add(t));
         let mut st = self.cell.lock();

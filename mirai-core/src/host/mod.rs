@@ -567,7 +567,7 @@ impl Host {
 
 /// Task payloads a connection gave back once sent, kept with their tasks while these wait for
 /// their result (a task resolved meanwhile lets its payload go).
-pub(super) fn keep_returned(st: &mut State, returned: Vec<(u64, Vec<u8>)>) {
+pub(super) fn keep_returned(st: &mut State, returned: impl IntoIterator<Item = (u64, Vec<u8>)>) {
     for (id, payload) in returned {
         if let Some(e) = st.tasks.get_mut(&id) {
             e.kept = Some(payload);
@@ -671,40 +671,38 @@ impl Shared {
 
     /// Sends an assigned task to its daemon. A daemon found leaving before anything was sent
     /// hands the task back to the queue, to go to the next daemon in its place.
-    fn assign(&self, st: &mut State, first: Assignment) {
-        let mut todo = vec![first];
-        while let Some(a) = todo.pop() {
-            let mut everywhere = false;
-            let mut keep = false;
-            if let Some(t) = st.tasks.get_mut(&a.id) {
-                t.daemon = Some(a.daemon);
-                everywhere = t.everywhere;
-                keep = !everywhere && (t.retries > 0 || a.payload.len() <= KEEP_SMALL);
-            }
-            let link = st.daemons.get(&a.daemon).map(|d| (d.link.clone(), d.info.daemon_id));
-            let mut guard = link.as_ref().map(|(l, _)| l.lock().unwrap_or_else(|e| e.into_inner()));
-            let ready = guard.as_ref().is_some_and(|g| g.proto.state() == mirai_proto::State::Ready);
-            // Copies of a broadcast are not moved: each must reach a daemon of its own.
-            if !ready && !everywhere {
-                drop(guard);
-                todo.extend(st.dispatcher.bounce(a.daemon, a.id, false, a.payload));
-                continue;
-            }
-            let (Some(g), Some((_, daemon_id))) = (guard.as_mut(), link.as_ref()) else { continue };
-            let msg = Message::Task { id: a.id, everywhere, payload: a.payload };
-            let sent = if keep {
-                g.proto.send_task_returning(msg).map_err(Error::from).and_then(|()| g.flush().map(|_| ()))
-            } else {
-                g.send(msg).map(|_| ())
-            };
-            let returned: Vec<_> = std::iter::from_fn(|| g.proto.take_returned()).collect();
+    fn assign(&self, st: &mut State, a: Assignment) {
+        let mut everywhere = false;
+        let mut keep = false;
+        if let Some(t) = st.tasks.get_mut(&a.id) {
+            t.daemon = Some(a.daemon);
+            everywhere = t.everywhere;
+            keep = !everywhere && (t.retries > 0 || a.payload.len() <= KEEP_SMALL);
+        }
+        let entry = st.daemons.get(&a.daemon).map(|d| (d.link.clone(), d.info.daemon_id));
+        let mut guard = entry.as_ref().map(|(l, _)| l.lock().unwrap_or_else(|e| e.into_inner()));
+        let ready = guard.as_ref().is_some_and(|g| g.proto.state() == mirai_proto::State::Ready);
+        // Copies of a broadcast are not moved: each must reach a daemon of its own.
+        if !ready && !everywhere {
             drop(guard);
-            keep_returned(st, returned);
-            if let Err(e) = sent {
-                log::warn!("daemon {daemon_id}: cannot send task {}: {e}", a.id);
-                st.dead.push(a.daemon);
-                let _ = self.waker.wake();
+            for next in st.dispatcher.bounce(a.daemon, a.id, false, a.payload) {
+                self.assign(st, next);
             }
+            return;
+        }
+        let (Some(g), Some((_, daemon_id))) = (guard.as_mut(), entry.as_ref()) else { return };
+        let msg = Message::Task { id: a.id, everywhere, payload: a.payload };
+        let sent = if keep {
+            g.proto.send_task_returning(msg).map_err(Error::from).and_then(|()| g.flush().map(|_| ()))
+        } else {
+            g.send(msg).map(|_| ())
+        };
+        keep_returned(st, std::iter::from_fn(|| g.proto.take_returned()));
+        drop(guard);
+        if let Err(e) = sent {
+            log::warn!("daemon {daemon_id}: cannot send task {}: {e}", a.id);
+            st.dead.push(a.daemon);
+            let _ = self.waker.wake();
         }
     }
 
