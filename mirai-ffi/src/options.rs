@@ -20,6 +20,11 @@ fn refuse(msg: &str) -> Failure {
     Failure::Code(mirai_result::InvalidArgument, msg.into())
 }
 
+/// `value`, or `refusal` when it is 0: settings where 0 would silently mean something else.
+fn at_least_one<T: PartialEq + Default>(value: T, refusal: &str) -> Result<T, Failure> {
+    if value == T::default() { Err(refuse(refusal)) } else { Ok(value) }
+}
+
 /// The builder behind a setter's pointer, or `Failure::Null`.
 fn builder<'a, T>(ptr: *mut T) -> Result<&'a mut T, Failure> {
     // SAFETY: NULL or a builder from this library's `_new`, not used by another thread meanwhile
@@ -74,10 +79,8 @@ pub extern "C" fn mirai_host_options_set_memory_limit(
 ) -> mirai_result {
     guard(|| {
         let o = builder(opts)?;
-        if bytes == 0 {
-            return Err(refuse("memory_limit must be at least 1 byte (for no cap, leave it unset)"));
-        }
-        o.inner.memory_limit = Some(bytes);
+        o.inner.memory_limit =
+            Some(at_least_one(bytes, "memory_limit must be at least 1 byte (for no cap, leave it unset)")?);
         Ok(())
     })
 }
@@ -90,10 +93,7 @@ pub extern "C" fn mirai_host_options_set_max_frame(
 ) -> mirai_result {
     guard(|| {
         let o = builder(opts)?;
-        if bytes == 0 {
-            return Err(refuse("max_frame must be at least 1 byte"));
-        }
-        o.inner.max_frame = bytes;
+        o.inner.max_frame = at_least_one(bytes, "max_frame must be at least 1 byte")?;
         Ok(())
     })
 }
@@ -141,10 +141,8 @@ pub extern "C" fn mirai_host_options_set_handshake_timeout_ms(
 ) -> mirai_result {
     guard(|| {
         let o = builder(opts)?;
-        if ms == 0 {
-            return Err(refuse("handshake_timeout_ms must be at least 1"));
-        }
-        o.inner.handshake_timeout = Duration::from_millis(ms);
+        o.inner.handshake_timeout =
+            Duration::from_millis(at_least_one(ms, "handshake_timeout_ms must be at least 1")?);
         Ok(())
     })
 }
@@ -191,9 +189,7 @@ pub extern "C" fn mirai_host_options_set_retry(
 ) -> mirai_result {
     guard(|| {
         let o = builder(opts)?;
-        if quarantine == 0 {
-            return Err(refuse("quarantine must be at least 1"));
-        }
+        let quarantine = at_least_one(quarantine, "quarantine must be at least 1")?;
         o.inner.retry = retry;
         o.inner.quarantine = quarantine;
         Ok(())
@@ -209,10 +205,7 @@ pub extern "C" fn mirai_host_options_set_max_handshakes(
 ) -> mirai_result {
     guard(|| {
         let o = builder(opts)?;
-        if n == 0 {
-            return Err(refuse("max_handshakes must be at least 1"));
-        }
-        o.inner.max_handshakes = n;
+        o.inner.max_handshakes = at_least_one(n, "max_handshakes must be at least 1")?;
         Ok(())
     })
 }
@@ -479,10 +472,8 @@ pub extern "C" fn mirai_daemon_options_set_autoexit(
 pub extern "C" fn mirai_daemon_options_set_maxtasks(opts: *mut mirai_daemon_options, n: u64) -> mirai_result {
     guard(|| {
         let o = builder(opts)?;
-        if n == 0 {
-            return Err(refuse("maxtasks must be at least 1 (for no limit, leave it unset)"));
-        }
-        o.inner.maxtasks = Some(n);
+        o.inner.maxtasks =
+            Some(at_least_one(n, "maxtasks must be at least 1 (for no limit, leave it unset)")?);
         Ok(())
     })
 }
@@ -534,10 +525,7 @@ pub extern "C" fn mirai_daemon_options_set_max_frame(
 ) -> mirai_result {
     guard(|| {
         let o = builder(opts)?;
-        if bytes == 0 {
-            return Err(refuse("max_frame must be at least 1 byte"));
-        }
-        o.inner.max_frame = bytes;
+        o.inner.max_frame = at_least_one(bytes, "max_frame must be at least 1 byte")?;
         Ok(())
     })
 }

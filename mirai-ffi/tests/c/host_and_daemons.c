@@ -495,6 +495,10 @@ static void option_refusals(void) {
   CHECK(mirai_host_options_set_tls(o, "\xff", "key", NULL, NULL) == MIRAI_RESULT_INVALID_UTF8);
   CHECK(mirai_host_options_set_max_frame(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK(mirai_host_options_set_memory_limit(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_max_handshakes(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_heartbeat_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_peer_timeout_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_retry(NULL, 1, 3) == MIRAI_RESULT_NULL_PARAMETER);
   /* What was accepted is what the host gets; the refusals changed nothing. */
   CHECK_OK(mirai_host_options_set_handshake_timeout_ms(o, 5000));
   CHECK_OK(mirai_host_options_set_max_handshakes(o, 64));
