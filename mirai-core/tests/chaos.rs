@@ -19,12 +19,6 @@ fn tasks() -> usize {
     std::env::var("MIRAI_CHAOS_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
 }
 
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Kill,
@@ -54,7 +48,7 @@ fn run(fault: Fault, retry: u32) -> Tally {
     };
     let host = Arc::new(Host::listen(&unique_url(), options).unwrap());
     let daemons = Arc::new(Mutex::new(launch(&host, 4, &[])));
-    let baseline = rss();
+    let baseline = statm().1;
     let stop = Arc::new(AtomicBool::new(false));
     let faults = Arc::new(AtomicUsize::new(0));
     let chaos = {
@@ -111,7 +105,7 @@ fn run(fault: Fault, retry: u32) -> Tally {
     tally.faults = faults.load(Ordering::Relaxed);
     let c = host.counters();
     assert_eq!((c.awaiting, c.executing), (0, 0), "{c:?}");
-    let grown = rss().saturating_sub(baseline);
+    let grown = statm().1.saturating_sub(baseline);
     eprintln!(
         "chaos {fault:?}, retry {retry}: {n} tasks in {:.1?} with {} faults: {} values, {} x 19; host RSS {:+} KiB",
         started.elapsed(),

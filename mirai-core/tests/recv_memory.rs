@@ -72,15 +72,6 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-/// This process's virtual size and resident set, in bytes.
-fn statm() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-    (fields.next().unwrap() * page, fields.next().unwrap() * page)
-}
-
 #[test]
 fn a_declared_16_gib_frame_costs_the_bytes_sent() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -63,6 +63,15 @@ pub fn run_daemon(url: &str, options: DaemonOptions) -> Result<ExitCode, Error> 
     std::thread::spawn(move || Daemon::run(&url, options, &mut Echo)).join().unwrap()
 }
 
+/// This process's virtual size and resident set, in bytes.
+pub fn statm() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap());
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    (fields.next().unwrap() * page, fields.next().unwrap() * page)
+}
+
 /// A launched daemon's exit code, waiting for it up to `PATIENCE`.
 pub fn exit_code(d: &LocalDaemon) -> Option<i32> {
     d.wait(PATIENCE).and_then(|s| s.code())
