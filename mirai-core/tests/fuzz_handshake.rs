@@ -5,16 +5,18 @@
 //! unless the very proof made for that connection arrived intact. `MIRAI_FUZZ_CASES` sets the
 //! number of inputs per target.
 
+#[path = "../../mirai-proto/tests/support/fuzz.rs"]
+mod fuzz;
+
+use fuzz::{cuts, damage, mutations, run};
 use mirai_core::handshake::{DaemonHandshake, HostHandshake};
 use mirai_proto::{Config, Conn, ExitReason, Hello, Identity, Message};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+
+/// What every input must leave true.
+const WHAT: &str = "no crash, no false admission";
 
 const SECRET: &[u8] = b"the secret both ends of the fuzzed conversations hold";
-
-fn cases() -> u32 {
-    std::env::var("MIRAI_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
-}
 
 fn config() -> Config {
     Config { max_frame: 1 << 16, ..Config::default() }
@@ -144,65 +146,9 @@ fn conversation() -> (DaemonHandshake, Vec<u8>, Vec<u8>, Hello) {
     (dh, from_daemon, from_host, hello)
 }
 
-fn run<S: Strategy>(strategy: S, test: impl Fn(S::Value))
-where
-    S::Value: std::fmt::Debug,
-{
-    let config = RunnerConfig { cases: cases(), failure_persistence: None, ..RunnerConfig::default() };
-    let mut runner = TestRunner::new(config);
-    runner
-        .run(&strategy, |value| {
-            test(value);
-            Ok(())
-        })
-        .unwrap();
-    eprintln!("fuzz: {} inputs, no crash, no false admission", cases());
-}
-
-fn cuts() -> impl Strategy<Value = Vec<usize>> {
-    proptest::collection::vec(0usize..512, 0..8).prop_map(|mut v| {
-        v.sort_unstable();
-        v
-    })
-}
-
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip(usize, u8),
-    Insert(usize, u8),
-    Remove(usize),
-    Truncate(usize),
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let m = prop_oneof![
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        any::<usize>().prop_map(Mutation::Remove),
-        any::<usize>().prop_map(Mutation::Truncate),
-    ];
-    proptest::collection::vec(m, 0..5)
-}
-
-fn damage(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    for m in mutations {
-        let len = bytes.len().max(1);
-        match *m {
-            Mutation::Flip(i, b) if !bytes.is_empty() => bytes[i % len] ^= b | 1,
-            Mutation::Insert(i, b) => bytes.insert(i % (bytes.len() + 1), b),
-            Mutation::Remove(i) if !bytes.is_empty() => {
-                bytes.remove(i % len);
-            }
-            Mutation::Truncate(i) => bytes.truncate(i % (bytes.len() + 1)),
-            _ => {}
-        }
-    }
-    bytes
-}
-
 #[test]
 fn fuzz_arbitrary_bytes_at_both_ends() {
-    run((proptest::collection::vec(any::<u8>(), 0..1024), cuts()), |(bytes, cuts)| {
+    run((proptest::collection::vec(any::<u8>(), 0..1024), cuts(512)), WHAT, |(bytes, cuts)| {
         let mut host = HostEnd::new();
         let dh = DaemonHandshake::new();
         let mut daemon = DaemonEnd::new(&dh);
@@ -219,7 +165,7 @@ fn fuzz_arbitrary_bytes_at_both_ends() {
 fn fuzz_replayed_daemon_conversations() {
     // A recorded daemon side, damaged or not, replayed to a fresh host: its nonce differs, so
     // no recorded proof can hold.
-    run((mutations(), cuts()), |(mutations, cuts)| {
+    run((mutations(0), cuts(512)), WHAT, |(mutations, cuts)| {
         let (_, from_daemon, _, _) = conversation();
         let bytes = damage(from_daemon, &mutations);
         let mut host = HostEnd::new();
@@ -236,7 +182,7 @@ fn fuzz_replayed_daemon_conversations() {
 fn fuzz_damaged_host_conversations() {
     // A genuine host side, damaged, fed to the daemon it was made for: the daemon proves itself
     // only if the host's nonce and proof came through intact, and takes nothing otherwise.
-    run((mutations(), cuts()), |(mutations, cuts)| {
+    run((mutations(0), cuts(512)), WHAT, |(mutations, cuts)| {
         let (dh, _, from_host, genuine) = conversation();
         let bytes = damage(from_host, &mutations);
         let mut daemon = DaemonEnd::new(&dh);
