@@ -4,13 +4,17 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use mirai_core::transport::dial;
 use mirai_core::{Host, HostOptions, SubmitOptions, Url};
+
+/// Held while this binary starts a process: until its exec, a child holds a copy of every
+/// descriptor, a closed host's listener included, so a dial could still connect to it.
+static SPAWNING: Mutex<()> = Mutex::new(());
 
 #[test]
 fn a_callback_on_the_io_thread_is_never_made_to_wait() {
@@ -18,7 +22,10 @@ fn a_callback_on_the_io_thread_is_never_made_to_wait() {
         Host::listen(&unique_url(), HostOptions { memory_limit: Some(20), ..HostOptions::default() })
             .unwrap(),
     );
-    let _d = launch(&host, 1, &[]);
+    let _d = {
+        let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+        launch(&host, 1, &[])
+    };
     let busy = submit(&host, "sleep:3000");
     // Its timeout fires on the I/O thread, which then runs the callback.
     let (tx, rx) = mpsc::channel();
@@ -53,6 +60,7 @@ fn a_callback_on_the_io_thread_is_never_made_to_wait() {
 #[test]
 fn concurrent_closes_all_wait_for_the_io_thread() {
     for _ in 0..20 {
+        let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let url = unique_url();
         let host = Arc::new(Host::listen(&url, HostOptions::default()).unwrap());
         let closers: Vec<_> = (0..4)
