@@ -95,6 +95,10 @@ impl TaskCell {
         Ok(cb)
     }
 
+    pub(crate) fn is_resolved(&self) -> bool {
+        self.resolved.load(Ordering::Acquire)
+    }
+
     pub(crate) fn status(&self) -> Option<TaskStatus> {
         self.lock().status
     }

@@ -3,7 +3,10 @@
 //! strict FIFO by submission; one task per daemon; a daemon that connects or becomes idle takes
 //! the head of the queue at once; an `everywhere` broadcast puts each copy on a distinct daemon
 //! and holds everything behind it until every copy has been dispatched. For that, every copy
-//! but the last is submitted with the `sync` marker (R's dispatcher's barrier rule).
+//! but the last is submitted with the `sync` marker (R's dispatcher's barrier rule). Beyond R's
+//! mirai, a barrier never outlives the daemons it waits for: copies beyond what the daemons
+//! still able to take one (or the broadcast's `min`) can use leave the queue, to be resolved by
+//! the host, and the barrier lifts.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -18,9 +21,23 @@ pub struct Assignment {
     pub payload: Vec<u8>,
 }
 
+/// What a queued task is: an ordinary task, or one copy of an `everywhere` broadcast that
+/// asked for at least `min` copies (every copy but the last holds the barrier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Single,
+    Copy { last: bool, min: usize },
+}
+
+impl Kind {
+    fn sync(self) -> bool {
+        matches!(self, Kind::Copy { last: false, .. })
+    }
+}
+
 #[derive(Debug)]
 struct Queued {
-    sync: bool,
+    kind: Kind,
     payload: Vec<u8>,
 }
 
@@ -46,6 +63,9 @@ pub struct Counters {
     pub executing: u64,
     /// Submitted tasks neither awaiting nor executing.
     pub completed: u64,
+    /// Copies of an `everywhere` broadcast still waiting for a daemon; later tasks wait behind
+    /// them.
+    pub barrier: u64,
 }
 
 #[derive(Debug, Default)]
@@ -61,10 +81,14 @@ pub struct Dispatcher {
     /// Idle daemons, longest idle first.
     idle: VecDeque<DaemonKey>,
     syncing: bool,
+    /// Copies of the broadcast under way that went to daemons.
+    copies_sent: usize,
     generation: u64,
     submitted: u64,
     executing: u64,
     cumulative: u64,
+    /// Broadcast copies that left the queue because no daemon remains to take them.
+    surplus: Vec<u64>,
 }
 
 impl Dispatcher {
@@ -73,16 +97,16 @@ impl Dispatcher {
     }
 
     /// A new task. Returns its assignment when a daemon can take it now; otherwise it queues.
-    pub fn submit(&mut self, id: u64, sync: bool, payload: Vec<u8>) -> Option<Assignment> {
+    pub fn submit(&mut self, id: u64, kind: Kind, payload: Vec<u8>) -> Option<Assignment> {
         self.submitted += 1;
         if self.queue.is_empty()
             && let Some(daemon) = self.take_eligible()
         {
-            return Some(self.assign(daemon, id, sync, payload));
+            return Some(self.assign(daemon, id, kind.sync(), payload));
         }
         self.queued_bytes += payload.len() as u64;
         self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
-        self.queue.insert(id, Queued { sync, payload });
+        self.queue.insert(id, Queued { kind, payload });
         None
     }
 
@@ -125,32 +149,92 @@ impl Dispatcher {
             slot.leaving = true;
             self.leaving += 1;
             self.idle.retain(|&d| d != daemon);
+            self.prune_barrier();
         }
+    }
+
+    /// The broadcast at the head of the queue keeps as many copies as there are daemons still
+    /// able to take one, or as its `min` still asks for (those wait for daemons to connect); the
+    /// copies beyond leave the queue, the last copy (which closes the barrier) staying while
+    /// any does. With none left the barrier lifts.
+    fn prune_barrier(&mut self) {
+        let Some((_, Queued { kind: Kind::Copy { min, .. }, .. })) = self.queue.first_key_value() else {
+            return;
+        };
+        let min = *min;
+        let copies: Vec<u64> = self
+            .queue
+            .iter()
+            .take_while(|(_, q)| matches!(q.kind, Kind::Copy { .. }))
+            .scan(false, |ended, (&id, q)| {
+                // The run ends with the broadcast's last copy; another broadcast may follow.
+                if *ended {
+                    return None;
+                }
+                *ended = !q.kind.sync();
+                Some(id)
+            })
+            .collect();
+        let taken = if self.syncing { self.copies_sent } else { 0 };
+        let able = self
+            .slots
+            .values()
+            .filter(|s| !(s.leaving || self.syncing && s.sync_gen == self.generation))
+            .count();
+        let keep = able.max(min.saturating_sub(taken));
+        let surplus = copies.len().saturating_sub(keep);
+        for &id in &copies[..surplus] {
+            if let Some(q) = self.queue.remove(&id) {
+                self.queued_bytes -= q.payload.len() as u64;
+                self.surplus.push(id);
+            }
+        }
+        if surplus == copies.len() && self.syncing {
+            self.close_barrier();
+        }
+    }
+
+    fn close_barrier(&mut self) {
+        self.syncing = false;
+        self.copies_sent = 0;
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// The daemon turned out unable to take task `id` before anything of it was sent: the
     /// daemon leaves the pool and the task goes back to its place in the queue (ids are in
     /// submission order), to be dispatched again.
-    pub fn bounce(&mut self, daemon: DaemonKey, id: u64, sync: bool, payload: Vec<u8>) -> Vec<Assignment> {
-        if let Some(slot) = self.slots.get_mut(&daemon)
-            && slot.busy == Some(id)
-        {
-            slot.busy = None;
-            self.executing -= 1;
-        }
+    pub fn bounce(&mut self, daemon: DaemonKey, id: u64, payload: Vec<u8>) -> Vec<Assignment> {
+        self.unassign(daemon, id);
         self.retire(daemon);
-        self.queue_again(id, sync, payload)
+        self.requeue(id, payload)
     }
 
-    /// Task `id`, lost with a daemon that left, runs again: back to its place in the queue.
+    /// Task `id` was not sent to `daemon` after all (it resolved first): the daemon takes the
+    /// next task instead.
+    pub fn release(&mut self, daemon: DaemonKey, id: u64) -> Vec<Assignment> {
+        if self.unassign(daemon, id) && self.slots.get(&daemon).is_some_and(|s| !s.leaving) {
+            self.idle.push_back(daemon);
+        }
+        self.drain()
+    }
+
+    fn unassign(&mut self, daemon: DaemonKey, id: u64) -> bool {
+        match self.slots.get_mut(&daemon) {
+            Some(slot) if slot.busy == Some(id) => {
+                slot.busy = None;
+                self.executing -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Task `id` goes back to its place in the queue (ids are in submission order): it was
+    /// lost with a daemon and runs again, or its daemon could not take it.
     pub fn requeue(&mut self, id: u64, payload: Vec<u8>) -> Vec<Assignment> {
-        self.queue_again(id, false, payload)
-    }
-
-    fn queue_again(&mut self, id: u64, sync: bool, payload: Vec<u8>) -> Vec<Assignment> {
         self.queued_bytes += payload.len() as u64;
         self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
-        self.queue.insert(id, Queued { sync, payload });
+        self.queue.insert(id, Queued { kind: Kind::Single, payload });
         self.drain()
     }
 
@@ -169,7 +253,15 @@ impl Dispatcher {
         if slot.busy.is_some() {
             self.executing -= 1;
         }
+        // Queued copies may now outnumber the daemons left to take them.
+        self.prune_barrier();
         slot.busy
+    }
+
+    /// Broadcast copies that left the queue since the last call, because no daemon remained to
+    /// take them (the host resolves them).
+    pub fn take_surplus(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.surplus)
     }
 
     /// Removes a queued task. Returns false when it is not in the queue.
@@ -197,6 +289,7 @@ impl Dispatcher {
             awaiting,
             executing: self.executing,
             completed: self.submitted - awaiting - self.executing,
+            barrier: self.queue.values().filter(|q| matches!(q.kind, Kind::Copy { .. })).count() as u64,
         }
     }
 
@@ -215,8 +308,10 @@ impl Dispatcher {
                 break;
             };
             self.queued_bytes -= q.payload.len() as u64;
-            out.push(self.assign(daemon, id, q.sync, q.payload));
+            out.push(self.assign(daemon, id, q.kind.sync(), q.payload));
         }
+        // A broadcast that reached the head after daemons left may have copies to spare.
+        self.prune_barrier();
         out
     }
 
@@ -239,10 +334,10 @@ impl Dispatcher {
         self.executing += 1;
         if sync {
             self.syncing = true;
+            self.copies_sent += 1;
         } else if self.syncing {
             // The unmarked last copy closes the barrier.
-            self.syncing = false;
-            self.generation = self.generation.wrapping_add(1);
+            self.close_barrier();
         }
         Assignment { daemon, id, payload }
     }
@@ -252,6 +347,9 @@ impl Dispatcher {
 mod tests {
     use super::*;
 
+    const COPY: Kind = Kind::Copy { last: false, min: 0 };
+    const LAST: Kind = Kind::Copy { last: true, min: 0 };
+
     fn ids(a: &[Assignment]) -> Vec<(DaemonKey, u64)> {
         a.iter().map(|a| (a.daemon, a.id)).collect()
     }
@@ -260,7 +358,7 @@ mod tests {
     fn fifo_one_task_per_daemon() {
         let mut d = Dispatcher::new();
         for id in 1..=4 {
-            assert_eq!(d.submit(id, false, vec![0; 10]), None);
+            assert_eq!(d.submit(id, Kind::Single, vec![0; 10]), None);
         }
         assert_eq!(d.queued_bytes(), (40, 40));
         assert_eq!(ids(&d.connect(7)), vec![(7, 1)]);
@@ -275,7 +373,7 @@ mod tests {
         d.complete(8, false);
         d.complete(7, false);
         // An idle daemon takes a new task at once.
-        assert_eq!(d.submit(5, false, vec![]).map(|a| a.daemon), Some(8));
+        assert_eq!(d.submit(5, Kind::Single, vec![]).map(|a| a.daemon), Some(8));
         let c = d.counters();
         assert_eq!((c.connections, c.cumulative, c.awaiting, c.executing, c.completed), (2, 2, 0, 1, 4));
     }
@@ -284,8 +382,8 @@ mod tests {
     fn lost_daemon_loses_only_its_task() {
         let mut d = Dispatcher::new();
         d.connect(1);
-        d.submit(1, false, vec![]);
-        d.submit(2, false, vec![]);
+        d.submit(1, Kind::Single, vec![]);
+        d.submit(2, Kind::Single, vec![]);
         assert_eq!(d.disconnect(1), Some(1));
         assert_eq!(d.counters().awaiting, 1, "queued work waits for another daemon");
         assert_eq!(ids(&d.connect(2)), vec![(2, 2)]);
@@ -295,8 +393,8 @@ mod tests {
     fn retiring_daemon_leaves_the_pool() {
         let mut d = Dispatcher::new();
         d.connect(1);
-        d.submit(1, false, vec![]);
-        d.submit(2, false, vec![]);
+        d.submit(1, Kind::Single, vec![]);
+        d.submit(2, Kind::Single, vec![]);
         let (done, next) = d.complete(1, true);
         assert_eq!(done, Some(1));
         assert!(next.is_empty());
@@ -307,8 +405,8 @@ mod tests {
     #[test]
     fn cancel_queued_frees_memory() {
         let mut d = Dispatcher::new();
-        d.submit(1, false, vec![0; 100]);
-        d.submit(2, false, vec![0; 50]);
+        d.submit(1, Kind::Single, vec![0; 100]);
+        d.submit(2, Kind::Single, vec![0; 50]);
         assert!(d.cancel_queued(1));
         assert!(!d.cancel_queued(1));
         assert_eq!(d.queued_bytes(), (50, 150));
@@ -322,13 +420,13 @@ mod tests {
             d.connect(k);
         }
         // Keep daemon 3 busy so the broadcast must wait for it.
-        assert_eq!(d.submit(100, false, vec![]).map(|a| a.daemon), Some(1));
+        assert_eq!(d.submit(100, Kind::Single, vec![]).map(|a| a.daemon), Some(1));
         // Three copies (two marked), then an ordinary task.
-        let a = d.submit(101, true, vec![]).unwrap();
-        let b = d.submit(102, true, vec![]).unwrap();
+        let a = d.submit(101, COPY, vec![]).unwrap();
+        let b = d.submit(102, COPY, vec![]).unwrap();
         assert_eq!((a.daemon, b.daemon), (2, 3));
-        assert!(d.submit(103, false, vec![]).is_none(), "last copy waits for an untagged daemon");
-        assert!(d.submit(104, false, vec![]).is_none(), "later tasks wait behind the barrier");
+        assert!(d.submit(103, LAST, vec![]).is_none(), "last copy waits for an untagged daemon");
+        assert!(d.submit(104, Kind::Single, vec![]).is_none(), "later tasks wait behind the barrier");
         // Daemon 2 finishes its copy, but it is tagged: nothing moves.
         let (_, next) = d.complete(2, false);
         assert!(next.is_empty());
@@ -343,12 +441,12 @@ mod tests {
         let mut d = Dispatcher::new();
         d.connect(1);
         d.connect(2);
-        assert_eq!(d.submit(1, false, vec![]).map(|a| a.daemon), Some(1));
+        assert_eq!(d.submit(1, Kind::Single, vec![]).map(|a| a.daemon), Some(1));
         d.retire(1);
         d.retire(2);
         d.retire(2);
         assert_eq!(d.counters().connections, 0);
-        assert!(d.submit(2, false, vec![]).is_none(), "nobody takes work while leaving");
+        assert!(d.submit(2, Kind::Single, vec![]).is_none(), "nobody takes work while leaving");
         // Daemon 1's reply still counts, but it does not return to the pool.
         let (done, next) = d.complete(1, false);
         assert_eq!((done, next.len()), (Some(1), 0));
@@ -362,11 +460,11 @@ mod tests {
     fn a_bounced_task_goes_back_to_its_place_in_the_queue() {
         let mut d = Dispatcher::new();
         d.connect(1);
-        let a = d.submit(1, false, vec![0; 8]).unwrap();
-        d.submit(2, false, vec![0; 4]);
+        let a = d.submit(1, Kind::Single, vec![0; 8]).unwrap();
+        d.submit(2, Kind::Single, vec![0; 4]);
         // Daemon 1 turns out to be leaving before task 1 went out: task 1 waits again, ahead
         // of task 2, and the next daemon takes it first.
-        assert!(d.bounce(a.daemon, a.id, false, a.payload).is_empty());
+        assert!(d.bounce(a.daemon, a.id, a.payload).is_empty());
         let c = d.counters();
         assert_eq!((c.connections, c.awaiting, c.executing, c.completed), (0, 2, 0, 0));
         assert_eq!(d.queued_bytes().0, 12);
@@ -380,8 +478,78 @@ mod tests {
     fn daemon_joining_mid_barrier_takes_a_copy() {
         let mut d = Dispatcher::new();
         d.connect(1);
-        d.submit(1, true, vec![]);
-        assert!(d.submit(2, false, vec![]).is_none());
+        d.submit(1, COPY, vec![]);
+        assert!(d.submit(2, LAST, vec![]).is_none());
         assert_eq!(ids(&d.connect(2)), vec![(2, 2)]);
+    }
+
+    #[test]
+    fn a_barrier_lifts_when_the_daemons_it_waits_for_leave() {
+        let mut d = Dispatcher::new();
+        for k in 1..=3 {
+            d.connect(k);
+        }
+        assert!(d.submit(100, Kind::Single, vec![]).is_some());
+        // Three copies for three daemons; daemon 1 is busy, so one copy waits.
+        let copy = |last| Kind::Copy { last, min: 0 };
+        assert!(d.submit(101, copy(false), vec![]).is_some());
+        assert!(d.submit(102, copy(false), vec![]).is_some());
+        assert!(d.submit(103, copy(true), vec![0; 5]).is_none());
+        assert!(d.submit(104, Kind::Single, vec![]).is_none());
+        assert_eq!(d.counters().barrier, 1);
+        // Daemon 1 dies with its task: no daemon is left to take the last copy.
+        assert_eq!(d.disconnect(1), Some(100));
+        assert_eq!(d.take_surplus(), vec![103]);
+        assert_eq!(d.counters().barrier, 0);
+        assert_eq!(d.queued_bytes().0, 0);
+        // The barrier is gone: the next daemon to finish takes the ordinary task.
+        let (_, next) = d.complete(2, false);
+        assert_eq!(ids(&next), vec![(2, 104)]);
+    }
+
+    #[test]
+    fn copies_for_min_wait_for_daemons_while_the_rest_go() {
+        let mut d = Dispatcher::new();
+        d.connect(1);
+        d.connect(2);
+        d.submit(1, Kind::Single, vec![]);
+        d.submit(2, Kind::Single, vec![]);
+        // A broadcast with min 3 while both daemons are busy: three copies wait.
+        let copy = |last| Kind::Copy { last, min: 3 };
+        for id in 10..12 {
+            assert!(d.submit(id, copy(false), vec![]).is_none());
+        }
+        assert!(d.submit(12, copy(true), vec![]).is_none());
+        // One daemon leaving does not drop any: the min asks for three daemons.
+        d.retire(2);
+        assert!(d.take_surplus().is_empty());
+        assert_eq!(d.counters().barrier, 3);
+        let (_, next) = d.complete(1, false);
+        assert_eq!(ids(&next), vec![(1, 10)]);
+        assert_eq!(ids(&d.connect(3)), vec![(3, 11)]);
+        assert_eq!(ids(&d.connect(4)), vec![(4, 12)]);
+    }
+
+    #[test]
+    fn a_broadcast_reaching_the_head_after_daemons_left_keeps_what_they_can_take() {
+        let mut d = Dispatcher::new();
+        d.connect(1);
+        d.connect(2);
+        d.submit(1, Kind::Single, vec![]);
+        d.submit(2, Kind::Single, vec![]);
+        d.submit(3, Kind::Single, vec![]);
+        let copy = |last| Kind::Copy { last, min: 0 };
+        d.submit(4, copy(false), vec![]);
+        d.submit(5, copy(true), vec![]);
+        // Daemon 2 dies while task 3 is still ahead of the broadcast.
+        assert_eq!(d.disconnect(2), Some(2));
+        assert!(d.take_surplus().is_empty());
+        let (_, next) = d.complete(1, false);
+        assert_eq!(ids(&next), vec![(1, 3)]);
+        // The broadcast is at the head now with one daemon left: one copy goes.
+        assert_eq!(d.take_surplus(), vec![4]);
+        let (_, next) = d.complete(1, false);
+        assert_eq!(ids(&next), vec![(1, 5)]);
+        assert_eq!(d.counters().barrier, 0);
     }
 }

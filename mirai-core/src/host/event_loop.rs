@@ -5,17 +5,18 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Token};
-use mirai_proto::{Conn, ErrorCode, ExitReason, Identity, Message};
+use mirai_proto::{Conn, ExitReason, Identity, Message};
 use slab::Slab;
 
 use super::admission::{Admission, Admit};
 use super::recv_budget::RecvBudget;
-use super::{Completions, Shared, WAKER};
+use super::{Shared, WAKER};
 use crate::clock::{now_ms, until};
 use crate::handshake::HostHandshake;
 use crate::link::{Link, ReadEnd};
@@ -86,16 +87,16 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
     let mut events = Events::with_capacity(256);
     loop {
         let timeout = {
-            let mut st = lp.shared.lock();
-            if st.closing {
+            let mut core = lp.shared.lock();
+            if core.is_closing() {
                 break;
             }
-            let next =
-                [lp.shared.next_deadline(&mut st), lp.link_timers.peek().map(|r| r.0.0), lp.accept_retry]
-                    .into_iter()
-                    .flatten()
-                    .min();
-            st.wake_at = next;
+            let next = [core.poll_timeout(), lp.link_timers.peek().map(|r| r.0.0), lp.accept_retry]
+                .into_iter()
+                .flatten()
+                .min();
+            // Stored under the core's lock, so a submitter's deadline is compared with it in order.
+            lp.shared.wake_at.store(next.unwrap_or(u64::MAX), Ordering::Release);
             // Paused connections to read again come before sleeping.
             if lp.budget.wants_resume() { Some(Duration::ZERO) } else { next.map(until) }
         };
@@ -113,9 +114,10 @@ pub(super) fn run(shared: Arc<Shared>, poll: Poll, mut listener: Listener) {
                 Token(t) => lp.service(t - FIRST_LINK, event),
             }
         }
-        let dead: Vec<usize> = lp.shared.lock().dead.drain(..).collect();
-        lp.closing.extend(dead);
         lp.fire_timers();
+        // Connections a submitter could not write to, and daemons dropped by the core.
+        let broken = lp.shared.lock().take_broken();
+        lp.closing.extend(broken);
         for key in lp.budget.take_resumable() {
             lp.serve(key, true, false);
         }
@@ -248,22 +250,18 @@ impl Loop {
         }
         drop(guard);
 
-        let mut completions = Completions::new();
-        if !msgs.is_empty() || !returned.is_empty() {
-            let shared = self.shared.clone();
-            let mut st = shared.lock();
-            super::keep_returned(&mut st, returned);
-            for msg in msgs {
-                if !self.apply(&mut st, key, &link, msg, &mut completions) {
-                    self.closing.push(key);
-                    break;
-                }
+        if !returned.is_empty() {
+            self.shared.with_core(|c| returned.into_iter().for_each(|(id, payload)| c.returned(id, payload)));
+        }
+        for msg in msgs {
+            if !self.apply(key, &link, msg) {
+                self.closing.push(key);
+                break;
             }
         }
-        self.shared.finish(completions);
         if failure.is_some() || eof {
             // Out of the pool at once; the connection closes after this batch of events.
-            self.shared.lock().dispatcher.retire(key);
+            self.shared.with_core(|c| c.retire(key));
         }
         if let Some(e) = failure {
             log::warn!("host {}: closing connection {key}: {e}", self.shared.url);
@@ -274,14 +272,7 @@ impl Loop {
     }
 
     /// Applies one message from a daemon; false means close the connection.
-    fn apply(
-        &mut self,
-        st: &mut super::State,
-        key: usize,
-        link: &Arc<Mutex<Link>>,
-        msg: Message,
-        completions: &mut Completions,
-    ) -> bool {
+    fn apply(&mut self, key: usize, link: &Arc<Mutex<Link>>, msg: Message) -> bool {
         match msg {
             Message::Hello(hello) => {
                 let Some(slot) = self.links.get_mut(key) else { return false };
@@ -324,30 +315,20 @@ impl Loop {
                     // A place for the next newcomer, which may be waiting in the kernel.
                     self.accept_wanted = true;
                 }
-                match self.shared.accept(st, key, link, identity) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        log::warn!("host {}: cannot initialise daemon: {e}", self.shared.url);
-                        false
-                    }
-                }
+                self.shared.with_core(|c| c.connected(key, link.clone(), identity));
+                true
             }
             Message::Result { status, last, payload, .. } => {
-                self.shared.on_result(st, key, status.into(), last, payload, completions);
+                self.shared.with_core(|c| c.result(key, status.into(), last, payload));
                 true
             }
             Message::Exit { reason, detail } => {
-                if matches!(reason, ExitReason::IdleTime | ExitReason::WallTime) {
-                    // It left between tasks: one that crossed its Exit was never evaluated.
-                    self.shared.left_unevaluated(st, key);
-                }
                 // Out of the pool at once: nothing more goes to a daemon that is leaving.
-                st.dispatcher.retire(key);
-                let daemon = st.daemons.get(&key).map(|d| d.info.daemon_id);
+                self.shared.with_core(|c| c.exiting(key, reason));
                 match reason {
                     ExitReason::ProtocolViolation | ExitReason::VersionMismatch => {
                         log::warn!(
-                            "host {}: daemon {daemon:?} left: {reason:?} {}",
+                            "host {}: daemon connection {key} left: {reason:?} {}",
                             self.shared.url,
                             for_log(&detail)
                         )
@@ -363,7 +344,7 @@ impl Loop {
                             identity.pid
                         )
                     }
-                    _ => log::debug!("daemon {daemon:?} left: {reason:?} {}", for_log(&detail)),
+                    _ => log::debug!("daemon connection {key} left: {reason:?} {}", for_log(&detail)),
                 }
                 false
             }
@@ -374,13 +355,7 @@ impl Loop {
 
     fn fire_timers(&mut self) {
         let now = now_ms();
-        let expired = {
-            let mut st = self.shared.lock();
-            self.shared.expired(&mut st, now)
-        };
-        for id in expired {
-            self.shared.cancel(id, ErrorCode::TimedOut);
-        }
+        self.shared.with_core(|c| c.handle_timeout(now));
         let mut returned = Vec::new();
         while let Some(&Reverse((due, key))) = self.link_timers.peek() {
             if due > now {
@@ -418,7 +393,7 @@ impl Loop {
             }
         }
         if !returned.is_empty() {
-            super::keep_returned(&mut self.shared.lock(), returned);
+            self.shared.with_core(|c| returned.into_iter().for_each(|(id, payload)| c.returned(id, payload)));
         }
     }
 
@@ -426,8 +401,7 @@ impl Loop {
         if self.closing.is_empty() {
             return;
         }
-        let mut completions = Completions::new();
-        let mut st = self.shared.lock();
+        let mut ended = Vec::with_capacity(self.closing.len());
         for key in self.closing.drain(..) {
             let Some(LinkSlot { link, .. }) = self.links.try_remove(key) else {
                 continue;
@@ -439,11 +413,9 @@ impl Loop {
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
             let _ = self.poll.registry().deregister(&mut guard.stream);
             guard.stream.shutdown();
-            drop(guard);
-            self.shared.disconnect(&mut st, key, &mut completions);
+            ended.push(key);
         }
-        drop(st);
-        self.shared.finish(completions);
+        self.shared.with_core(|c| ended.into_iter().for_each(|key| c.disconnected(key)));
     }
 
     /// The host is closing: tell every daemon so and close every connection.
@@ -455,7 +427,6 @@ impl Loop {
             guard.stream.shutdown();
         }
         self.links.clear();
-        let mut st = self.shared.lock();
-        st.daemons.clear();
+        self.shared.with_core(|c| c.forget_daemons());
     }
 }

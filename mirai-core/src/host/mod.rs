@@ -1,38 +1,42 @@
 //! The host: one per compute profile. It listens at a URL, accepts daemons, queues tasks FIFO
 //! and hands each to an idle daemon.
 //!
-//! Threads: an I/O thread per host runs the mio event loop (accepts, reads, timers). All state
-//! sits behind one mutex, and calling threads act on it directly: a `submit` that finds an idle
-//! daemon writes the task to that daemon's socket itself (non-blocking), so the submit path has
-//! no thread hop. A socket that is full is finished by the I/O thread on its next writable
-//! event. Lock order: the state mutex, then a connection's mutex; the I/O thread reads a socket
-//! holding only that connection's mutex.
+//! Threads: an I/O thread per host runs the mio event loop (accepts, reads, timers). Every
+//! decision is the core's (`core.rs`, a state machine behind one mutex that performs no I/O);
+//! the thread that fed it an event carries out the actions it returned once that lock is
+//! released. So a `submit` that finds an idle daemon writes the task to that daemon's socket
+//! itself (non-blocking), with no thread hop, and a socket that is full is finished by the I/O
+//! thread on its next writable event. Lock order: a connection's mutex, then the core's; the
+//! core's lock is never held while taking a connection's.
 
 mod admission;
+mod core;
 pub mod dispatcher;
 mod event_loop;
 mod recv_budget;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Poll, Token, Waker};
-use mirai_proto::{ErrorCode, ExitReason, Identity, Message};
+use mirai_proto::{ErrorCode, Message};
 
+pub use self::core::{DaemonInfo, Recoveries};
+use self::core::{Action, Core, Settings, TaskOptions};
 pub use dispatcher::Counters;
-use dispatcher::{Assignment, DaemonKey, Dispatcher};
+use dispatcher::{DaemonKey, Kind};
 use recv_budget::RecvGauge;
 
 use crate::auth::Auth;
-use crate::clock::{deadline_after, instant_after};
+use crate::clock::{deadline_after, instant_after, now_ms};
 use crate::error::Error;
 use crate::link::Link;
 use crate::notify::Notifier;
-use crate::rng::{self, Stream};
+use crate::rng::Stream;
 use crate::task::{Callback, Task, TaskCell, TaskStatus};
 use crate::tls::{self, ServerIdentity};
 use crate::transport::Listener;
@@ -86,6 +90,10 @@ pub struct HostOptions {
     /// A task that was at this many daemons when they died is quarantined: it resolves with 18
     /// (connection aborted) and is never run again, whatever its retries left.
     pub quarantine: u32,
+    /// A task cancelled (or timed out) at a daemon must have stopped within this time; a daemon
+    /// whose evaluator ignores the interrupt is then dropped (and ended, if this host launched
+    /// it), so it does not stay wedged. `None` leaves such a daemon be.
+    pub cancel_grace: Option<Duration>,
     /// Connections allowed in their handshake at once. Beyond it, the oldest unfinished one
     /// (once it has had a quarter of a second) gives way to a newcomer, so a flood of strangers
     /// holds few descriptors and cannot lock real daemons out.
@@ -106,6 +114,7 @@ impl Default for HostOptions {
             tls: None,
             auth: Auth::Random,
             max_handshakes: 1024,
+            cancel_grace: Some(Duration::from_secs(30)),
             retry: 0,
             quarantine: 3,
         }
@@ -134,85 +143,22 @@ pub struct Memory {
     pub limit: Option<u64>,
 }
 
-/// A connected daemon, as it introduced itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DaemonInfo {
-    /// Numbered from 1 in order of connection.
-    pub daemon_id: u64,
-    pub identity: Identity,
+/// A host. Dropping it closes it.
+pub struct Host {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-pub(crate) type Completions = Vec<(Arc<TaskCell>, TaskStatus, Vec<u8>)>;
-
-/// What a submission is: an ordinary task, or one copy of an `everywhere` broadcast (every copy
-/// but the last holds the dispatcher's barrier).
-#[derive(Clone, Copy)]
-enum Submission {
-    Single,
-    Broadcast { last: bool },
-}
-
-struct TaskEntry {
-    cell: Arc<TaskCell>,
-    daemon: Option<DaemonKey>,
-    /// A copy of an `everywhere` broadcast (told to the daemon's evaluator).
-    everywhere: bool,
-    /// Runs left after a daemon dies with it.
-    retries: u32,
-    /// Daemons that died with it.
-    losses: u32,
-    /// Its payload, given back by the connection once sent, while it is at a daemon: so it can
-    /// run elsewhere if that daemon leaves without evaluating it, or dies and it has retries.
-    kept: Option<Vec<u8>>,
-}
-
-/// Payloads up to this size are kept while their task runs even without retries (no copy is
-/// made), so a task a daemon never evaluated (it left on its idle time as the task crossed) runs
-/// elsewhere instead of failing.
-const KEEP_SMALL: usize = 1 << 20;
-
-/// What the host's reliability measures did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Recoveries {
-    /// Tasks given to another daemon because theirs left without evaluating them.
-    pub requeued: u64,
-    /// Tasks run again after their daemon died.
-    pub retried: u64,
-    /// Tasks given up after killing `quarantine` daemons.
-    pub quarantined: u64,
-}
-
-struct DaemonEntry {
-    link: Arc<Mutex<Link>>,
-    info: DaemonInfo,
-}
-
-pub(crate) struct State {
-    dispatcher: Dispatcher,
-    tasks: HashMap<u64, TaskEntry>,
-    daemons: HashMap<DaemonKey, DaemonEntry>,
-    /// Task deadlines; entries of tasks that resolved otherwise are skipped when reached.
-    timers: BinaryHeap<Reverse<(u64, u64)>>,
-    next_task: u64,
-    next_daemon: u64,
-    stream: Stream,
-    memory_limit: u64,
-    init_blob: Vec<u8>,
-    closing: bool,
-    /// When the I/O thread will next wake by itself, so callers know whether to wake it.
-    wake_at: Option<u64>,
-    /// Connections whose socket failed on a calling thread, for the I/O thread to reap.
-    dead: Vec<DaemonKey>,
-    retry: u32,
-    quarantine: u32,
-    recoveries: Recoveries,
-}
-
+/// What the host shares between its I/O thread and the threads calling it. The core holds
+/// every decision; its actions are carried out with its lock released.
 pub(crate) struct Shared {
-    state: Mutex<State>,
+    core: Mutex<Core<LinkRef>>,
     /// Signalled when connections change, queue memory frees up, or the host closes.
     cv: Condvar,
     waker: Waker,
+    /// When the I/O thread will next wake by itself (ms; `u64::MAX`: not by itself), so
+    /// submitters know whether a new deadline needs it woken.
+    wake_at: AtomicU64,
     notifier: Notifier,
     url: Url,
     proto: mirai_proto::Config,
@@ -225,13 +171,13 @@ pub(crate) struct Shared {
     tls_ca: Option<String>,
     /// Memory held by frames still arriving.
     recv: RecvGauge,
+    /// Processes this host started (`launch_local`): a daemon among them that ignores a cancel
+    /// is ended, not only disconnected.
+    launched: Mutex<HashSet<u32>>,
 }
 
-/// A host. Dropping it closes it.
-pub struct Host {
-    shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
+/// A daemon's connection, as the core names it in its actions.
+pub(crate) type LinkRef = Arc<Mutex<Link>>;
 
 pub(crate) const WAKER: Token = Token(1);
 
@@ -240,8 +186,8 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Host {
-    /// Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`); port 0 picks a
-    /// free port, reported by [`Host::url`].
+    /// Starts a host listening at `url` (`ipc://`, `abstract://`, `tcp://`, `tls+tcp://`,
+    /// `ws://`, `wss://`); port 0 picks a free port, reported by [`Host::url`].
     pub fn listen(url: &str, options: HostOptions) -> Result<Host, Error> {
         let url = Url::parse(url)?;
         let secret = options.auth.resolve()?;
@@ -265,6 +211,9 @@ impl Host {
         }
         if options.max_handshakes == 0 {
             return Err(Error::InvalidArgument("max_handshakes must be at least 1".into()));
+        }
+        if options.cancel_grace.is_some_and(|g| g.is_zero()) {
+            return Err(Error::InvalidArgument("cancel_grace must be positive (None turns it off)".into()));
         }
         crate::fd_limit::raise();
         let (server_tls, tls_ca) = if url.is_tls() {
@@ -291,27 +240,20 @@ impl Host {
             heartbeat_interval: options.heartbeat.map(ms),
             peer_timeout: options.peer_timeout.map(ms),
         };
-        let state = State {
-            dispatcher: Dispatcher::new(),
-            tasks: HashMap::new(),
-            daemons: HashMap::new(),
-            timers: BinaryHeap::new(),
-            next_task: 0,
-            next_daemon: 0,
-            stream: options.stream.unwrap_or_else(rng::random_stream),
+        let core = Core::new(Settings {
             memory_limit: options.memory_limit.unwrap_or(0),
+            stream: options.stream.unwrap_or_else(crate::rng::random_stream),
             init_blob: options.init_blob,
-            closing: false,
-            wake_at: None,
-            dead: Vec::new(),
+            heartbeat_ms: proto.heartbeat_interval.unwrap_or(0),
             retry: options.retry,
             quarantine: options.quarantine,
-            recoveries: Recoveries::default(),
-        };
+            cancel_grace: options.cancel_grace.map(ms),
+        });
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
+            core: Mutex::new(core),
             cv: Condvar::new(),
             waker,
+            wake_at: AtomicU64::new(u64::MAX),
             notifier,
             url,
             proto,
@@ -320,6 +262,7 @@ impl Host {
             io_thread: std::sync::OnceLock::new(),
             tls_ca,
             recv: RecvGauge::new(options.recv_budget),
+            launched: Mutex::new(HashSet::new()),
         });
         let loop_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -366,14 +309,16 @@ impl Host {
     ) -> Result<Vec<crate::launch::LocalDaemon>, Error> {
         let mut t = template.clone();
         t.env.extend(self.daemon_env());
-        crate::launch::spawn_local(&self.url(), &t, n)
+        let daemons = crate::launch::spawn_local(&self.url(), &t, n)?;
+        self.shared.launched.lock().unwrap_or_else(|e| e.into_inner()).extend(daemons.iter().map(|d| d.pid()));
+        Ok(daemons)
     }
 
     /// Submits a task and returns its handle at once. Blocks only while the queue is at its
     /// memory cap.
     pub fn submit(&self, payload: Vec<u8>, options: SubmitOptions) -> Result<Task, Error> {
-        let mut st = self.shared.lock();
-        while !st.closing && st.memory_limit > 0 && st.dispatcher.queued_bytes().0 >= st.memory_limit {
+        let mut core = self.shared.lock();
+        while core.is_full() {
             if self.shared.on_io_thread() {
                 return Err(Error::InvalidArgument(
                     "the queue is at its memory cap, and waiting for room from a completion callback would \
@@ -381,18 +326,18 @@ impl Host {
                         .into(),
                 ));
             }
-            st = self.shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            core = self.shared.cv.wait(core).unwrap_or_else(|e| e.into_inner());
         }
-        self.shared.submit_locked(&mut st, payload, Submission::Single, options)
+        self.shared.submit(core, payload, Kind::Single, options)
     }
 
     /// Like [`Host::submit`], but refuses with [`Error::Full`] instead of blocking.
     pub fn try_submit(&self, payload: Vec<u8>, options: SubmitOptions) -> Result<Task, Error> {
-        let mut st = self.shared.lock();
-        if st.memory_limit > 0 && st.dispatcher.queued_bytes().0 >= st.memory_limit && !st.closing {
+        let core = self.shared.lock();
+        if core.is_full() {
             return Err(Error::Full);
         }
-        self.shared.submit_locked(&mut st, payload, Submission::Single, options)
+        self.shared.submit(core, payload, Kind::Single, options)
     }
 
     /// Blocks until the queue is below its memory cap or `timeout` passes (`None`: no limit);
@@ -400,16 +345,16 @@ impl Host {
     /// `try_submit`).
     pub fn wait_capacity(&self, timeout: Option<Duration>) -> bool {
         let deadline = instant_after(timeout);
-        let mut st = self.shared.lock();
+        let mut core = self.shared.lock();
         loop {
-            if st.closing || st.memory_limit == 0 || st.dispatcher.queued_bytes().0 < st.memory_limit {
+            if !core.is_full() {
                 return true;
             }
             if self.shared.on_io_thread() {
                 return false;
             }
-            st = match self.shared.wait(st, deadline) {
-                Some(st) => st,
+            core = match self.shared.wait(core, deadline) {
+                Some(core) => core,
                 None => return false,
             };
         }
@@ -417,39 +362,48 @@ impl Host {
 
     /// Sends one copy of `payload` to every connected daemon, and at least `min` copies (extra
     /// copies wait for daemons to connect). Each copy runs on a different daemon, and tasks
-    /// submitted later are dispatched only after every copy has been.
+    /// submitted later are dispatched only after every copy has been. Copies beyond `min`
+    /// whose daemons leave before taking them resolve with 19, so the barrier never outlives
+    /// the daemons it waits for.
     pub fn everywhere(&self, payload: &[u8], min: usize) -> Result<Vec<Task>, Error> {
-        let mut st = self.shared.lock();
-        let n = (st.dispatcher.counters().connections as usize).max(min).max(1);
-        (0..n)
-            .map(|i| {
-                let marked = i + 1 < n;
-                let kind = Submission::Broadcast { last: !marked };
-                self.shared.submit_locked(&mut st, payload.to_vec(), kind, SubmitOptions::default())
-            })
-            .collect()
+        let mut core = self.shared.lock();
+        let n = core.broadcast_size(min);
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let kind = Kind::Copy { last: i + 1 == n, min };
+            let options = TaskOptions { notify: false, callback: None, deadline: None, retry: None };
+            match core.submit(payload.to_vec(), kind, options) {
+                Ok(cell) => tasks.push(Task { cell, host: Arc::downgrade(&self.shared) }),
+                Err(e) => {
+                    self.shared.release(core);
+                    return Err(e);
+                }
+            }
+        }
+        self.shared.release(core);
+        Ok(tasks)
     }
 
     /// Whether the host has been closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().closing
+        self.shared.lock().is_closing()
     }
 
     /// The dispatcher's counters.
     pub fn counters(&self) -> Counters {
-        self.shared.lock().dispatcher.counters()
+        self.shared.lock().counters()
     }
 
-    /// What requeueing, retry and quarantine did so far.
+    /// What requeueing, retry, quarantine, escalation and barrier lifting did so far.
     pub fn recoveries(&self) -> Recoveries {
-        self.shared.lock().recoveries
+        self.shared.lock().recoveries()
     }
 
     /// Queue memory use.
     pub fn memory(&self) -> Memory {
-        let st = self.shared.lock();
-        let (used, peak) = st.dispatcher.queued_bytes();
-        Memory { used, peak, limit: (st.memory_limit > 0).then_some(st.memory_limit) }
+        let core = self.shared.lock();
+        let (used, peak) = core.queued_bytes();
+        Memory { used, peak, limit: core.memory_limit() }
     }
 
     /// Memory held by frames still arriving (those over 64 KiB), against
@@ -461,10 +415,7 @@ impl Host {
 
     /// The daemons connected now, in order of connection.
     pub fn daemons(&self) -> Vec<DaemonInfo> {
-        let st = self.shared.lock();
-        let mut list: Vec<DaemonInfo> = st.daemons.values().map(|d| d.info.clone()).collect();
-        list.sort_by_key(|d| d.daemon_id);
-        list
+        self.shared.lock().daemons()
     }
 
     /// Like `wait_connections`, but also gives up when `stop()` holds; `stop` is re-checked
@@ -476,13 +427,13 @@ impl Host {
         stop: impl Fn() -> bool,
     ) -> bool {
         let deadline = instant_after(timeout);
-        let mut st = self.shared.lock();
-        while st.dispatcher.counters().connections < n {
-            if st.closing || stop() || self.shared.on_io_thread() {
+        let mut core = self.shared.lock();
+        while core.counters().connections < n {
+            if core.is_closing() || stop() || self.shared.on_io_thread() {
                 return false;
             }
-            st = match self.shared.wait(st, deadline) {
-                Some(st) => st,
+            core = match self.shared.wait(core, deadline) {
+                Some(core) => core,
                 None => return false,
             };
         }
@@ -516,7 +467,7 @@ impl Host {
         let mut found = None;
         self.shared.notifier.wait_until(timeout, || {
             found = tasks.iter().position(Task::is_resolved);
-            found.is_some() || self.shared.lock().closing
+            found.is_some() || self.shared.lock().is_closing()
         });
         found
     }
@@ -537,15 +488,9 @@ impl Host {
     /// Tells every connected daemon to exit, even those that would stay for a new host
     /// (`daemons(NULL)`). Tasks they are running resolve as connection reset (19).
     pub fn exit_daemons(&self) {
-        let mut st = self.shared.lock();
-        let keys: Vec<DaemonKey> = st.daemons.keys().copied().collect();
-        for key in keys {
-            st.dispatcher.retire(key);
-        }
-        for d in st.daemons.values() {
-            let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
-        }
+        let mut core = self.shared.lock();
+        core.exit_daemons();
+        self.shared.release(core);
     }
 
     /// Closes the host: every unresolved task resolves as connection reset (19), daemons are
@@ -565,16 +510,6 @@ impl Host {
     }
 }
 
-/// Task payloads a connection gave back once sent, kept with their tasks while these wait for
-/// their result (a task resolved meanwhile lets its payload go).
-pub(super) fn keep_returned(st: &mut State, returned: impl IntoIterator<Item = (u64, Vec<u8>)>) {
-    for (id, payload) in returned {
-        if let Some(e) = st.tasks.get_mut(&id) {
-            e.kept = Some(payload);
-        }
-    }
-}
-
 impl Drop for Host {
     fn drop(&mut self) {
         self.close();
@@ -582,24 +517,145 @@ impl Drop for Host {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Core<LinkRef>> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Releases the core's lock, then carries out the actions it queued.
+    fn release(&self, mut core: MutexGuard<'_, Core<LinkRef>>) {
+        let actions = core.take_actions();
+        let wake_at = core.poll_timeout();
+        drop(core);
+        self.wake_for(wake_at);
+        self.execute(actions);
+    }
+
+    /// Feeds the core an event and carries out what it decided.
+    pub(crate) fn with_core(&self, event: impl FnOnce(&mut Core<LinkRef>)) {
+        let mut core = self.lock();
+        event(&mut core);
+        self.release(core);
+    }
+
+    /// Wakes the I/O thread when the core's next deadline comes before the one it sleeps to.
+    fn wake_for(&self, deadline: Option<u64>) {
+        if let Some(d) = deadline
+            && d < self.wake_at.load(Ordering::Acquire)
+        {
+            // Recorded, so a burst of timed submissions wakes the loop once, not each time.
+            self.wake_at.store(d, Ordering::Release);
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Carries out the core's actions, in order, with no lock held but a connection's.
+    fn execute(&self, actions: Vec<Action<LinkRef>>) {
+        for action in actions {
+            match action {
+                Action::Send { key, link, msg, task } => self.send(key, &link, msg, task),
+                Action::Resolve { cell, status, payload } => self.finish(&cell, status, payload),
+                Action::EndProcess { pid } => self.end_process(pid),
+                // Waiters check under the core's lock, which the change was made under.
+                Action::Wake => self.cv.notify_all(),
+            }
+        }
+    }
+
+    /// Sends a message on a daemon's connection (the task the core assigned, or a control
+    /// message), reporting back to the core what it needs to know: a task that resolved before
+    /// it went out, a connection no longer taking messages, a payload given back, a failure.
+    fn send(&self, key: DaemonKey, link: &LinkRef, msg: Message, task: Option<core::SentTask>) {
+        let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
+        let ready = guard.proto.state() == mirai_proto::State::Ready;
+        let is_task = task.is_some();
+        let sent = match (msg, task) {
+            (Message::Task { id, .. }, Some(t)) if t.cell.is_resolved() => {
+                drop(guard);
+                return self.with_core(|c| c.unsent(key, id));
+            }
+            (Message::Task { id, payload, .. }, Some(_)) if !ready => {
+                drop(guard);
+                return self.with_core(|c| c.unsendable(key, id, payload));
+            }
+            (msg @ Message::Task { .. }, Some(t)) if t.keep => guard
+                .proto
+                .send_task_returning(msg)
+                .map_err(Error::from)
+                .and_then(|()| guard.flush().map(|_| ())),
+            // Only the task the daemon runs can be cancelled: a cancel that finds another (its
+            // task resolved before it went out) has nothing to do.
+            (Message::Cancel { id }, _) if guard.proto.in_flight() != Some(id) => return,
+            (msg, _) => guard.send(msg).map(|_| ()),
+        };
+        let returned: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| guard.proto.take_returned()).collect();
+        if returned.is_empty() && sent.is_ok() {
+            return;
+        }
+        // Under the connection's lock still (the order the locks are taken in allows it), so
+        // the I/O thread cannot see this connection end before the core has the payload back.
+        let mut core = self.lock();
+        for (id, payload) in returned {
+            core.returned(id, payload);
+        }
+        if let Err(e) = &sent {
+            if is_task {
+                log::warn!("host {}: cannot send a task to daemon connection {key}: {e}", self.url);
+            } else {
+                log::debug!("host {}: cannot write to daemon connection {key}: {e}", self.url);
+            }
+            core.broke(key);
+        }
+        drop(guard);
+        self.release(core);
+        if sent.is_err() {
+            // The I/O thread closes it.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Ends a daemon process this host started, which did not stop a task it was told to.
+    fn end_process(&self, pid: u32) {
+        let ours = self.launched.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+        if let (true, Ok(pid)) = (ours, libc::pid_t::try_from(pid)) {
+            log::warn!("host {}: ending daemon process {pid}", self.url);
+            // SAFETY: kill has no memory preconditions; the pid is a child this host started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    /// Submits under the lock the caller holds, then carries out what the core decided.
+    fn submit(
+        self: &Arc<Self>,
+        mut core: MutexGuard<'_, Core<LinkRef>>,
+        payload: Vec<u8>,
+        kind: Kind,
+        options: SubmitOptions,
+    ) -> Result<Task, Error> {
+        let options = TaskOptions {
+            notify: options.notify,
+            callback: options.callback,
+            deadline: options.timeout.map(deadline_after),
+            retry: options.retry,
+        };
+        let cell = core.submit(payload, kind, options);
+        self.release(core);
+        Ok(Task { cell: cell?, host: Arc::downgrade(self) })
+    }
+
+    /// Resolves a task without a result (cancel: 20, timeout: 5), interrupting it on its daemon
+    /// if it runs. Returns false when it had already resolved.
+    pub(crate) fn cancel(&self, id: u64, code: ErrorCode) -> bool {
+        let mut core = self.lock();
+        let cancelled = core.cancel(now_ms(), id, code);
+        self.release(core);
+        cancelled
     }
 
     /// Marks the host closed and resolves every task left with `code`; the first call only.
     fn shut(&self, code: ErrorCode) {
-        let completions = {
-            let mut st = self.lock();
-            if st.closing {
-                Vec::new()
-            } else {
-                st.closing = true;
-                st.dispatcher.clear_queue();
-                st.tasks.drain().map(|(_, e)| (e.cell, TaskStatus::Failed(code), Vec::new())).collect()
-            }
-        };
-        self.cv.notify_all();
-        self.finish(completions);
+        self.with_core(|c| {
+            c.close(code);
+        });
         self.notifier.wake_all();
     }
 
@@ -619,275 +675,31 @@ impl Shared {
     /// `None` once the deadline has passed.
     fn wait<'a>(
         &self,
-        st: MutexGuard<'a, State>,
+        core: MutexGuard<'a, Core<LinkRef>>,
         deadline: Option<Instant>,
-    ) -> Option<MutexGuard<'a, State>> {
+    ) -> Option<MutexGuard<'a, Core<LinkRef>>> {
         match deadline {
-            None => Some(self.cv.wait(st).unwrap_or_else(|e| e.into_inner())),
+            None => Some(self.cv.wait(core).unwrap_or_else(|e| e.into_inner())),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return None;
                 }
-                Some(self.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0)
+                Some(self.cv.wait_timeout(core, left).unwrap_or_else(|e| e.into_inner()).0)
             }
         }
     }
 
-    fn submit_locked(
-        self: &Arc<Self>,
-        st: &mut State,
-        payload: Vec<u8>,
-        kind: Submission,
-        options: SubmitOptions,
-    ) -> Result<Task, Error> {
-        if st.closing {
-            return Err(Error::Closed);
-        }
-        st.next_task += 1;
-        let id = st.next_task;
-        let cell = TaskCell::new(id, options.notify, options.callback);
-        let everywhere = matches!(kind, Submission::Broadcast { .. });
-        let retries = if everywhere { 0 } else { options.retry.unwrap_or(st.retry) };
-        st.tasks.insert(
-            id,
-            TaskEntry { cell: cell.clone(), daemon: None, everywhere, retries, losses: 0, kept: None },
-        );
-        if let Some(timeout) = options.timeout {
-            let deadline = deadline_after(timeout);
-            st.timers.push(Reverse((deadline, id)));
-            if st.wake_at.is_none_or(|w| deadline < w) {
-                // Recorded, so a burst of timed submissions wakes the loop once, not each time.
-                st.wake_at = Some(deadline);
-                let _ = self.waker.wake();
-            }
-        }
-        let sync = matches!(kind, Submission::Broadcast { last: false });
-        if let Some(a) = st.dispatcher.submit(id, sync, payload) {
-            self.assign(st, a);
-        }
-        Ok(Task { cell, host: Arc::downgrade(self) })
-    }
-
-    /// Sends an assigned task to its daemon. A daemon found leaving before anything was sent
-    /// hands the task back to the queue, to go to the next daemon in its place.
-    fn assign(&self, st: &mut State, a: Assignment) {
-        let mut everywhere = false;
-        let mut keep = false;
-        if let Some(t) = st.tasks.get_mut(&a.id) {
-            t.daemon = Some(a.daemon);
-            everywhere = t.everywhere;
-            keep = !everywhere && (t.retries > 0 || a.payload.len() <= KEEP_SMALL);
-        }
-        let entry = st.daemons.get(&a.daemon).map(|d| (d.link.clone(), d.info.daemon_id));
-        let mut guard = entry.as_ref().map(|(l, _)| l.lock().unwrap_or_else(|e| e.into_inner()));
-        let ready = guard.as_ref().is_some_and(|g| g.proto.state() == mirai_proto::State::Ready);
-        // Copies of a broadcast are not moved: each must reach a daemon of its own.
-        if !ready && !everywhere {
-            drop(guard);
-            for next in st.dispatcher.bounce(a.daemon, a.id, false, a.payload) {
-                self.assign(st, next);
-            }
+    /// Resolves a cell and runs its callback; called with no lock held.
+    fn finish(&self, cell: &TaskCell, status: TaskStatus, payload: Vec<u8>) {
+        let Ok(callback) = cell.resolve(status, payload) else {
             return;
-        }
-        let (Some(g), Some((_, daemon_id))) = (guard.as_mut(), entry.as_ref()) else { return };
-        let msg = Message::Task { id: a.id, everywhere, payload: a.payload };
-        let sent = if keep {
-            g.proto.send_task_returning(msg).map_err(Error::from).and_then(|()| g.flush().map(|_| ()))
-        } else {
-            g.send(msg).map(|_| ())
         };
-        keep_returned(st, std::iter::from_fn(|| g.proto.take_returned()));
-        drop(guard);
-        if let Err(e) = sent {
-            log::warn!("daemon {daemon_id}: cannot send task {}: {e}", a.id);
-            st.dead.push(a.daemon);
-            let _ = self.waker.wake();
-        }
-    }
-
-    /// Resolves a task without a result (cancel: 20, timeout: 5), interrupting it on its daemon
-    /// if it runs. Returns false when it had already resolved.
-    pub(crate) fn cancel(&self, id: u64, code: ErrorCode) -> bool {
-        let mut st = self.lock();
-        let Some(entry) = st.tasks.remove(&id) else {
-            return false;
-        };
-        match entry.daemon {
-            Some(key) => {
-                if let Some(d) = st.daemons.get(&key) {
-                    let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-                    if link.proto.in_flight() == Some(id) && link.send(Message::Cancel { id }).is_err() {
-                        drop(link);
-                        st.dead.push(key);
-                        let _ = self.waker.wake();
-                    }
-                }
-            }
-            None => {
-                st.dispatcher.cancel_queued(id);
-                self.cv.notify_all();
-            }
-        }
-        drop(st);
-        self.finish(vec![(entry.cell, TaskStatus::Failed(code), Vec::new())]);
-        true
-    }
-
-    /// Accepts a daemon that completed its handshake: sends its init bundle and gives it work.
-    fn accept(
-        &self,
-        st: &mut State,
-        key: DaemonKey,
-        link: &Arc<Mutex<Link>>,
-        identity: Identity,
-    ) -> Result<(), Error> {
-        st.next_daemon += 1;
-        st.stream = rng::next_stream(st.stream);
-        let daemon_id = st.next_daemon;
-        link.lock().unwrap_or_else(|e| e.into_inner()).send(Message::Init {
-            daemon_id,
-            rng_stream: st.stream,
-            heartbeat_ms: self.proto.heartbeat_interval.unwrap_or(0),
-            blob: st.init_blob.clone(),
-        })?;
-        log::debug!(
-            "daemon {daemon_id} connected: {} pid {}",
-            crate::peer_text::for_log(&identity.hostname),
-            identity.pid
-        );
-        st.daemons.insert(key, DaemonEntry { link: link.clone(), info: DaemonInfo { daemon_id, identity } });
-        for a in st.dispatcher.connect(key) {
-            self.assign(st, a);
-        }
-        self.cv.notify_all();
-        Ok(())
-    }
-
-    /// A daemon replied to the task it had (the protocol guarantees the reply's id is that
-    /// task's).
-    fn on_result(
-        &self,
-        st: &mut State,
-        key: DaemonKey,
-        status: TaskStatus,
-        last: bool,
-        payload: Vec<u8>,
-        out: &mut Completions,
-    ) {
-        let (done, next) = st.dispatcher.complete(key, last);
-        // A task cancelled or timed out meanwhile is gone from `tasks`: its late result is dropped.
-        if let Some(e) = done.and_then(|id| st.tasks.remove(&id)) {
-            out.push((e.cell, status, payload));
-        }
-        if last && let Some(d) = st.daemons.remove(&key) {
-            let mut link = d.link.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = link.send(Message::Exit { reason: ExitReason::Shutdown, detail: String::new() });
-        }
-        // A connection ending changes the counts waiters watch; tasks leaving the queue free
-        // room under a memory cap, for submissions blocked there.
-        if last || (st.memory_limit > 0 && !next.is_empty()) {
-            self.cv.notify_all();
-        }
-        for a in next {
-            self.assign(st, a);
-        }
-    }
-
-    /// A daemon's connection ended: its running task (if any) resolves as connection reset.
-    fn disconnect(&self, st: &mut State, key: DaemonKey, out: &mut Completions) {
-        let known = st.daemons.remove(&key).is_some();
-        // A submitter may have marked it dead meanwhile; the key is about to be reused by the next
-        // connection, which that mark must not close.
-        st.dead.retain(|&k| k != key);
-        if let Some(id) = st.dispatcher.disconnect(key) {
-            self.lost(st, id, out);
-        }
-        if known {
-            self.cv.notify_all();
-        }
-    }
-
-    /// Task `id` was at a daemon that died: it runs again if it has retries left and its payload
-    /// came back, is quarantined once it has been at `quarantine` dead daemons, and otherwise
-    /// resolves with 19.
-    fn lost(&self, st: &mut State, id: u64, out: &mut Completions) {
-        let quarantine = st.quarantine;
-        let Some(e) = st.tasks.get_mut(&id) else { return };
-        e.daemon = None;
-        let payload = if e.retries > 0 { e.kept.take() } else { None };
-        let code = match payload {
-            Some(_) if e.losses + 1 >= quarantine => ErrorCode::ConnectionAborted,
-            Some(payload) => {
-                e.losses += 1;
-                e.retries -= 1;
-                st.recoveries.retried += 1;
-                for a in st.dispatcher.requeue(id, payload) {
-                    self.assign(st, a);
-                }
-                return;
-            }
-            None => ErrorCode::ConnectionReset,
-        };
-        if code == ErrorCode::ConnectionAborted {
-            st.recoveries.quarantined += 1;
-            log::warn!("host {}: task {id} quarantined: it was at {quarantine} daemons that died", self.url);
-        }
-        if let Some(e) = st.tasks.remove(&id) {
-            out.push((e.cell, TaskStatus::Failed(code), Vec::new()));
-        }
-    }
-
-    /// The daemon at `key` left on its own between tasks (idle or wall time) as its task crossed
-    /// on the wire: that task was never evaluated and goes to the next daemon, if its payload
-    /// came back.
-    pub(super) fn left_unevaluated(&self, st: &mut State, key: DaemonKey) {
-        let Some(id) = st.dispatcher.task_at(key) else { return };
-        let Some(payload) = st.tasks.get_mut(&id).and_then(|e| e.kept.take()) else { return };
-        st.recoveries.requeued += 1;
-        for a in st.dispatcher.bounce(key, id, false, payload) {
-            self.assign(st, a);
-        }
-    }
-
-    /// Expired task deadlines, removed from the timer heap.
-    fn expired(&self, st: &mut State, now: u64) -> Vec<u64> {
-        let mut out = Vec::new();
-        while let Some(Reverse((deadline, id))) = st.timers.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            st.timers.pop();
-            if st.tasks.contains_key(&id) {
-                out.push(id);
-            }
-        }
-        out
-    }
-
-    /// The next task deadline, skipping those of tasks already resolved.
-    fn next_deadline(&self, st: &mut State) -> Option<u64> {
-        while let Some(Reverse((deadline, id))) = st.timers.peek().copied() {
-            if st.tasks.contains_key(&id) {
-                return Some(deadline);
-            }
-            st.timers.pop();
-        }
-        None
-    }
-
-    /// Resolves cells and runs callbacks; call with no lock held.
-    pub(crate) fn finish(&self, completions: Completions) {
-        for (cell, status, payload) in completions {
-            let Ok(callback) = cell.resolve(status, payload) else {
-                continue;
-            };
-            self.notifier.completed(cell.id, cell.notify);
-            if let Some(cb) = callback {
-                let id = cell.id;
-                if catch_unwind(AssertUnwindSafe(|| cb(id, status))).is_err() {
-                    log::error!("completion callback of task {id} panicked");
-                }
+        self.notifier.completed(cell.id, cell.notify);
+        if let Some(cb) = callback {
+            let id = cell.id;
+            if catch_unwind(AssertUnwindSafe(|| cb(id, status))).is_err() {
+                log::error!("completion callback of task {id} panicked");
             }
         }
     }

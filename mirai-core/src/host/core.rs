@@ -1,0 +1,759 @@
+//! The host's state machine: the task table, the queue and dispatcher, task deadlines, and a
+//! record per connected daemon. It is fed events with the time (a submission, a cancel, a
+//! message from a daemon, a connection ending, the clock) and queues actions (send a message,
+//! resolve a task, drop a connection, wake waiters) that its caller carries out once it has
+//! released the core's lock: no socket write, encryption or system call happens in here, so
+//! it is tested without sockets and with a simulated clock.
+//!
+//! A connection is generic (`L`): the host gives each daemon's link handle, the tests a unit.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use mirai_proto::{ErrorCode, ExitReason, Identity, Message};
+
+use super::dispatcher::{Assignment, Counters, DaemonKey, Dispatcher, Kind};
+use crate::error::Error;
+use crate::rng::{self, Stream};
+use crate::task::{Callback, TaskCell, TaskStatus};
+
+/// Payloads up to this size are kept while their task runs even without retries (the link
+/// gives them back once sent, no copy is made), so a task a daemon never evaluated (it left on
+/// its idle time as the task crossed) runs elsewhere instead of failing.
+const KEEP_SMALL: usize = 1 << 20;
+
+/// What the host's reliability measures did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recoveries {
+    /// Tasks given to another daemon because theirs left without evaluating them.
+    pub requeued: u64,
+    /// Tasks run again after their daemon died.
+    pub retried: u64,
+    /// Tasks given up after killing `quarantine` daemons.
+    pub quarantined: u64,
+    /// Daemons dropped because a task cancelled there (or timed out) had not stopped within
+    /// the grace period.
+    pub escalated: u64,
+    /// Copies of `everywhere` broadcasts resolved with 19 because the daemons they waited for
+    /// left.
+    pub surplus_copies: u64,
+}
+
+/// The settings the core works by.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub memory_limit: u64,
+    pub stream: Stream,
+    pub init_blob: Vec<u8>,
+    pub heartbeat_ms: u64,
+    pub retry: u32,
+    pub quarantine: u32,
+    /// How long a cancelled or timed-out task's daemon has to stop it before it is dropped
+    /// (ms); `None` never drops it.
+    pub cancel_grace: Option<u64>,
+}
+
+/// A task's own settings.
+pub(crate) struct TaskOptions {
+    pub notify: bool,
+    pub callback: Option<Callback>,
+    /// Deadline (ms), resolving it as timed out (5).
+    pub deadline: Option<u64>,
+    pub retry: Option<u32>,
+}
+
+/// Something the caller does for the core, in the order given.
+pub(crate) enum Action<L> {
+    /// Send a message to a daemon. For a task, `cell` is checked first (a task that resolved
+    /// meanwhile is not sent: report it with [`Core::unsent`]), and `keep` asks the link to
+    /// give the payload back once written (report it with [`Core::returned`]). A link that no
+    /// longer takes messages hands a task back with [`Core::unsendable`].
+    Send { key: DaemonKey, link: L, msg: Message, task: Option<SentTask> },
+    /// Resolve a task (callbacks run here: no lock may be held).
+    Resolve { cell: Arc<TaskCell>, status: TaskStatus, payload: Vec<u8> },
+    /// End the process of a daemon whose connection is being dropped because it did not stop a
+    /// task it was told to (`pid`, as the daemon said), if this host started it.
+    EndProcess { pid: u32 },
+    /// Connections, queue room or the host's state changed: wake the threads waiting on them.
+    Wake,
+}
+
+/// How to send a task.
+pub(crate) struct SentTask {
+    pub cell: Arc<TaskCell>,
+    pub keep: bool,
+}
+
+struct TaskEntry {
+    cell: Arc<TaskCell>,
+    daemon: Option<DaemonKey>,
+    /// A copy of an `everywhere` broadcast (told to the daemon's evaluator, never moved).
+    everywhere: bool,
+    /// Runs left after a daemon dies with it.
+    retries: u32,
+    /// Daemons that died with it.
+    losses: u32,
+    /// Its payload, given back by the link once sent, while it is at a daemon: so it can run
+    /// elsewhere if that daemon leaves without evaluating it, or dies and it has retries.
+    kept: Option<Vec<u8>>,
+}
+
+/// A connected daemon.
+struct Peer<L> {
+    link: L,
+    info: DaemonInfo,
+}
+
+/// A connected daemon, as it introduced itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// Numbered from 1 in order of connection.
+    pub daemon_id: u64,
+    pub identity: Identity,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A task's deadline.
+    Deadline(u64),
+    /// The daemon at the key was told to stop this task: it must have by now.
+    Stop(DaemonKey, u64),
+}
+
+pub(crate) struct Core<L> {
+    settings: Settings,
+    dispatcher: Dispatcher,
+    tasks: HashMap<u64, TaskEntry>,
+    peers: HashMap<DaemonKey, Peer<L>>,
+    /// Entries whose task resolved otherwise are skipped when reached.
+    timers: BinaryHeap<Reverse<(u64, Timer)>>,
+    next_task: u64,
+    next_daemon: u64,
+    closing: bool,
+    /// Connections a submitting thread found broken, for the I/O thread to close.
+    broken: Vec<DaemonKey>,
+    recoveries: Recoveries,
+    actions: Vec<Action<L>>,
+}
+
+impl<L: Clone> Core<L> {
+    pub fn new(settings: Settings) -> Self {
+        Core {
+            settings,
+            dispatcher: Dispatcher::new(),
+            tasks: HashMap::new(),
+            peers: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_task: 0,
+            next_daemon: 0,
+            closing: false,
+            broken: Vec::new(),
+            recoveries: Recoveries::default(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// The actions queued so far, to carry out once the lock is released.
+    pub fn take_actions(&mut self) -> Vec<Action<L>> {
+        std::mem::take(&mut self.actions)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether the queue holds its memory cap (submitters wait, or are refused).
+    pub fn is_full(&self) -> bool {
+        !self.closing
+            && self.settings.memory_limit > 0
+            && self.dispatcher.queued_bytes().0 >= self.settings.memory_limit
+    }
+
+    pub fn memory_limit(&self) -> Option<u64> {
+        (self.settings.memory_limit > 0).then_some(self.settings.memory_limit)
+    }
+
+    pub fn queued_bytes(&self) -> (u64, u64) {
+        self.dispatcher.queued_bytes()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.dispatcher.counters()
+    }
+
+    pub fn recoveries(&self) -> Recoveries {
+        self.recoveries
+    }
+
+    /// The daemons connected now, in order of connection.
+    pub fn daemons(&self) -> Vec<DaemonInfo> {
+        let mut list: Vec<DaemonInfo> = self.peers.values().map(|p| p.info.clone()).collect();
+        list.sort_by_key(|d| d.daemon_id);
+        list
+    }
+
+    /// The next deadline, skipping those of tasks already resolved.
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        while let Some(&Reverse((due, timer))) = self.timers.peek() {
+            if self.timer_live(timer) {
+                return Some(due);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn timer_live(&self, timer: Timer) -> bool {
+        match timer {
+            Timer::Deadline(id) => self.tasks.contains_key(&id),
+            Timer::Stop(key, id) => self.dispatcher.task_at(key) == Some(id),
+        }
+    }
+
+    /// A new task (`copy`: one copy of an `everywhere` broadcast). Returns its cell.
+    pub fn submit(&mut self, payload: Vec<u8>, kind: Kind, options: TaskOptions) -> Result<Arc<TaskCell>, Error> {
+        if self.closing {
+            return Err(Error::Closed);
+        }
+        self.next_task += 1;
+        let id = self.next_task;
+        let cell = TaskCell::new(id, options.notify, options.callback);
+        let everywhere = matches!(kind, Kind::Copy { .. });
+        let retries = if everywhere { 0 } else { options.retry.unwrap_or(self.settings.retry) };
+        let entry = TaskEntry { cell: cell.clone(), daemon: None, everywhere, retries, losses: 0, kept: None };
+        self.tasks.insert(id, entry);
+        if let Some(deadline) = options.deadline {
+            self.timers.push(Reverse((deadline, Timer::Deadline(id))));
+        }
+        if let Some(a) = self.dispatcher.submit(id, kind, payload) {
+            self.assign(a);
+        }
+        Ok(cell)
+    }
+
+    /// Copies of a broadcast to send: one per connected daemon, and at least `min`.
+    pub fn broadcast_size(&self, min: usize) -> usize {
+        (self.dispatcher.counters().connections as usize).max(min).max(1)
+    }
+
+    /// Resolves a task without a result (cancel: 20, timeout: 5), telling its daemon to stop it
+    /// if it runs. Returns false when it had already resolved.
+    pub fn cancel(&mut self, now: u64, id: u64, code: ErrorCode) -> bool {
+        let Some(entry) = self.tasks.remove(&id) else {
+            return false;
+        };
+        // A task handed back to the queue may still name the daemon it was meant for.
+        let at = entry.daemon.filter(|&key| self.dispatcher.task_at(key) == Some(id));
+        match at.and_then(|key| self.peers.get(&key).map(|p| (key, p.link.clone()))) {
+            Some((key, link)) => {
+                self.actions.push(Action::Send { key, link, msg: Message::Cancel { id }, task: None });
+                if let Some(grace) = self.settings.cancel_grace {
+                    self.timers.push(Reverse((now.saturating_add(grace), Timer::Stop(key, id))));
+                }
+            }
+            None => {
+                if self.dispatcher.cancel_queued(id) {
+                    self.actions.push(Action::Wake);
+                }
+            }
+        }
+        self.resolve(entry.cell, TaskStatus::Failed(code), Vec::new());
+        true
+    }
+
+    /// Tasks whose deadline passed resolve as timed out; daemons that did not stop a task
+    /// they were told to within the grace period are dropped.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while let Some(&Reverse((due, timer))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Deadline(id) => {
+                    self.cancel(now, id, ErrorCode::TimedOut);
+                }
+                Timer::Stop(key, id) if self.dispatcher.task_at(key) == Some(id) => {
+                    self.escalate(key, id);
+                }
+                Timer::Stop(..) => {}
+            }
+        }
+    }
+
+    /// The daemon at `key` still runs task `id`, long after it was told to stop: it leaves the
+    /// pool, and its connection (and process, where the host started it) goes.
+    fn escalate(&mut self, key: DaemonKey, id: u64) {
+        let Some(peer) = self.peers.get(&key) else { return };
+        log::warn!(
+            "daemon {}: task {id} did not stop when told to; dropping the daemon",
+            peer.info.daemon_id
+        );
+        self.recoveries.escalated += 1;
+        self.actions.push(Action::EndProcess { pid: peer.info.identity.pid });
+        self.broke(key);
+    }
+
+    /// A daemon proved it holds the secret: it is sent its init bundle and takes work.
+    pub fn connected(&mut self, key: DaemonKey, link: L, identity: Identity) {
+        self.next_daemon += 1;
+        self.settings.stream = rng::next_stream(self.settings.stream);
+        let daemon_id = self.next_daemon;
+        log::debug!(
+            "daemon {daemon_id} connected: {} pid {}",
+            crate::peer_text::for_log(&identity.hostname),
+            identity.pid
+        );
+        let init = Message::Init {
+            daemon_id,
+            rng_stream: self.settings.stream,
+            heartbeat_ms: self.settings.heartbeat_ms,
+            blob: self.settings.init_blob.clone(),
+        };
+        self.actions.push(Action::Send { key, link: link.clone(), msg: init, task: None });
+        self.peers.insert(key, Peer { link, info: DaemonInfo { daemon_id, identity } });
+        for a in self.dispatcher.connect(key) {
+            self.assign(a);
+        }
+        self.actions.push(Action::Wake);
+    }
+
+    /// A daemon replied to the task it had (the protocol guarantees the reply's id is that
+    /// task's); with `last` it leaves.
+    pub fn result(&mut self, key: DaemonKey, status: TaskStatus, last: bool, payload: Vec<u8>) {
+        let (done, next) = self.dispatcher.complete(key, last);
+        // A task cancelled or timed out meanwhile is gone: its late result is dropped.
+        if let Some(e) = done.and_then(|id| self.tasks.remove(&id)) {
+            self.resolve(e.cell, status, payload);
+        }
+        if last && let Some(p) = self.peers.remove(&key) {
+            let msg = Message::Exit { reason: ExitReason::Shutdown, detail: String::new() };
+            self.actions.push(Action::Send { key, link: p.link, msg, task: None });
+        }
+        // A connection ending changes the counts waiters watch; tasks leaving the queue free
+        // room under a memory cap.
+        if last || (self.settings.memory_limit > 0 && !next.is_empty()) {
+            self.actions.push(Action::Wake);
+        }
+        for a in next {
+            self.assign(a);
+        }
+        self.resolve_surplus();
+    }
+
+    /// A daemon said it is leaving. Between tasks (idle or wall time) a task that crossed its
+    /// `Exit` on the wire was never evaluated: it goes to the next daemon, if its payload came
+    /// back.
+    pub fn exiting(&mut self, key: DaemonKey, reason: ExitReason) {
+        if matches!(reason, ExitReason::IdleTime | ExitReason::WallTime)
+            && let Some(id) = self.dispatcher.task_at(key)
+            && let Some(payload) = self.tasks.get_mut(&id).and_then(|e| e.kept.take())
+        {
+            self.recoveries.requeued += 1;
+            if let Some(e) = self.tasks.get_mut(&id) {
+                e.daemon = None;
+            }
+            for a in self.dispatcher.bounce(key, id, payload) {
+                self.assign(a);
+            }
+        }
+        self.retire(key);
+    }
+
+    /// The daemon takes nothing more from now on (it is leaving, or its connection failed).
+    pub fn retire(&mut self, key: DaemonKey) {
+        self.dispatcher.retire(key);
+        self.resolve_surplus();
+    }
+
+    /// A connection ended: its daemon's task (if any) is lost with it.
+    pub fn disconnected(&mut self, key: DaemonKey) {
+        let known = self.peers.remove(&key).is_some();
+        // The key is about to be reused by the next connection, which a mark must not close.
+        self.broken.retain(|&k| k != key);
+        if let Some(id) = self.dispatcher.disconnect(key) {
+            self.lost(id);
+        }
+        self.resolve_surplus();
+        if known {
+            self.actions.push(Action::Wake);
+        }
+    }
+
+    /// Task `id` was at a daemon that died: it runs again if it has retries left and its payload
+    /// came back, is quarantined once it has been at `quarantine` dead daemons, and otherwise
+    /// resolves with 19.
+    fn lost(&mut self, id: u64) {
+        let quarantine = self.settings.quarantine;
+        let Some(e) = self.tasks.get_mut(&id) else { return };
+        e.daemon = None;
+        let payload = if e.retries > 0 { e.kept.take() } else { None };
+        let code = match payload {
+            Some(_) if e.losses + 1 >= quarantine => ErrorCode::ConnectionAborted,
+            Some(payload) => {
+                e.losses += 1;
+                e.retries -= 1;
+                self.recoveries.retried += 1;
+                for a in self.dispatcher.requeue(id, payload) {
+                    self.assign(a);
+                }
+                return;
+            }
+            None => ErrorCode::ConnectionReset,
+        };
+        if code == ErrorCode::ConnectionAborted {
+            self.recoveries.quarantined += 1;
+            log::warn!("task {id} quarantined: it was at {quarantine} daemons that died");
+        }
+        if let Some(e) = self.tasks.remove(&id) {
+            self.resolve(e.cell, TaskStatus::Failed(code), Vec::new());
+        }
+    }
+
+    /// A task's payload, given back by its link once sent.
+    pub fn returned(&mut self, id: u64, payload: Vec<u8>) {
+        if let Some(e) = self.tasks.get_mut(&id) {
+            e.kept = Some(payload);
+        }
+    }
+
+    /// The link of the daemon at `key` no longer took messages when task `id` was to go out:
+    /// the daemon leaves the pool and the task goes back to its place in the queue.
+    pub fn unsendable(&mut self, key: DaemonKey, id: u64, payload: Vec<u8>) {
+        match self.tasks.get_mut(&id) {
+            // A broadcast copy is not moved, each must reach a daemon of its own: it is lost
+            // with this one when its connection ends.
+            Some(e) if e.everywhere => {
+                self.retire(key);
+                return;
+            }
+            Some(e) => e.daemon = None,
+            // It resolved meanwhile: nothing to hand back.
+            None => {
+                self.retire(key);
+                return self.unsent(key, id);
+            }
+        }
+        for a in self.dispatcher.bounce(key, id, payload) {
+            self.assign(a);
+        }
+        self.resolve_surplus();
+    }
+
+    /// Task `id` resolved before it went out to the daemon at `key`: that daemon takes the
+    /// next task instead.
+    pub fn unsent(&mut self, key: DaemonKey, id: u64) {
+        for a in self.dispatcher.release(key, id) {
+            self.assign(a);
+        }
+    }
+
+    /// The daemon at `key` is to be dropped (writing to it failed on a submitting thread, or it
+    /// ignored a cancel): it takes nothing more, and the I/O thread closes its connection (see
+    /// [`Core::take_broken`]).
+    pub fn broke(&mut self, key: DaemonKey) {
+        self.retire(key);
+        self.broken.push(key);
+    }
+
+    pub fn take_broken(&mut self) -> Vec<DaemonKey> {
+        std::mem::take(&mut self.broken)
+    }
+
+    /// Every daemon is told to exit and takes nothing more; the tasks they run resolve as
+    /// connection reset when their connections end.
+    pub fn exit_daemons(&mut self) {
+        let keys: Vec<DaemonKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.retire(key);
+            let link = self.peers[&key].link.clone();
+            let msg = Message::Exit { reason: ExitReason::Shutdown, detail: String::new() };
+            self.actions.push(Action::Send { key, link, msg, task: None });
+        }
+    }
+
+    /// The host closes: every task left resolves with `code`. Returns false if it had already.
+    pub fn close(&mut self, code: ErrorCode) -> bool {
+        if self.closing {
+            return false;
+        }
+        self.closing = true;
+        self.dispatcher.clear_queue();
+        let tasks: Vec<TaskEntry> = self.tasks.drain().map(|(_, e)| e).collect();
+        for e in tasks {
+            self.resolve(e.cell, TaskStatus::Failed(code), Vec::new());
+        }
+        self.actions.push(Action::Wake);
+        true
+    }
+
+    /// Forgets every daemon (the I/O thread has closed their connections at shutdown).
+    pub fn forget_daemons(&mut self) {
+        self.peers.clear();
+    }
+
+    fn resolve(&mut self, cell: Arc<TaskCell>, status: TaskStatus, payload: Vec<u8>) {
+        self.actions.push(Action::Resolve { cell, status, payload });
+    }
+
+    /// Broadcast copies no daemon is left to take resolve with 19.
+    fn resolve_surplus(&mut self) {
+        for id in self.dispatcher.take_surplus() {
+            self.recoveries.surplus_copies += 1;
+            if let Some(e) = self.tasks.remove(&id) {
+                self.resolve(e.cell, TaskStatus::Failed(ErrorCode::ConnectionReset), Vec::new());
+            }
+            self.actions.push(Action::Wake);
+        }
+    }
+
+    /// Queues the sending of an assigned task to its daemon.
+    fn assign(&mut self, a: Assignment) {
+        let (Some(peer), Some(t)) = (self.peers.get(&a.daemon), self.tasks.get_mut(&a.id)) else {
+            // Every queued task and every slot has its record; should one be missing, the
+            // daemon must not stay busy with a task that will never be sent.
+            debug_assert!(false, "task {} assigned without its records", a.id);
+            return self.unsent(a.daemon, a.id);
+        };
+        t.daemon = Some(a.daemon);
+        let keep = !t.everywhere && (t.retries > 0 || a.payload.len() <= KEEP_SMALL);
+        let msg = Message::Task { id: a.id, everywhere: t.everywhere, payload: a.payload };
+        let task = Some(SentTask { cell: t.cell.clone(), keep });
+        self.actions.push(Action::Send { key: a.daemon, link: peer.link.clone(), msg, task });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: u64 = 1_000;
+
+    fn core(retry: u32) -> Core<()> {
+        Core::new(Settings {
+            memory_limit: 0,
+            stream: [1; 6],
+            init_blob: Vec::new(),
+            heartbeat_ms: 0,
+            retry,
+            quarantine: 3,
+            cancel_grace: Some(GRACE),
+        })
+    }
+
+    fn options() -> TaskOptions {
+        TaskOptions { notify: false, callback: None, deadline: None, retry: None }
+    }
+
+    fn identity(pid: u32) -> Identity {
+        Identity { pid, ..Identity::default() }
+    }
+
+    /// What the actions say, as text, with task sends answered the way a link would: the
+    /// payload comes back when `keep` asks for it.
+    fn run(c: &mut Core<()>) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in c.take_actions() {
+            out.push(match a {
+                Action::Send { key, msg: Message::Task { id, payload, .. }, task: Some(t), .. } => {
+                    if t.keep {
+                        c.returned(id, payload);
+                    }
+                    format!("task {id} to {key}")
+                }
+                Action::Send { key, msg, .. } => format!("{} to {key}", msg_name(&msg)),
+                Action::Resolve { cell, status, .. } => {
+                    let _ = cell.resolve(status, Vec::new());
+                    format!("resolve {} {status:?}", cell.id)
+                }
+                Action::EndProcess { pid } => format!("end pid {pid}"),
+                Action::Wake => continue,
+            });
+        }
+        out
+    }
+
+    fn msg_name(m: &Message) -> &'static str {
+        match m {
+            Message::Init { .. } => "init",
+            Message::Cancel { .. } => "cancel",
+            Message::Exit { .. } => "exit",
+            _ => "other",
+        }
+    }
+
+    #[test]
+    fn a_connecting_daemon_is_initialised_then_takes_the_head_of_the_queue() {
+        let mut c = core(0);
+        let t1 = c.submit(b"a".to_vec(), Kind::Single, options()).unwrap();
+        c.submit(b"b".to_vec(), Kind::Single, options()).unwrap();
+        assert!(run(&mut c).is_empty());
+        c.connected(7, (), identity(70));
+        assert_eq!(run(&mut c), ["init to 7", "task 1 to 7"]);
+        c.result(7, TaskStatus::Value, false, b"A".to_vec());
+        assert_eq!(run(&mut c), ["resolve 1 Value", "task 2 to 7"]);
+        assert_eq!(t1.status(), Some(TaskStatus::Value));
+    }
+
+    #[test]
+    fn a_task_crossing_an_idle_exit_goes_to_the_next_daemon() {
+        let mut c = core(0);
+        c.connected(1, (), identity(10));
+        c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        assert_eq!(run(&mut c), ["init to 1", "task 1 to 1"]);
+        c.exiting(1, ExitReason::IdleTime);
+        c.disconnected(1);
+        assert!(run(&mut c).is_empty(), "nothing resolves: the task waits");
+        c.connected(2, (), identity(20));
+        assert_eq!(run(&mut c), ["init to 2", "task 1 to 2"]);
+        assert_eq!(c.recoveries().requeued, 1);
+    }
+
+    #[test]
+    fn a_task_lost_with_its_daemon_resolves_19_without_retry() {
+        let mut c = core(0);
+        c.connected(1, (), identity(10));
+        c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        run(&mut c);
+        c.disconnected(1);
+        assert_eq!(run(&mut c), ["resolve 1 Failed(ConnectionReset)"]);
+    }
+
+    #[test]
+    fn retried_tasks_run_elsewhere_and_are_quarantined_after_three_deaths() {
+        let mut c = core(5);
+        c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        for key in 1..=2 {
+            c.connected(key, (), identity(key as u32));
+            assert_eq!(run(&mut c), [format!("init to {key}"), format!("task 1 to {key}")]);
+            c.disconnected(key);
+            assert!(run(&mut c).is_empty(), "retried, not resolved");
+        }
+        c.connected(3, (), identity(3));
+        run(&mut c);
+        c.disconnected(3);
+        assert_eq!(run(&mut c), ["resolve 1 Failed(ConnectionAborted)"]);
+        let r = c.recoveries();
+        assert_eq!((r.retried, r.quarantined), (2, 1));
+    }
+
+    #[test]
+    fn a_daemon_leaving_before_its_task_went_out_hands_it_back() {
+        let mut c = core(0);
+        c.connected(1, (), identity(1));
+        c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        c.submit(b"y".to_vec(), Kind::Single, options()).unwrap();
+        assert_eq!(run(&mut c), ["init to 1", "task 1 to 1"]);
+        // The link had closed: task 1 keeps its place ahead of task 2.
+        c.unsendable(1, 1, b"x".to_vec());
+        c.connected(2, (), identity(2));
+        assert_eq!(run(&mut c), ["init to 2", "task 1 to 2"]);
+        assert_eq!(c.counters().connections, 1);
+    }
+
+    #[test]
+    fn a_task_resolved_before_it_went_out_frees_its_daemon() {
+        let mut c = core(0);
+        c.connected(1, (), identity(1));
+        let t = c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        c.submit(b"y".to_vec(), Kind::Single, options()).unwrap();
+        // Cancelled between being assigned and being written.
+        let _ = c.take_actions();
+        assert!(c.cancel(0, t.id, ErrorCode::Canceled));
+        assert_eq!(run(&mut c), ["cancel to 1", "resolve 1 Failed(Canceled)"]);
+        c.unsent(1, 1);
+        assert_eq!(run(&mut c), ["task 2 to 1"]);
+        // Its stop timer finds the daemon on another task: nothing is dropped.
+        c.handle_timeout(GRACE);
+        assert!(run(&mut c).is_empty());
+    }
+
+    #[test]
+    fn a_daemon_that_ignores_a_cancel_is_dropped_after_the_grace_period() {
+        let mut c = core(0);
+        c.connected(4, (), identity(44));
+        let t = c.submit(b"loop".to_vec(), Kind::Single, options()).unwrap();
+        let queued = c.submit(b"next".to_vec(), Kind::Single, options()).unwrap();
+        run(&mut c);
+        assert!(c.cancel(100, t.id, ErrorCode::Canceled));
+        assert_eq!(run(&mut c), ["cancel to 4", "resolve 1 Failed(Canceled)"]);
+        c.handle_timeout(100 + GRACE - 1);
+        assert!(run(&mut c).is_empty(), "still within its grace");
+        assert_eq!(c.poll_timeout(), Some(100 + GRACE));
+        c.handle_timeout(100 + GRACE);
+        assert_eq!(run(&mut c), ["end pid 44"]);
+        assert_eq!(c.take_broken(), [4], "its connection is closed");
+        assert_eq!(c.counters().connections, 0, "out of the pool at once");
+        c.disconnected(4);
+        assert!(run(&mut c).is_empty(), "the cancelled task had resolved; the queued one waits");
+        assert_eq!(queued.status(), None);
+        assert_eq!(c.recoveries().escalated, 1);
+    }
+
+    #[test]
+    fn a_daemon_that_stops_in_time_is_kept() {
+        let mut c = core(0);
+        c.connected(4, (), identity(44));
+        let deadline = TaskOptions { deadline: Some(50), ..options() };
+        c.submit(b"slow".to_vec(), Kind::Single, deadline).unwrap();
+        run(&mut c);
+        c.handle_timeout(50);
+        assert_eq!(run(&mut c), ["cancel to 4", "resolve 1 Failed(TimedOut)"]);
+        // It answers the cancel (interrupted), late result dropped, and is idle again.
+        c.result(4, TaskStatus::Interrupted, false, Vec::new());
+        assert!(run(&mut c).is_empty());
+        c.handle_timeout(50 + GRACE);
+        assert!(run(&mut c).is_empty());
+        assert_eq!(c.poll_timeout(), None);
+        assert_eq!(c.counters().connections, 1);
+    }
+
+    #[test]
+    fn an_everywhere_barrier_lifts_when_a_daemon_leaves_mid_barrier() {
+        let mut c = core(0);
+        for key in 1..=3 {
+            c.connected(key, (), identity(key as u32));
+        }
+        c.submit(b"busy".to_vec(), Kind::Single, options()).unwrap();
+        let n = c.broadcast_size(0);
+        assert_eq!(n, 3);
+        let copies: Vec<_> = (0..n)
+            .map(|i| c.submit(b"e".to_vec(), Kind::Copy { last: i + 1 == n, min: 0 }, options()).unwrap())
+            .collect();
+        let after = c.submit(b"after".to_vec(), Kind::Single, options()).unwrap();
+        let sent: Vec<String> = run(&mut c).into_iter().filter(|s| s.starts_with("task")).collect();
+        assert_eq!(sent, ["task 1 to 1", "task 2 to 2", "task 3 to 3"]);
+        assert_eq!(c.counters().barrier, 1);
+        // Daemon 1, the only one without a copy, dies with its task.
+        c.disconnected(1);
+        assert_eq!(run(&mut c), ["resolve 1 Failed(ConnectionReset)", "resolve 4 Failed(ConnectionReset)"]);
+        assert_eq!(copies[2].status(), Some(TaskStatus::Failed(ErrorCode::ConnectionReset)));
+        assert_eq!(c.counters().barrier, 0);
+        c.result(2, TaskStatus::Value, false, Vec::new());
+        assert_eq!(run(&mut c), ["resolve 2 Value", format!("task {} to 2", after.id).as_str()]);
+        assert_eq!(c.recoveries().surplus_copies, 1);
+    }
+
+    #[test]
+    fn exit_daemons_retires_all_and_closing_resolves_everything() {
+        let mut c = core(0);
+        c.connected(1, (), identity(1));
+        c.connected(2, (), identity(2));
+        c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        run(&mut c);
+        c.exit_daemons();
+        let mut said = run(&mut c);
+        said.sort();
+        assert_eq!(said, ["exit to 1", "exit to 2"]);
+        let queued = c.submit(b"y".to_vec(), Kind::Single, options()).unwrap();
+        assert!(run(&mut c).is_empty(), "nobody takes work while leaving");
+        assert!(c.close(ErrorCode::ConnectionReset));
+        let mut said = run(&mut c);
+        said.sort();
+        assert_eq!(said, ["resolve 1 Failed(ConnectionReset)", "resolve 2 Failed(ConnectionReset)"]);
+        assert_eq!(queued.status(), Some(TaskStatus::Failed(ErrorCode::ConnectionReset)));
+        assert!(!c.close(ErrorCode::ConnectionReset));
+        assert!(matches!(c.submit(Vec::new(), Kind::Single, options()), Err(Error::Closed)));
+    }
+}
