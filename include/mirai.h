@@ -275,15 +275,19 @@ typedef struct mirai_counters {
 } mirai_counters;
 
 /*
- What requeueing, retry and quarantine did: tasks handed to another daemon because theirs
- left without evaluating them, tasks run again after their daemon died, and tasks given up
- (error 18) after being at `quarantine` dead daemons. This struct keeps its fields in every
- version, as libmirai writes it.
+ What the host's reliability measures did: tasks handed to another daemon because theirs
+ left without evaluating them, tasks run again after their daemon died, tasks given up
+ (error 18) after being at `quarantine` dead daemons, daemons dropped because they did not
+ stop a cancelled task within the grace period, and `everywhere` copies resolved with 19
+ because the daemons they waited for left. This struct keeps its fields in every version, as
+ libmirai writes it.
  */
 typedef struct mirai_recoveries {
   uint64_t requeued;
   uint64_t retried;
   uint64_t quarantined;
+  uint64_t escalated;
+  uint64_t surplus_copies;
 } mirai_recoveries;
 
 /*
@@ -475,10 +479,16 @@ enum mirai_result mirai_host_everywhere(const struct mirai_host *host,
 enum mirai_result mirai_host_counters(const struct mirai_host *host, struct mirai_counters *out);
 
 /*
- What requeueing, retry and quarantine did so far.
+ What requeueing, retry, quarantine, escalation and barrier lifting did so far.
  */
 enum mirai_result mirai_host_recoveries(const struct mirai_host *host,
                                         struct mirai_recoveries *out);
+
+/*
+ Copies of an `everywhere` broadcast still waiting for a daemon (tasks submitted after it wait
+ behind them).
+ */
+enum mirai_result mirai_host_barrier(const struct mirai_host *host, uint64_t *out);
 
 /*
  Queue memory use.
@@ -749,6 +759,14 @@ enum mirai_result mirai_host_options_set_peer_timeout_ms(struct mirai_host_optio
 enum mirai_result mirai_host_options_set_retry(struct mirai_host_options *opts,
                                                uint32_t retry,
                                                uint32_t quarantine);
+
+/*
+ A task cancelled (or timed out) at a daemon must have stopped within `ms` milliseconds
+ (default 30000): a daemon whose evaluator ignores the interrupt is then dropped, and its
+ process ended if this host launched it. 0 leaves such daemons be.
+ */
+enum mirai_result mirai_host_options_set_cancel_grace_ms(struct mirai_host_options *opts,
+                                                         uint64_t ms);
 
 /*
  Connections allowed in their handshake at once (default 1024). Past it, the oldest one that

@@ -49,16 +49,20 @@ pub struct mirai_counters {
     pub completed: u64,
 }
 
-/// What requeueing, retry and quarantine did: tasks handed to another daemon because theirs
-/// left without evaluating them, tasks run again after their daemon died, and tasks given up
-/// (error 18) after being at `quarantine` dead daemons. This struct keeps its fields in every
-/// version, as libmirai writes it.
+/// What the host's reliability measures did: tasks handed to another daemon because theirs
+/// left without evaluating them, tasks run again after their daemon died, tasks given up
+/// (error 18) after being at `quarantine` dead daemons, daemons dropped because they did not
+/// stop a cancelled task within the grace period, and `everywhere` copies resolved with 19
+/// because the daemons they waited for left. This struct keeps its fields in every version, as
+/// libmirai writes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct mirai_recoveries {
     pub requeued: u64,
     pub retried: u64,
     pub quarantined: u64,
+    pub escalated: u64,
+    pub surplus_copies: u64,
 }
 
 /// Queue memory, in bytes; `limit` is 0 when there is no cap. This struct keeps its fields in
@@ -250,16 +254,29 @@ pub extern "C" fn mirai_host_counters(host: *const mirai_host, out: *mut mirai_c
     })
 }
 
-/// What requeueing, retry and quarantine did so far.
+/// What requeueing, retry, quarantine, escalation and barrier lifting did so far.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_recoveries(host: *const mirai_host, out: *mut mirai_recoveries) -> mirai_result {
     guard(|| {
         let r = deref(host, "host")?.host.recoveries();
-        put(
-            out,
-            mirai_recoveries { requeued: r.requeued, retried: r.retried, quarantined: r.quarantined },
-            "out",
-        )
+        let value = mirai_recoveries {
+            requeued: r.requeued,
+            retried: r.retried,
+            quarantined: r.quarantined,
+            escalated: r.escalated,
+            surplus_copies: r.surplus_copies,
+        };
+        put(out, value, "out")
+    })
+}
+
+/// Copies of an `everywhere` broadcast still waiting for a daemon (tasks submitted after it wait
+/// behind them).
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_barrier(host: *const mirai_host, out: *mut u64) -> mirai_result {
+    guard(|| {
+        let c = deref(host, "host")?.host.counters();
+        put(out, c.barrier, "out")
     })
 }
 

@@ -196,6 +196,20 @@ pub extern "C" fn mirai_host_options_set_retry(
     })
 }
 
+/// A task cancelled (or timed out) at a daemon must have stopped within `ms` milliseconds
+/// (default 30000): a daemon whose evaluator ignores the interrupt is then dropped, and its
+/// process ended if this host launched it. 0 leaves such daemons be.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_host_options_set_cancel_grace_ms(
+    opts: *mut mirai_host_options,
+    ms: u64,
+) -> mirai_result {
+    guard(|| {
+        builder(opts)?.inner.cancel_grace = (ms > 0).then(|| Duration::from_millis(ms));
+        Ok(())
+    })
+}
+
 /// Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
 /// has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
 #[unsafe(no_mangle)]

@@ -210,15 +210,19 @@ struct mirai_counters
 end
 
 """
-What requeueing, retry and quarantine did: tasks handed to another daemon because theirs
-left without evaluating them, tasks run again after their daemon died, and tasks given up
-(error 18) after being at `quarantine` dead daemons. This struct keeps its fields in every
-version, as libmirai writes it.
+What the host's reliability measures did: tasks handed to another daemon because theirs
+left without evaluating them, tasks run again after their daemon died, tasks given up
+(error 18) after being at `quarantine` dead daemons, daemons dropped because they did not
+stop a cancelled task within the grace period, and `everywhere` copies resolved with 19
+because the daemons they waited for left. This struct keeps its fields in every version, as
+libmirai writes it.
 """
 struct mirai_recoveries
     requeued::UInt64
     retried::UInt64
     quarantined::UInt64
+    escalated::UInt64
+    surplus_copies::UInt64
 end
 
 """
@@ -421,10 +425,18 @@ function mirai_host_counters(host, out_)
 end
 
 """
-What requeueing, retry and quarantine did so far.
+What requeueing, retry, quarantine, escalation and barrier lifting did so far.
 """
 function mirai_host_recoveries(host, out_)
     ccall((:mirai_host_recoveries, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{mirai_recoveries}), host, out_)
+end
+
+"""
+Copies of an `everywhere` broadcast still waiting for a daemon (tasks submitted after it wait
+behind them).
+"""
+function mirai_host_barrier(host, out_)
+    ccall((:mirai_host_barrier, libmirai), mirai_result, (Ptr{mirai_host}, Ptr{UInt64}), host, out_)
 end
 
 """
@@ -693,6 +705,15 @@ function mirai_host_options_set_retry(opts, retry, quarantine)
 end
 
 """
+A task cancelled (or timed out) at a daemon must have stopped within `ms` milliseconds
+(default 30000): a daemon whose evaluator ignores the interrupt is then dropped, and its
+process ended if this host launched it. 0 leaves such daemons be.
+"""
+function mirai_host_options_set_cancel_grace_ms(opts, ms)
+    ccall((:mirai_host_options_set_cancel_grace_ms, libmirai), mirai_result, (Ptr{mirai_host_options}, UInt64), opts, ms)
+end
+
+"""
 Connections allowed in their handshake at once (default 1024). Past it, the oldest one that
 has had 250 ms gives way to a newcomer, so strangers hold few descriptors. 0 is refused.
 """
@@ -939,6 +960,6 @@ function mirai_task_array_free(tasks, n)
     ccall((:mirai_task_array_free, libmirai), Cvoid, (Ptr{Ptr{mirai_task}}, Csize_t), tasks, n)
 end
 
-export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_SCHEDULER_LSF, MIRAI_SCHEDULER_PBS, MIRAI_SCHEDULER_SGE, MIRAI_SCHEDULER_SLURM, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_buffer, mirai_buffer_free, mirai_buffer_len, mirai_buffer_new, mirai_buffer_write, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_free, mirai_daemon_options_new, mirai_daemon_options_set_autoexit, mirai_daemon_options_set_host_timeout_ms, mirai_daemon_options_set_idletime_ms, mirai_daemon_options_set_label, mirai_daemon_options_set_max_frame, mirai_daemon_options_set_maxtasks, mirai_daemon_options_set_retry, mirai_daemon_options_set_secret_hex, mirai_daemon_options_set_tls_ca, mirai_daemon_options_set_walltime_ms, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_cluster, mirai_host_launch_http, mirai_host_launch_local, mirai_host_launch_remote, mirai_host_launch_ssh, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_free, mirai_host_options_new, mirai_host_options_set_auth, mirai_host_options_set_handshake_timeout_ms, mirai_host_options_set_heartbeat_ms, mirai_host_options_set_init_blob, mirai_host_options_set_max_frame, mirai_host_options_set_max_handshakes, mirai_host_options_set_memory_limit, mirai_host_options_set_peer_timeout_ms, mirai_host_options_set_retry, mirai_host_options_set_stream, mirai_host_options_set_tls, mirai_host_race, mirai_host_recoveries, mirai_host_secret_hex, mirai_host_submit, mirai_host_submit_buffer, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_host_wait_launched, mirai_http_request, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_jobs, mirai_jobs_cancel, mirai_jobs_free, mirai_jobs_free_background, mirai_last_error, mirai_log_to_stderr, mirai_memory, mirai_output, mirai_output_set, mirai_output_write, mirai_plugin_evaluate_fn, mirai_recoveries, mirai_result, mirai_scheduler, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_free, mirai_submit_options_new, mirai_submit_options_set_callback, mirai_submit_options_set_notify, mirai_submit_options_set_retry, mirai_submit_options_set_timeout_ms, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_set_callback, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
+export MIRAI_AUTH_DISABLED, MIRAI_AUTH_RANDOM, MIRAI_AUTH_SECRET, MIRAI_AUTOEXIT_EXIT, MIRAI_AUTOEXIT_FINISH_TASK, MIRAI_AUTOEXIT_STAY, MIRAI_EVAL_STATUS_ERROR, MIRAI_EVAL_STATUS_INTERRUPTED, MIRAI_EVAL_STATUS_VALUE, MIRAI_PLUGIN_EVALUATE_SYMBOL, MIRAI_PLUGIN_INIT_SYMBOL, MIRAI_RESULT_ADDRESS_INVALID, MIRAI_RESULT_ADDRESS_IN_USE, MIRAI_RESULT_AUTHENTICATION_FAILED, MIRAI_RESULT_CONNECTION_ABORTED, MIRAI_RESULT_CONNECTION_REFUSED, MIRAI_RESULT_CONNECTION_RESET, MIRAI_RESULT_CRYPTOGRAPHIC, MIRAI_RESULT_INCORRECT_STATE, MIRAI_RESULT_INVALID_ARGUMENT, MIRAI_RESULT_INVALID_UTF8, MIRAI_RESULT_MESSAGE_TOO_LARGE, MIRAI_RESULT_NOT_SUPPORTED, MIRAI_RESULT_NULL_PARAMETER, MIRAI_RESULT_OBJECT_CLOSED, MIRAI_RESULT_OK, MIRAI_RESULT_OUT_OF_MEMORY, MIRAI_RESULT_PANIC, MIRAI_RESULT_PERMISSION_DENIED, MIRAI_RESULT_PROTOCOL_ERROR, MIRAI_RESULT_TIMED_OUT, MIRAI_RESULT_TRY_AGAIN, MIRAI_SCHEDULER_LSF, MIRAI_SCHEDULER_PBS, MIRAI_SCHEDULER_SGE, MIRAI_SCHEDULER_SLURM, MIRAI_STATUS_ERROR, MIRAI_STATUS_FAILED, MIRAI_STATUS_INTERRUPTED, MIRAI_STATUS_UNRESOLVED, MIRAI_STATUS_VALUE, MIRAI_VERSION, MIRAI_VERSION_MAJOR, MIRAI_VERSION_MINOR, MIRAI_VERSION_PATCH, mirai_auth, mirai_autoexit, mirai_buffer, mirai_buffer_free, mirai_buffer_len, mirai_buffer_new, mirai_buffer_write, mirai_bytes, mirai_bytes_free, mirai_cleanup_fn, mirai_counters, mirai_daemon_options, mirai_daemon_options_free, mirai_daemon_options_new, mirai_daemon_options_set_autoexit, mirai_daemon_options_set_host_timeout_ms, mirai_daemon_options_set_idletime_ms, mirai_daemon_options_set_label, mirai_daemon_options_set_max_frame, mirai_daemon_options_set_maxtasks, mirai_daemon_options_set_retry, mirai_daemon_options_set_secret_hex, mirai_daemon_options_set_tls_ca, mirai_daemon_options_set_walltime_ms, mirai_daemon_run, mirai_eval_status, mirai_evaluate_fn, mirai_evaluator, mirai_host, mirai_host_barrier, mirai_host_close, mirai_host_completion_fd, mirai_host_counters, mirai_host_everywhere, mirai_host_exit_daemons, mirai_host_free, mirai_host_launch_cluster, mirai_host_launch_http, mirai_host_launch_local, mirai_host_launch_remote, mirai_host_launch_ssh, mirai_host_listen, mirai_host_memory, mirai_host_options, mirai_host_options_free, mirai_host_options_new, mirai_host_options_set_auth, mirai_host_options_set_cancel_grace_ms, mirai_host_options_set_handshake_timeout_ms, mirai_host_options_set_heartbeat_ms, mirai_host_options_set_init_blob, mirai_host_options_set_max_frame, mirai_host_options_set_max_handshakes, mirai_host_options_set_memory_limit, mirai_host_options_set_peer_timeout_ms, mirai_host_options_set_retry, mirai_host_options_set_stream, mirai_host_options_set_tls, mirai_host_race, mirai_host_recoveries, mirai_host_secret_hex, mirai_host_submit, mirai_host_submit_buffer, mirai_host_take_completions, mirai_host_tls_ca, mirai_host_try_submit, mirai_host_url, mirai_host_wait_capacity, mirai_host_wait_connections, mirai_host_wait_launched, mirai_http_request, mirai_init_fn, mirai_interrupt, mirai_interrupt_fn, mirai_interrupt_is_set, mirai_interrupt_sleep, mirai_jobs, mirai_jobs_cancel, mirai_jobs_free, mirai_jobs_free_background, mirai_last_error, mirai_log_to_stderr, mirai_memory, mirai_output, mirai_output_set, mirai_output_write, mirai_plugin_evaluate_fn, mirai_recoveries, mirai_result, mirai_scheduler, mirai_status, mirai_strerror, mirai_submit_options, mirai_submit_options_free, mirai_submit_options_new, mirai_submit_options_set_callback, mirai_submit_options_set_notify, mirai_submit_options_set_retry, mirai_submit_options_set_timeout_ms, mirai_task, mirai_task_array_free, mirai_task_callback, mirai_task_cancel, mirai_task_clone, mirai_task_free, mirai_task_id, mirai_task_is_resolved, mirai_task_set_callback, mirai_task_status, mirai_task_take_result, mirai_task_wait, mirai_version
 
 end # module

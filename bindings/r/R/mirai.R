@@ -199,6 +199,13 @@ profile_ca <- function(p) {
 #'   given up whatever its retries left (`errorValue` 18), so one task that crashes R cannot
 #'   take every daemon down. [mirai()]'s `.retry` overrides it per task. Specific to this
 #'   package.
+#' @param cancel_grace seconds a daemon has to stop a task cancelled by [stop_mirai()] or
+#'   timed out (`.timeout`) before it is dropped: a task that ignores the interrupt (catches
+#'   it and carries on, or sits in compiled code that never checks) would otherwise keep its
+#'   daemon busy for ever. A daemon this session started is then ended, and the profile has
+#'   one daemon fewer (see [status()]; [launch_local()] adds one back). The task resolves to
+#'   `errorValue` 20 (or 5) at once either way. 30 by default; `NULL` never drops a daemon,
+#'   as in R's mirai. Specific to this package.
 #'
 #' @return Invisibly, when setting daemons: `TRUE`, of class `miraiDaemons`, which can be
 #'   passed to [with()] (see [with_daemons()]). When resetting: `FALSE`.
@@ -270,11 +277,12 @@ profile_ca <- function(p) {
 #' }
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
                     seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
-                    .compute = NULL, auth = TRUE, retry = 0L) {
+                    .compute = NULL, auth = TRUE, retry = 0L, cancel_grace = 30) {
   name <- profile_name(.compute)
   check_flag(auth, "auth")
   check_retry(retry, "retry")
   if (is.null(retry)) stop("`retry` must be a number")
+  if (!is.null(cancel_grace)) check_number(cancel_grace, "cancel_grace", 0.001, 4e6)
   check_flag(sync, "sync")
   if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed))) stop("`seed` must be a single number")
   if (sync) return(sync_profile(name, seed))
@@ -296,7 +304,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   serial <- if (is.null(serial)) .state$serial else as_serial(serial)
   blob <- if (length(serial$class)) serialize(serial, NULL) else NULL
   host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob,
-                tls_material(tls, pass, dots$tlscert), if (auth) session_secret(), retry)
+                tls_material(tls, pass, dots$tlscert), if (auth) session_secret(), retry, cancel_grace)
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$read_hook <- serial_reader(serial)
@@ -345,7 +353,7 @@ reset_profile <- function(name, exit) {
 sync_profile <- function(name, seed) {
   reset_profile(name, exit = FALSE)
   stream <- init_stream(seed)
-  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL, session_secret(), 0)
+  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL, session_secret(), 0, 30)
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$stream <- stream

@@ -38,7 +38,8 @@ static void check_option(mirai_result r, mirai_host_options *o) {
  * derive from (the k-th daemon gets it jumped k times). tls: NULL, or c(chain, key, ca,
  * password) with NA for what is not given (PEM text). secret: the hex secret daemons must
  * prove they hold, or NULL for no authentication. */
-SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret, SEXP retry) {
+SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret, SEXP retry,
+                   SEXP grace) {
   /* Whatever may raise an R error comes before the options exist, so they cannot leak. */
   const char *where = one_string(url, "url");
   size_t secret_len = 0;
@@ -51,6 +52,11 @@ SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP
   double mem = Rf_asReal(memory);
   double retries = Rf_asReal(retry);
   if (!R_FINITE(retries) || retries < 0 || retries > 4294967295.0) Rf_error("`retry` must be a count");
+  /* grace: seconds, or NULL for never dropping a daemon that ignores a cancel. */
+  double grace_ms = Rf_isNull(grace) ? 0 : Rf_asReal(grace) * 1000;
+  if (!Rf_isNull(grace) && !(R_FINITE(grace_ms) && grace_ms >= 1 && grace_ms < 1.8e19)) {
+    Rf_error("`cancel_grace` must be a positive number of seconds, or NULL");
+  }
   mirai_host_options *o = mirai_host_options_new();
   if (o == NULL) Rf_error("cannot allocate host options");
   check_option(key ? mirai_host_options_set_auth(o, MIRAI_AUTH_SECRET, key, secret_len)
@@ -59,6 +65,7 @@ SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP
   if (R_FINITE(mem) && mem > 0) check_option(mirai_host_options_set_memory_limit(o, (uint64_t)(mem * 1e6)), o);
   if (!Rf_isNull(stream)) check_option(mirai_host_options_set_stream(o, base), o);
   check_option(mirai_host_options_set_retry(o, (uint32_t)retries, 3), o);
+  check_option(mirai_host_options_set_cancel_grace_ms(o, (uint64_t)grace_ms), o);
   if (opt_string(tls, 0) || opt_string(tls, 1)) {
     check_option(mirai_host_options_set_tls(o, opt_string(tls, 0), opt_string(tls, 1), opt_string(tls, 2),
                                             opt_string(tls, 3)), o);

@@ -5,7 +5,7 @@
 #include <R_ext/Rdynload.h>
 
 static const R_CallMethodDef calls[] = {
-    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 7},
+    {"rmirai_listen", (DL_FUNC)&rmirai_listen, 8},
     {"rmirai_tls_ca", (DL_FUNC)&rmirai_tls_ca, 1},
     {"rmirai_url", (DL_FUNC)&rmirai_url, 1},
     {"rmirai_secret", (DL_FUNC)&rmirai_secret, 1},

@@ -42,6 +42,40 @@ m <- mirai(first_time_kills(flag), first_time_kills = first_time_kills, flag = f
 check("without retry (R's mirai), a task lost with its daemon is errorValue 19", identical(unclass(m[]), 19L))
 daemons(0)
 
+# A task that catches every interrupt and carries on: stop_mirai() resolves it at once, and the
+# daemon, which never stops it, is dropped and ended after the grace period.
+daemons(2, cancel_grace = 1)
+pids <- unlist(collect_mirai(everywhere(Sys.getpid())))
+m <- mirai(repeat tryCatch(Sys.sleep(0.05), interrupt = function(e) NULL))
+Sys.sleep(0.5)
+stopped_at <- Sys.time()
+stop_mirai(m)
+check("a cancelled task resolves to errorValue 20 at once", identical(unclass(m$data), 20L))
+check("the daemon that ignored the interrupt is dropped", {
+  while (status()$connections != 1L && difftime(Sys.time(), stopped_at, units = "secs") < 20) Sys.sleep(0.05)
+  status()$connections == 1L
+})
+check("not before its grace period", difftime(Sys.time(), stopped_at, units = "secs") >= 0.9)
+check("and its process was ended", {
+  alive <- function(pid) tryCatch(tools::pskill(pid, 0L), error = function(e) FALSE)
+  t0 <- Sys.time()
+  while (sum(vapply(pids, alive, logical(1))) != 1L && difftime(Sys.time(), t0, units = "secs") < 10) Sys.sleep(0.05)
+  sum(vapply(pids, alive, logical(1))) == 1L
+})
+check("the other daemon still serves", identical(mirai(1 + 1)[], 2))
+# One that stops when told keeps its daemon.
+m <- mirai(Sys.sleep(60))
+Sys.sleep(0.3)
+stop_mirai(m)
+Sys.sleep(2)
+check("a daemon that stops in time is kept", status()$connections == 1L)
+daemons(0)
+
+check("daemons(cancel_grace = 0) is refused",
+      inherits(tryCatch(daemons(1, cancel_grace = 0), error = identity), "error"))
+check("daemons(cancel_grace = 'a') is refused",
+      inherits(tryCatch(daemons(1, cancel_grace = "a"), error = identity), "error"))
+
 check("daemons(retry = -1) is refused", inherits(tryCatch(daemons(1, retry = -1), error = identity), "error"))
 check("daemons(retry = NA) is refused", inherits(tryCatch(daemons(1, retry = NA), error = identity), "error"))
 check("mirai(.retry = 'a') is refused", inherits(tryCatch(mirai(1, .retry = "a"), error = identity), "error"))

@@ -499,12 +499,16 @@ impl<L: Clone> Core<L> {
 
     /// Broadcast copies no daemon is left to take resolve with 19.
     fn resolve_surplus(&mut self) {
-        for id in self.dispatcher.take_surplus() {
+        let (surplus, next) = self.dispatcher.take_surplus();
+        for id in surplus {
             self.recoveries.surplus_copies += 1;
             if let Some(e) = self.tasks.remove(&id) {
                 self.resolve(e.cell, TaskStatus::Failed(ErrorCode::ConnectionReset), Vec::new());
             }
             self.actions.push(Action::Wake);
+        }
+        for a in next {
+            self.assign(a);
         }
     }
 

@@ -259,9 +259,13 @@ impl Dispatcher {
     }
 
     /// Broadcast copies that left the queue since the last call, because no daemon remained to
-    /// take them (the host resolves them).
-    pub fn take_surplus(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.surplus)
+    /// take them (the host resolves them), with the tasks that idle daemons take now that the
+    /// barrier has lifted.
+    pub fn take_surplus(&mut self) -> (Vec<u64>, Vec<Assignment>) {
+        if self.surplus.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        (std::mem::take(&mut self.surplus), self.drain())
     }
 
     /// Removes a queued task. Returns false when it is not in the queue.
@@ -499,12 +503,28 @@ mod tests {
         assert_eq!(d.counters().barrier, 1);
         // Daemon 1 dies with its task: no daemon is left to take the last copy.
         assert_eq!(d.disconnect(1), Some(100));
-        assert_eq!(d.take_surplus(), vec![103]);
+        let (surplus, next) = d.take_surplus();
+        assert_eq!(surplus, vec![103]);
+        assert!(next.is_empty(), "daemons 2 and 3 are busy with their copies");
         assert_eq!(d.counters().barrier, 0);
         assert_eq!(d.queued_bytes().0, 0);
         // The barrier is gone: the next daemon to finish takes the ordinary task.
         let (_, next) = d.complete(2, false);
         assert_eq!(ids(&next), vec![(2, 104)]);
+        d.complete(2, false);
+        // A broadcast not yet started keeps the copies the daemons left can take, the last
+        // (unmarked) one among them.
+        assert!(d.submit(105, Kind::Single, vec![]).is_some());
+        for (id, kind) in [(106, copy(false)), (107, copy(true)), (108, Kind::Single)] {
+            assert!(d.submit(id, kind, vec![]).is_none());
+        }
+        assert_eq!(d.disconnect(3), Some(102));
+        let (surplus, next) = d.take_surplus();
+        assert_eq!((surplus, ids(&next)), (vec![106], vec![]));
+        let (_, next) = d.complete(2, false);
+        assert_eq!(ids(&next), vec![(2, 107)]);
+        let (_, next) = d.complete(2, false);
+        assert_eq!(ids(&next), vec![(2, 108)]);
     }
 
     #[test]
@@ -522,7 +542,7 @@ mod tests {
         assert!(d.submit(12, copy(true), vec![]).is_none());
         // One daemon leaving does not drop any: the min asks for three daemons.
         d.retire(2);
-        assert!(d.take_surplus().is_empty());
+        assert!(d.take_surplus().0.is_empty());
         assert_eq!(d.counters().barrier, 3);
         let (_, next) = d.complete(1, false);
         assert_eq!(ids(&next), vec![(1, 10)]);
@@ -543,11 +563,11 @@ mod tests {
         d.submit(5, copy(true), vec![]);
         // Daemon 2 dies while task 3 is still ahead of the broadcast.
         assert_eq!(d.disconnect(2), Some(2));
-        assert!(d.take_surplus().is_empty());
+        assert!(d.take_surplus().0.is_empty());
         let (_, next) = d.complete(1, false);
         assert_eq!(ids(&next), vec![(1, 3)]);
         // The broadcast is at the head now with one daemon left: one copy goes.
-        assert_eq!(d.take_surplus(), vec![4]);
+        assert_eq!(d.take_surplus().0, vec![4]);
         let (_, next) = d.complete(1, false);
         assert_eq!(ids(&next), vec![(1, 5)]);
         assert_eq!(d.counters().barrier, 0);

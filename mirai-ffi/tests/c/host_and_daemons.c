@@ -498,6 +498,7 @@ static void option_refusals(void) {
   CHECK(mirai_host_options_set_max_handshakes(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK(mirai_host_options_set_heartbeat_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK(mirai_host_options_set_peer_timeout_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_options_set_cancel_grace_ms(NULL, 1) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK(mirai_host_options_set_retry(NULL, 1, 3) == MIRAI_RESULT_NULL_PARAMETER);
   /* What was accepted is what the host gets; the refusals changed nothing. */
   CHECK_OK(mirai_host_options_set_handshake_timeout_ms(o, 5000));
@@ -511,15 +512,23 @@ static void option_refusals(void) {
   REFUSED(mirai_host_listen("tcp://127.0.0.1:0", o, &host), "at least three heartbeats");
   CHECK(host == NULL);
   CHECK_OK(mirai_host_options_set_peer_timeout_ms(o, 3000));
+  CHECK_OK(mirai_host_options_set_cancel_grace_ms(o, 0));
+  CHECK_OK(mirai_host_options_set_cancel_grace_ms(o, 5000));
   CHECK_OK(mirai_host_listen("tcp://127.0.0.1:0", o, &host));
   mirai_host_options_free(o);
   mirai_memory mem;
   CHECK_OK(mirai_host_memory(host, &mem));
   CHECK(mem.limit == 1000);
-  mirai_recoveries rec = {1, 1, 1};
+  mirai_recoveries rec = {1, 1, 1, 1, 1};
   CHECK_OK(mirai_host_recoveries(host, &rec));
   CHECK(rec.requeued == 0 && rec.retried == 0 && rec.quarantined == 0);
+  CHECK(rec.escalated == 0 && rec.surplus_copies == 0);
   CHECK(mirai_host_recoveries(host, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  uint64_t barrier = 1;
+  CHECK_OK(mirai_host_barrier(host, &barrier));
+  CHECK(barrier == 0);
+  CHECK(mirai_host_barrier(host, NULL) == MIRAI_RESULT_NULL_PARAMETER);
+  CHECK(mirai_host_barrier(NULL, &barrier) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK(strcmp(mirai_host_secret_hex(host), "30313233343536373839616263646566") == 0);
   mirai_host_free(host);
   mirai_host_options_free(NULL);
