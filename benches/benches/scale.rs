@@ -106,7 +106,8 @@ fn many_connections(n: usize, tasks: usize) {
     let count = n.to_string();
     let t = Instant::now();
     let url = host.url();
-    let (_peer, _) = spawn_peer(PEER, &["many-daemons", &url, &count], &host.daemon_env());
+    let (_peer, _) =
+        spawn_peer(PEER, &["many-daemons", &url, &count], &mirai_core::launch::daemon_env(&host));
     assert!(
         host.wait_connections(n as u64, Some(Duration::from_secs(600))),
         "connections: {:?}",

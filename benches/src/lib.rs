@@ -49,7 +49,9 @@ pub fn unique(prefix: &str) -> String {
 /// A host at `url` with `n` echo daemons (separate `bench-peer mirai-echo` processes) connected.
 pub fn mirai_pool(bin: &str, url: &str, n: usize) -> (Host, Vec<LocalDaemon>) {
     let host = Host::listen(url, HostOptions::default()).expect("listen");
-    let daemons = host.launch_local(n, &CommandTemplate::new(bin, &["mirai-echo", "{url}"])).expect("launch");
+    let daemons =
+        mirai_core::launch::launch_local(&host, n, &CommandTemplate::new(bin, &["mirai-echo", "{url}"]))
+            .expect("launch");
     assert!(host.wait_connections(n as u64, Some(Duration::from_secs(120))), "daemons did not connect");
     (host, daemons)
 }

@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use mirai_proto::{ErrorCode, Status};
 
-use crate::host::Shared;
-
 /// How a task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskStatus {
@@ -117,11 +115,20 @@ impl TaskCell {
     }
 }
 
+/// What a task needs of the host it belongs to.
+pub(crate) trait TaskHost: Send + Sync {
+    /// Resolves task `id` with `code` (cancelled, timed out), stopping it where it runs;
+    /// false when it had already resolved.
+    fn cancel(&self, id: u64, code: ErrorCode) -> bool;
+    /// Whether this thread is the one that resolves tasks (waiting there would never end).
+    fn on_io_thread(&self) -> bool;
+}
+
 /// A submitted task. Cheap to clone; every clone refers to the same task.
 #[derive(Clone)]
 pub struct Task {
     pub(crate) cell: Arc<TaskCell>,
-    pub(crate) host: Weak<Shared>,
+    host: Weak<dyn TaskHost>,
 }
 
 impl std::fmt::Debug for Task {
@@ -131,6 +138,11 @@ impl std::fmt::Debug for Task {
 }
 
 impl Task {
+    pub(crate) fn new<H: TaskHost + 'static>(cell: Arc<TaskCell>, host: &Arc<H>) -> Task {
+        let host: Arc<dyn TaskHost> = host.clone();
+        Task { cell, host: Arc::downgrade(&host) }
+    }
+
     /// The id, unique and increasing within its host.
     pub fn id(&self) -> u64 {
         self.cell.id

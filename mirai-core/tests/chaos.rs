@@ -69,7 +69,7 @@ fn run(fault: Fault, retry: u32) -> Tally {
                     }
                 }
                 faults.fetch_add(1, Ordering::Relaxed);
-                pool.extend(host.launch_local(1, &template(&[])).unwrap());
+                pool.extend(mirai_core::launch::launch_local(&host, 1, &template(&[])).unwrap());
             }
             for d in frozen {
                 d.signal(libc::SIGKILL);

@@ -99,7 +99,7 @@ fn shared_secret() -> HostOptions {
 fn autoexit_false_redials_a_new_host_at_the_same_url() {
     let url = unique_url();
     let host = Host::listen(&url, shared_secret()).unwrap();
-    let d = host.launch_local(1, &template(&["--autoexit=false"])).unwrap();
+    let d = mirai_core::launch::launch_local(&host, 1, &template(&["--autoexit=false"])).unwrap();
     assert!(host.wait_connections(1, Some(PATIENCE)));
     drop(host);
     assert!(d[0].wait(Duration::from_millis(300)).is_none(), "daemon stays");

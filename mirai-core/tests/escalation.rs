@@ -37,7 +37,8 @@ fn a_daemon_that_ignores_a_cancel_is_dropped_and_ended() {
     let cancelled_at = Instant::now();
     assert!(stuck.cancel());
     assert_eq!(stuck.status(), Some(TaskStatus::Failed(ErrorCode::Canceled)), "resolved at once");
-    let took = within(PATIENCE, || host.counters().connections == 1).expect("the spinning daemon was dropped");
+    let took =
+        within(PATIENCE, || host.counters().connections == 1).expect("the spinning daemon was dropped");
     assert!(cancelled_at.elapsed() >= GRACE, "not before its grace period: {took:?}");
     assert_eq!(value(&other), "slept");
     assert_eq!(host.recoveries().escalated, 1);

@@ -34,7 +34,9 @@ fn accepting_resumes_when_descriptors_free_up() {
     // The daemon starts now, while this process can still spawn, and dials a moment later,
     // once the descriptors are gone.
     let script = format!("sleep 1; exec {} \"$0\"", daemon_bin());
-    let d = host.launch_local(1, &CommandTemplate::new("sh", &["-c", &script, "{url}"])).unwrap();
+    let d =
+        mirai_core::launch::launch_local(&host, 1, &CommandTemplate::new("sh", &["-c", &script, "{url}"]))
+            .unwrap();
 
     set_nofile(libc::rlimit { rlim_cur: 256, rlim_max: 256 });
     let mut hoard = Vec::new();

@@ -86,7 +86,11 @@ fn ten_thousand_unfinished_handshakes() {
 /// (key exchange, signature) on receiving it.
 fn client_hello(host: &Host) -> Vec<u8> {
     let url = mirai_core::Url::parse(&host.url()).unwrap();
-    let ca = host.daemon_env().into_iter().find(|(k, _)| k == mirai_core::tls::CA_ENV).unwrap().1;
+    let ca = mirai_core::launch::daemon_env(host)
+        .into_iter()
+        .find(|(k, _)| k == mirai_core::tls::CA_ENV)
+        .unwrap()
+        .1;
     let config = mirai_core::tls::client_config(&ca).unwrap();
     let mut conn =
         rustls::ClientConnection::new(config, mirai_core::tls::server_name(&url).unwrap()).unwrap();

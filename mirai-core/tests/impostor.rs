@@ -39,7 +39,7 @@ fn impostors_get_nothing(url: &str, patience: Duration) {
 fn daemon_stays_loyal(first: &str, tls: Option<ServerIdentity>) {
     let host = real(first, tls.clone());
     let url = host.url();
-    let d = host.launch_local(1, &template(&["--autoexit=false"])).unwrap();
+    let d = mirai_core::launch::launch_local(&host, 1, &template(&["--autoexit=false"])).unwrap();
     assert!(host.wait_connections(1, Some(PATIENCE)), "{url}");
     assert_eq!(value(&submit(&host, "echo:first")), "first");
     drop(host);

@@ -140,7 +140,7 @@ fn daemons_serve_through_nginx_and_reconnect_after_it_restarts() {
 
     // The daemons dial nginx, not the host: the URL the host listens at is not theirs.
     let mut t = template(&["--autoexit=false"]);
-    t.env.extend(host.daemon_env());
+    t.env.extend(mirai_core::launch::daemon_env(&host));
     t.env.push((mirai_core::tls::CA_ENV.to_string(), identity.ca_pem.clone()));
     let mut daemons = Daemons(spawn_local(&format!("ws://127.0.0.1:{ws_port}/mirai"), &t, 2).unwrap());
     daemons.0.extend(spawn_local(&format!("wss://127.0.0.1:{wss_port}/mirai"), &t, 2).unwrap());

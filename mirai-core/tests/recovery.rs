@@ -20,10 +20,17 @@ fn bursts_across_idle_exits_lose_nothing() {
     let mut seed = 7u64;
     for burst in 0..20 {
         // Fresh daemons for every burst (those of the last one may be leaving as it starts: the
-        // race under test), so that a burst never waits on daemons that have all gone.
-        daemons.extend(host.launch_local(4, &template(&["--idletime=50"])).unwrap());
+        // race under test), and more on demand: should this thread be kept off the CPU for
+        // longer than the idle time mid-burst, every daemon may have left.
+        let launch = || mirai_core::launch::launch_local(&host, 4, &template(&["--idletime=50"])).unwrap();
+        daemons.extend(launch());
         let tasks: Vec<_> = (0..500).map(|i| submit(&host, &format!("echo:{burst}-{i}"))).collect();
         for (i, t) in tasks.iter().enumerate() {
+            while !t.wait(Some(Duration::from_millis(200))) {
+                if host.counters().connections == 0 {
+                    daemons.extend(launch());
+                }
+            }
             match outcome(t) {
                 (TaskStatus::Value, text) => assert_eq!(text, format!("{burst}-{i}")),
                 (TaskStatus::Failed(ErrorCode::ConnectionReset), _) => resets += 1,
@@ -62,7 +69,7 @@ fn a_task_crossing_a_daemons_idle_exit_runs_elsewhere() {
     std::io::Read::read_exact(&mut leaver, &mut header).unwrap();
     assert_eq!(header[8], Kind::Task as u8, "the task came to the leaver");
     std::io::Write::write_all(&mut leaver, &exit_frame(ExitReason::IdleTime)).unwrap();
-    let _other = host.launch_local(1, &template(&[])).unwrap();
+    let _other = mirai_core::launch::launch_local(&host, 1, &template(&[])).unwrap();
     assert_eq!(value(&task), "not lost");
     assert_eq!(host.recoveries().requeued, 1);
 }
@@ -75,7 +82,7 @@ fn retry_runs_a_task_again_after_its_daemon_died() {
     std::thread::sleep(Duration::from_millis(100));
     first[0].signal(libc::SIGKILL);
     assert!(first[0].wait(PATIENCE).is_some());
-    let _second = host.launch_local(1, &template(&[])).unwrap();
+    let _second = mirai_core::launch::launch_local(&host, 1, &template(&[])).unwrap();
     assert_eq!(value(&task), "slept");
     assert_eq!(host.recoveries().retried, 1);
     // Retry 0 for one task: it fails with 19 as R's mirai does.

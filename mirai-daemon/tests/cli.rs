@@ -16,7 +16,7 @@ fn host_with(n: usize, args: &[&str]) -> (Host, Vec<mirai_core::launch::LocalDae
     let host = Host::listen(&url, HostOptions::default()).unwrap();
     let mut all = vec!["{url}"];
     all.extend_from_slice(args);
-    let d = host.launch_local(n, &CommandTemplate::new(BIN, &all)).unwrap();
+    let d = mirai_core::launch::launch_local(&host, n, &CommandTemplate::new(BIN, &all)).unwrap();
     assert!(host.wait_connections(n as u64, Some(Duration::from_secs(20))));
     (host, d)
 }

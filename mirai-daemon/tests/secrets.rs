@@ -40,8 +40,12 @@ fn tasks_cannot_read_the_secret() {
     let url = format!("abstract://mirai-secrets-test-{}", std::process::id());
     let host = Host::listen(&url, HostOptions::default()).unwrap();
     let secret = mirai_core::auth::to_hex(host.secret().expect("authentication is on by default"));
-    let _daemons =
-        host.launch_local(1, &CommandTemplate::new(BIN, &["{url}", "--evaluator", "exec"])).unwrap();
+    let _daemons = mirai_core::launch::launch_local(
+        &host,
+        1,
+        &CommandTemplate::new(BIN, &["{url}", "--evaluator", "exec"]),
+    )
+    .unwrap();
     assert!(host.wait_connections(1, Some(Duration::from_secs(20))), "the daemon authenticated");
 
     let env = run(&host, &["env"]);

@@ -413,7 +413,7 @@ pub extern "C" fn mirai_host_launch_local(
         let args = args.iter().map(|&a| c_str(a, "argv entry")).collect::<Result<Vec<_>, _>>()?;
         let mut template = CommandTemplate::new(args[0], &args[1..]);
         template.inherit_output = inherit_output;
-        let daemons = h.host.launch_local(n, &template)?;
+        let daemons = mirai_core::launch::launch_local(&h.host, n, &template)?;
         h.record_launch(daemons);
         Ok(())
     })

@@ -326,6 +326,13 @@ impl Conn {
         self.outbox.take_returned()
     }
 
+    /// The connection failed while sending: the payloads of tasks sent with
+    /// [`Self::send_task_returning`] that had not been wholly transmitted (so their daemon never
+    /// had them), with their task ids. Nothing more is transmitted.
+    pub fn reclaim_unsent(&mut self) -> Vec<(u64, Vec<u8>)> {
+        self.outbox.reclaim()
+    }
+
     /// Fills `out` with the bytes to transmit, in order; returns how many slices were filled.
     pub fn transmit<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
         self.outbox.slices(out)

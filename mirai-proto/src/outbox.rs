@@ -72,6 +72,23 @@ impl Outbox {
         self.returned.pop_front()
     }
 
+    /// Empties the outbox, giving back the payloads asked back that were not wholly
+    /// transmitted (the front one may have been in part).
+    pub fn reclaim(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let unsent = self
+            .segs
+            .drain(..)
+            .filter_map(|seg| match seg {
+                Seg::Payload(p, Some(id)) => Some((id, p)),
+                _ => None,
+            })
+            .collect();
+        self.head.clear();
+        self.offset = 0;
+        self.pending = 0;
+        unsent
+    }
+
     /// Bytes queued and not yet transmitted.
     pub fn pending(&self) -> usize {
         self.pending

@@ -214,3 +214,24 @@ fn task_payloads_asked_back_return_once_transmitted() {
     p.handshake();
     assert!(p.host.send_task_returning(Message::Cancel { id: 1 }).is_err(), "only tasks");
 }
+
+#[test]
+fn a_failed_connection_gives_back_the_task_payloads_it_did_not_finish_sending() {
+    for len in [4097usize, 1 << 20] {
+        let mut p = Pair::new(Config::default());
+        p.handshake();
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        p.host.send_task_returning(task(3, &payload)).unwrap();
+        // Part of it goes out, then the socket fails.
+        p.host.transmitted(100);
+        assert_eq!(p.host.reclaim_unsent(), vec![(3, payload)], "{len}");
+        assert_eq!(p.host.pending_out(), 0, "nothing more to transmit");
+        assert_eq!(p.host.reclaim_unsent(), vec![]);
+    }
+    // Payloads sent without asking, and those copied next to their header (given back at
+    // once), are not reclaimed.
+    let mut p = Pair::new(Config::default());
+    p.handshake();
+    p.host.send(task(4, &[1; 5000])).unwrap();
+    assert_eq!(p.host.reclaim_unsent(), vec![]);
+}

@@ -66,9 +66,8 @@ pub(crate) struct TaskOptions {
 /// Something the caller does for the core, in the order given.
 pub(crate) enum Action<L> {
     /// Send a message to a daemon. For a task, `cell` is checked first (a task that resolved
-    /// meanwhile is not sent: report it with [`Core::unsent`]), and `keep` asks the link to
-    /// give the payload back once written (report it with [`Core::returned`]). A link that no
-    /// longer takes messages hands a task back with [`Core::unsendable`].
+    /// meanwhile is not sent), and `keep` asks the link to give the payload back once written;
+    /// how it went is reported with [`Core::task_sent`].
     Send { key: DaemonKey, link: L, msg: Message, task: Option<SentTask> },
     /// Resolve a task (callbacks run here: no lock may be held).
     Resolve { cell: Arc<TaskCell>, status: TaskStatus, payload: Vec<u8> },
@@ -77,6 +76,18 @@ pub(crate) enum Action<L> {
     EndProcess { pid: u32 },
     /// Connections, queue room or the host's state changed: wake the threads waiting on them.
     Wake,
+}
+
+/// How sending a task went, as [`Core::task_sent`] is told.
+pub(crate) enum Sent {
+    /// Written, or queued on the link to be; the payload if it came back already.
+    Written(Option<Vec<u8>>),
+    /// The link no longer took messages (its daemon is leaving): the task was not sent.
+    NotReady(Vec<u8>),
+    /// The write failed; the payload if it came back (the daemon never had the task whole).
+    Failed(Option<Vec<u8>>),
+    /// The task had resolved (cancelled, timed out) before it went out: not sent.
+    Skipped,
 }
 
 /// How to send a task.
@@ -97,6 +108,14 @@ struct TaskEntry {
     /// Its payload, given back by the link once sent, while it is at a daemon: so it can run
     /// elsewhere if that daemon leaves without evaluating it, or dies and it has retries.
     kept: Option<Vec<u8>>,
+    /// Its daemon left between tasks (idle or wall time) as it crossed on the wire, before its
+    /// payload came back: it runs elsewhere once the payload does.
+    crossed: bool,
+    /// Handed out to be sent, and not yet reported on (see [`Core::task_sent`]).
+    in_transit: bool,
+    /// Its connection ended while it was in transit: what happens to it is decided when the
+    /// sending is reported.
+    detached: bool,
 }
 
 /// A connected daemon.
@@ -137,7 +156,7 @@ pub(crate) struct Core<L> {
     actions: Vec<Action<L>>,
 }
 
-impl<L: Clone> Core<L> {
+impl<L: Clone + PartialEq> Core<L> {
     pub fn new(settings: Settings) -> Self {
         Core {
             settings,
@@ -212,7 +231,12 @@ impl<L: Clone> Core<L> {
     }
 
     /// A new task (`copy`: one copy of an `everywhere` broadcast). Returns its cell.
-    pub fn submit(&mut self, payload: Vec<u8>, kind: Kind, options: TaskOptions) -> Result<Arc<TaskCell>, Error> {
+    pub fn submit(
+        &mut self,
+        payload: Vec<u8>,
+        kind: Kind,
+        options: TaskOptions,
+    ) -> Result<Arc<TaskCell>, Error> {
         if self.closing {
             return Err(Error::Closed);
         }
@@ -221,7 +245,17 @@ impl<L: Clone> Core<L> {
         let cell = TaskCell::new(id, options.notify, options.callback);
         let everywhere = matches!(kind, Kind::Copy { .. });
         let retries = if everywhere { 0 } else { options.retry.unwrap_or(self.settings.retry) };
-        let entry = TaskEntry { cell: cell.clone(), daemon: None, everywhere, retries, losses: 0, kept: None };
+        let entry = TaskEntry {
+            cell: cell.clone(),
+            daemon: None,
+            everywhere,
+            retries,
+            losses: 0,
+            kept: None,
+            crossed: false,
+            in_transit: false,
+            detached: false,
+        };
         self.tasks.insert(id, entry);
         if let Some(deadline) = options.deadline {
             self.timers.push(Reverse((deadline, Timer::Deadline(id))));
@@ -292,7 +326,8 @@ impl<L: Clone> Core<L> {
         );
         self.recoveries.escalated += 1;
         self.actions.push(Action::EndProcess { pid: peer.info.identity.pid });
-        self.broke(key);
+        self.retire(key);
+        self.broken.push(key);
     }
 
     /// A daemon proved it holds the secret: it is sent its init bundle and takes work.
@@ -343,22 +378,102 @@ impl<L: Clone> Core<L> {
     }
 
     /// A daemon said it is leaving. Between tasks (idle or wall time) a task that crossed its
-    /// `Exit` on the wire was never evaluated: it goes to the next daemon, if its payload came
-    /// back.
+    /// `Exit` on the wire was never evaluated: it goes to the next daemon, now if its payload
+    /// came back, or once the thread sending it reports.
     pub fn exiting(&mut self, key: DaemonKey, reason: ExitReason) {
         if matches!(reason, ExitReason::IdleTime | ExitReason::WallTime)
             && let Some(id) = self.dispatcher.task_at(key)
-            && let Some(payload) = self.tasks.get_mut(&id).and_then(|e| e.kept.take())
+            && let Some(e) = self.tasks.get_mut(&id)
         {
-            self.recoveries.requeued += 1;
-            if let Some(e) = self.tasks.get_mut(&id) {
-                e.daemon = None;
-            }
-            for a in self.dispatcher.bounce(key, id, payload) {
-                self.assign(a);
+            match e.kept.take() {
+                Some(payload) => self.requeue_from(key, id, payload),
+                None => e.crossed = true,
             }
         }
         self.retire(key);
+    }
+
+    /// How the sending of task `id` to the daemon at `key` over `link` went: every task the
+    /// core hands out to send is reported, by the thread that carried the send out.
+    pub fn task_sent(&mut self, key: DaemonKey, link: &L, id: u64, outcome: Sent) {
+        let Some(e) = self.tasks.get_mut(&id) else {
+            // It resolved meanwhile (cancelled, timed out). Written, its daemon replies to it
+            // in time; otherwise that daemon takes the next task instead.
+            match outcome {
+                Sent::Written(_) => {}
+                Sent::Failed(_) => self.broke(key, link),
+                Sent::NotReady(_) | Sent::Skipped => {
+                    for a in self.dispatcher.release(key, id) {
+                        self.assign(a);
+                    }
+                }
+            }
+            return;
+        };
+        e.in_transit = false;
+        let detached = std::mem::take(&mut e.detached);
+        match outcome {
+            Sent::Written(Some(payload)) if e.crossed => self.requeue_unevaluated(key, id, payload, detached),
+            Sent::Written(Some(payload)) => {
+                e.kept = Some(payload);
+                if detached {
+                    self.lost(id);
+                }
+            }
+            Sent::Written(None) if detached => self.lost(id),
+            Sent::Written(None) => {}
+            // Neither reached the daemon whole.
+            Sent::NotReady(payload) => self.requeue_unevaluated(key, id, payload, detached),
+            Sent::Failed(payload) => {
+                match payload.or_else(|| e.kept.take()) {
+                    Some(payload) => self.requeue_unevaluated(key, id, payload, detached),
+                    None if detached => self.lost(id),
+                    None => {}
+                }
+                self.broke(key, link);
+            }
+            // The cell resolves before its entry goes; should the entry remain, it waits.
+            Sent::Skipped => {}
+        }
+        self.resolve_surplus();
+    }
+
+    /// Task `id` was never evaluated by the daemon at `key` (`detached`: whose connection has
+    /// ended since): it goes to the next daemon, in its place in the queue, and that daemon
+    /// leaves the pool. A broadcast copy is not moved (each must reach a daemon of its own): it
+    /// is lost with that daemon.
+    fn requeue_unevaluated(&mut self, key: DaemonKey, id: u64, payload: Vec<u8>, detached: bool) {
+        if !detached {
+            return self.requeue_from(key, id, payload);
+        }
+        let Some(e) = self.tasks.get_mut(&id) else { return };
+        if e.everywhere {
+            return self.lost(id);
+        }
+        e.daemon = None;
+        e.crossed = false;
+        self.recoveries.requeued += 1;
+        for a in self.dispatcher.requeue(id, payload) {
+            self.assign(a);
+        }
+    }
+
+    /// [`Self::requeue_unevaluated`] while the daemon at `key` still holds the task.
+    fn requeue_from(&mut self, key: DaemonKey, id: u64, payload: Vec<u8>) {
+        if self.dispatcher.task_at(key) != Some(id) {
+            return;
+        }
+        let Some(e) = self.tasks.get_mut(&id) else { return };
+        if e.everywhere {
+            // Lost when the connection ends.
+            return self.retire(key);
+        }
+        e.daemon = None;
+        e.crossed = false;
+        self.recoveries.requeued += 1;
+        for a in self.dispatcher.bounce(key, id, payload) {
+            self.assign(a);
+        }
     }
 
     /// The daemon takes nothing more from now on (it is leaving, or its connection failed).
@@ -367,13 +482,28 @@ impl<L: Clone> Core<L> {
         self.resolve_surplus();
     }
 
-    /// A connection ended: its daemon's task (if any) is lost with it.
-    pub fn disconnected(&mut self, key: DaemonKey) {
+    /// A connection ended: its daemon's task (if any) is lost with it, unless it is among
+    /// `unsent`, the task payloads the link had not wholly transmitted (so the daemon never had
+    /// it): that one goes back to the queue. A task whose sending is still to be reported is
+    /// decided when it is.
+    pub fn disconnected(&mut self, key: DaemonKey, unsent: Vec<(u64, Vec<u8>)>) {
+        for (id, payload) in unsent {
+            self.requeue_from(key, id, payload);
+        }
         let known = self.peers.remove(&key).is_some();
         // The key is about to be reused by the next connection, which a mark must not close.
         self.broken.retain(|&k| k != key);
         if let Some(id) = self.dispatcher.disconnect(key) {
-            self.lost(id);
+            match self.tasks.get_mut(&id) {
+                Some(e) if e.in_transit => {
+                    e.detached = true;
+                    e.daemon = None;
+                }
+                _ => {
+                    log::debug!("task {id} was at daemon connection {key} when it ended");
+                    self.lost(id);
+                }
+            }
         }
         self.resolve_surplus();
         if known {
@@ -388,6 +518,7 @@ impl<L: Clone> Core<L> {
         let quarantine = self.settings.quarantine;
         let Some(e) = self.tasks.get_mut(&id) else { return };
         e.daemon = None;
+        e.crossed = false;
         let payload = if e.retries > 0 { e.kept.take() } else { None };
         let code = match payload {
             Some(_) if e.losses + 1 >= quarantine => ErrorCode::ConnectionAborted,
@@ -411,50 +542,23 @@ impl<L: Clone> Core<L> {
         }
     }
 
-    /// A task's payload, given back by its link once sent.
+    /// A task's payload, given back by its link once the I/O thread finished writing it.
     pub fn returned(&mut self, id: u64, payload: Vec<u8>) {
-        if let Some(e) = self.tasks.get_mut(&id) {
-            e.kept = Some(payload);
+        let Some(e) = self.tasks.get_mut(&id) else { return };
+        match (e.crossed, e.daemon) {
+            (true, Some(key)) => self.requeue_from(key, id, payload),
+            _ => e.kept = Some(payload),
         }
     }
 
-    /// The link of the daemon at `key` no longer took messages when task `id` was to go out:
-    /// the daemon leaves the pool and the task goes back to its place in the queue.
-    pub fn unsendable(&mut self, key: DaemonKey, id: u64, payload: Vec<u8>) {
-        match self.tasks.get_mut(&id) {
-            // A broadcast copy is not moved, each must reach a daemon of its own: it is lost
-            // with this one when its connection ends.
-            Some(e) if e.everywhere => {
-                self.retire(key);
-                return;
-            }
-            Some(e) => e.daemon = None,
-            // It resolved meanwhile: nothing to hand back.
-            None => {
-                self.retire(key);
-                return self.unsent(key, id);
-            }
+    /// Writing to the daemon at `key` over `link` failed on a submitting thread: it takes nothing
+    /// more, and the I/O thread closes its connection (see [`Core::take_broken`]). A connection
+    /// that ended meanwhile (its key may be another's by now) is left alone.
+    pub fn broke(&mut self, key: DaemonKey, link: &L) {
+        if self.peers.get(&key).is_some_and(|p| &p.link == link) {
+            self.retire(key);
+            self.broken.push(key);
         }
-        for a in self.dispatcher.bounce(key, id, payload) {
-            self.assign(a);
-        }
-        self.resolve_surplus();
-    }
-
-    /// Task `id` resolved before it went out to the daemon at `key`: that daemon takes the
-    /// next task instead.
-    pub fn unsent(&mut self, key: DaemonKey, id: u64) {
-        for a in self.dispatcher.release(key, id) {
-            self.assign(a);
-        }
-    }
-
-    /// The daemon at `key` is to be dropped (writing to it failed on a submitting thread, or it
-    /// ignored a cancel): it takes nothing more, and the I/O thread closes its connection (see
-    /// [`Core::take_broken`]).
-    pub fn broke(&mut self, key: DaemonKey) {
-        self.retire(key);
-        self.broken.push(key);
     }
 
     pub fn take_broken(&mut self) -> Vec<DaemonKey> {
@@ -518,9 +622,13 @@ impl<L: Clone> Core<L> {
             // Every queued task and every slot has its record; should one be missing, the
             // daemon must not stay busy with a task that will never be sent.
             debug_assert!(false, "task {} assigned without its records", a.id);
-            return self.unsent(a.daemon, a.id);
+            for next in self.dispatcher.release(a.daemon, a.id) {
+                self.assign(next);
+            }
+            return;
         };
         t.daemon = Some(a.daemon);
+        t.in_transit = true;
         let keep = !t.everywhere && (t.retries > 0 || a.payload.len() <= KEEP_SMALL);
         let msg = Message::Task { id: a.id, everywhere: t.everywhere, payload: a.payload };
         let task = Some(SentTask { cell: t.cell.clone(), keep });
@@ -554,16 +662,14 @@ mod tests {
         Identity { pid, ..Identity::default() }
     }
 
-    /// What the actions say, as text, with task sends answered the way a link would: the
-    /// payload comes back when `keep` asks for it.
+    /// What the actions say, as text, with task sends reported the way the host reports a
+    /// write that went through: the payload comes back when `keep` asks for it.
     fn run(c: &mut Core<()>) -> Vec<String> {
         let mut out = Vec::new();
         for a in c.take_actions() {
             out.push(match a {
                 Action::Send { key, msg: Message::Task { id, payload, .. }, task: Some(t), .. } => {
-                    if t.keep {
-                        c.returned(id, payload);
-                    }
+                    c.task_sent(key, &(), id, Sent::Written(t.keep.then_some(payload)));
                     format!("task {id} to {key}")
                 }
                 Action::Send { key, msg, .. } => format!("{} to {key}", msg_name(&msg)),
@@ -607,11 +713,68 @@ mod tests {
         c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
         assert_eq!(run(&mut c), ["init to 1", "task 1 to 1"]);
         c.exiting(1, ExitReason::IdleTime);
-        c.disconnected(1);
+        c.disconnected(1, Vec::new());
         assert!(run(&mut c).is_empty(), "nothing resolves: the task waits");
         c.connected(2, (), identity(20));
         assert_eq!(run(&mut c), ["init to 2", "task 1 to 2"]);
         assert_eq!(c.recoveries().requeued, 1);
+    }
+
+    /// A core with one daemon at key 1 and task 1 handed out to it, its sending not reported.
+    fn in_transit(retry: u32) -> Core<()> {
+        let mut c = core(retry);
+        c.connected(1, (), identity(10));
+        c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        let _ = c.take_actions();
+        c
+    }
+
+    /// The task is at the next daemon (and has not resolved).
+    fn runs_at_the_next_daemon(mut c: Core<()>) {
+        assert!(run(&mut c).is_empty(), "not resolved");
+        c.connected(2, (), identity(20));
+        assert_eq!(run(&mut c), ["init to 2", "task 1 to 2"]);
+    }
+
+    #[test]
+    fn a_daemon_leaving_while_its_task_is_in_transit_never_loses_it() {
+        // The daemon's idle Exit is applied before the sending thread reports, with the
+        // connection still open, or closed too.
+        for close_first in [false, true] {
+            let mut c = in_transit(0);
+            c.exiting(1, ExitReason::IdleTime);
+            if close_first {
+                c.disconnected(1, Vec::new());
+            }
+            c.task_sent(1, &(), 1, Sent::Written(Some(b"x".to_vec())));
+            c.disconnected(1, Vec::new());
+            assert_eq!(c.recoveries().requeued, 1);
+            runs_at_the_next_daemon(c);
+        }
+        // The connection ended (no Exit) and the link had closed before the write.
+        let mut c = in_transit(0);
+        c.disconnected(1, Vec::new());
+        c.task_sent(1, &(), 1, Sent::NotReady(b"x".to_vec()));
+        runs_at_the_next_daemon(c);
+        // The connection ended and the write failed.
+        let mut c = in_transit(0);
+        c.disconnected(1, Vec::new());
+        c.task_sent(1, &(), 1, Sent::Failed(Some(b"x".to_vec())));
+        runs_at_the_next_daemon(c);
+    }
+
+    #[test]
+    fn a_task_written_to_a_daemon_that_then_died_is_lost_or_retried() {
+        let mut c = in_transit(0);
+        c.disconnected(1, Vec::new());
+        assert!(run(&mut c).is_empty(), "decided once the sending is reported");
+        c.task_sent(1, &(), 1, Sent::Written(Some(b"x".to_vec())));
+        assert_eq!(run(&mut c), ["resolve 1 Failed(ConnectionReset)"]);
+        let mut c = in_transit(1);
+        c.disconnected(1, Vec::new());
+        c.task_sent(1, &(), 1, Sent::Written(Some(b"x".to_vec())));
+        assert_eq!(c.recoveries().retried, 1);
+        runs_at_the_next_daemon(c);
     }
 
     #[test]
@@ -620,7 +783,7 @@ mod tests {
         c.connected(1, (), identity(10));
         c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
         run(&mut c);
-        c.disconnected(1);
+        c.disconnected(1, Vec::new());
         assert_eq!(run(&mut c), ["resolve 1 Failed(ConnectionReset)"]);
     }
 
@@ -631,12 +794,12 @@ mod tests {
         for key in 1..=2 {
             c.connected(key, (), identity(key as u32));
             assert_eq!(run(&mut c), [format!("init to {key}"), format!("task 1 to {key}")]);
-            c.disconnected(key);
+            c.disconnected(key, Vec::new());
             assert!(run(&mut c).is_empty(), "retried, not resolved");
         }
         c.connected(3, (), identity(3));
         run(&mut c);
-        c.disconnected(3);
+        c.disconnected(3, Vec::new());
         assert_eq!(run(&mut c), ["resolve 1 Failed(ConnectionAborted)"]);
         let r = c.recoveries();
         assert_eq!((r.retried, r.quarantined), (2, 1));
@@ -648,12 +811,35 @@ mod tests {
         c.connected(1, (), identity(1));
         c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
         c.submit(b"y".to_vec(), Kind::Single, options()).unwrap();
-        assert_eq!(run(&mut c), ["init to 1", "task 1 to 1"]);
+        let said: Vec<_> =
+            c.take_actions().into_iter().filter(|a| matches!(a, Action::Send { .. })).collect();
+        assert_eq!(said.len(), 2, "init and task 1");
         // The link had closed: task 1 keeps its place ahead of task 2.
-        c.unsendable(1, 1, b"x".to_vec());
+        c.task_sent(1, &(), 1, Sent::NotReady(b"x".to_vec()));
         c.connected(2, (), identity(2));
         assert_eq!(run(&mut c), ["init to 2", "task 1 to 2"]);
         assert_eq!(c.counters().connections, 1);
+    }
+
+    #[test]
+    fn a_task_whose_write_failed_goes_to_the_next_daemon() {
+        let mut c = core(0);
+        c.connected(1, (), identity(1));
+        c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        c.submit(b"y".to_vec(), Kind::Single, options()).unwrap();
+        let _ = c.take_actions();
+        c.task_sent(1, &(), 1, Sent::Failed(Some(b"x".to_vec())));
+        assert_eq!(c.take_broken(), [1]);
+        c.disconnected(1, Vec::new());
+        assert!(run(&mut c).is_empty(), "not lost: it never reached the daemon");
+        c.connected(2, (), identity(2));
+        assert_eq!(run(&mut c), ["init to 2", "task 1 to 2"]);
+        // A large payload the link had not finished sending when its connection ended.
+        c.disconnected(2, vec![(1, vec![0; 8192])]);
+        assert!(run(&mut c).is_empty());
+        c.connected(3, (), identity(3));
+        assert_eq!(run(&mut c), ["init to 3", "task 1 to 3"]);
+        assert_eq!(c.recoveries().requeued, 2);
     }
 
     #[test]
@@ -666,7 +852,7 @@ mod tests {
         let _ = c.take_actions();
         assert!(c.cancel(0, t.id, ErrorCode::Canceled));
         assert_eq!(run(&mut c), ["cancel to 1", "resolve 1 Failed(Canceled)"]);
-        c.unsent(1, 1);
+        c.task_sent(1, &(), 1, Sent::Skipped);
         assert_eq!(run(&mut c), ["task 2 to 1"]);
         // Its stop timer finds the daemon on another task: nothing is dropped.
         c.handle_timeout(GRACE);
@@ -689,7 +875,7 @@ mod tests {
         assert_eq!(run(&mut c), ["end pid 44"]);
         assert_eq!(c.take_broken(), [4], "its connection is closed");
         assert_eq!(c.counters().connections, 0, "out of the pool at once");
-        c.disconnected(4);
+        c.disconnected(4, Vec::new());
         assert!(run(&mut c).is_empty(), "the cancelled task had resolved; the queued one waits");
         assert_eq!(queued.status(), None);
         assert_eq!(c.recoveries().escalated, 1);
@@ -730,7 +916,7 @@ mod tests {
         assert_eq!(sent, ["task 1 to 1", "task 2 to 2", "task 3 to 3"]);
         assert_eq!(c.counters().barrier, 1);
         // Daemon 1, the only one without a copy, dies with its task.
-        c.disconnected(1);
+        c.disconnected(1, Vec::new());
         assert_eq!(run(&mut c), ["resolve 1 Failed(ConnectionReset)", "resolve 4 Failed(ConnectionReset)"]);
         assert_eq!(copies[2].status(), Some(TaskStatus::Failed(ErrorCode::ConnectionReset)));
         assert_eq!(c.counters().barrier, 0);

@@ -315,7 +315,7 @@ impl Loop {
                     // A place for the next newcomer, which may be waiting in the kernel.
                     self.accept_wanted = true;
                 }
-                self.shared.with_core(|c| c.connected(key, link.clone(), identity));
+                self.shared.with_core(|c| c.connected(key, super::LinkRef(link.clone()), identity));
                 true
             }
             Message::Result { status, last, payload, .. } => {
@@ -413,9 +413,9 @@ impl Loop {
             let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
             let _ = self.poll.registry().deregister(&mut guard.stream);
             guard.stream.shutdown();
-            ended.push(key);
+            ended.push((key, guard.proto.reclaim_unsent()));
         }
-        self.shared.with_core(|c| ended.into_iter().for_each(|key| c.disconnected(key)));
+        self.shared.with_core(|c| ended.into_iter().for_each(|(key, unsent)| c.disconnected(key, unsent)));
     }
 
     /// The host is closing: tell every daemon so and close every connection.

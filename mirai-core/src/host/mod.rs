@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 use mirai_proto::{ErrorCode, Message};
 
+use self::core::{Action, Core, Sent, Settings, TaskOptions};
 pub use self::core::{DaemonInfo, Recoveries};
-use self::core::{Action, Core, Settings, TaskOptions};
 pub use dispatcher::Counters;
 use dispatcher::{DaemonKey, Kind};
 use recv_budget::RecvGauge;
@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::link::Link;
 use crate::notify::Notifier;
 use crate::rng::Stream;
-use crate::task::{Callback, Task, TaskCell, TaskStatus};
+use crate::task::{Callback, Task, TaskCell, TaskHost, TaskStatus};
 use crate::tls::{self, ServerIdentity};
 use crate::transport::Listener;
 use crate::url::Url;
@@ -176,8 +176,16 @@ pub(crate) struct Shared {
     launched: Mutex<HashSet<u32>>,
 }
 
-/// A daemon's connection, as the core names it in its actions.
-pub(crate) type LinkRef = Arc<Mutex<Link>>;
+/// A daemon's connection, as the core names it in its actions. Two are equal when they are the
+/// same connection (a key is reused by the next connection; the link is not).
+#[derive(Clone)]
+pub(crate) struct LinkRef(pub Arc<Mutex<Link>>);
+
+impl PartialEq for LinkRef {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
 
 pub(crate) const WAKER: Token = Token(1);
 
@@ -295,23 +303,12 @@ impl Host {
         self.shared.tls_ca.as_deref()
     }
 
-    /// Environment variables a daemon of this host needs: the secret and the TLS CA.
-    pub fn daemon_env(&self) -> Vec<(String, String)> {
-        crate::launch::Target::of(self).env()
-    }
-
-    /// Starts `n` local daemon processes from `template`, with this host's URL filled in and
-    /// the secret and TLS CA passed in their environment.
-    pub fn launch_local(
-        &self,
-        n: usize,
-        template: &crate::launch::CommandTemplate,
-    ) -> Result<Vec<crate::launch::LocalDaemon>, Error> {
-        let mut t = template.clone();
-        t.env.extend(self.daemon_env());
-        let daemons = crate::launch::spawn_local(&self.url(), &t, n)?;
-        self.shared.launched.lock().unwrap_or_else(|e| e.into_inner()).extend(daemons.iter().map(|d| d.pid()));
-        Ok(daemons)
+    /// Marks a process as started for this host (the launchers do): should a daemon in it not
+    /// stop a task it was told to within [`HostOptions::cancel_grace`], it is ended (SIGKILL),
+    /// not only disconnected. Daemons say their pid when they connect; only processes marked
+    /// here are ever signalled.
+    pub fn adopt_process(&self, pid: u32) {
+        self.shared.launched.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
     }
 
     /// Submits a task and returns its handle at once. Blocks only while the queue is at its
@@ -373,7 +370,7 @@ impl Host {
             let kind = Kind::Copy { last: i + 1 == n, min };
             let options = TaskOptions { notify: false, callback: None, deadline: None, retry: None };
             match core.submit(payload.to_vec(), kind, options) {
-                Ok(cell) => tasks.push(Task { cell, host: Arc::downgrade(&self.shared) }),
+                Ok(cell) => tasks.push(Task::new(cell, &self.shared)),
                 Err(e) => {
                     self.shared.release(core);
                     return Err(e);
@@ -420,7 +417,7 @@ impl Host {
 
     /// Like `wait_connections`, but also gives up when `stop()` holds; `stop` is re-checked
     /// whenever the host's waiters are woken (see [`Host::waker`]).
-    pub(crate) fn wait_connections_unless(
+    pub fn wait_connections_unless(
         &self,
         n: u64,
         timeout: Option<Duration>,
@@ -440,8 +437,9 @@ impl Host {
         true
     }
 
-    /// A function that wakes this host's waiters, for events the host does not see itself.
-    pub(crate) fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+    /// A function that wakes this host's waiters, for events the host does not see itself (a
+    /// launched process failing, for [`Host::wait_connections_unless`]).
+    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
         let shared = Arc::downgrade(&self.shared);
         Arc::new(move || {
             if let Some(s) = shared.upgrade() {
@@ -552,7 +550,8 @@ impl Shared {
     fn execute(&self, actions: Vec<Action<LinkRef>>) {
         for action in actions {
             match action {
-                Action::Send { key, link, msg, task } => self.send(key, &link, msg, task),
+                Action::Send { key, link, msg, task: Some(task) } => self.send_task(key, &link, msg, task),
+                Action::Send { key, link, msg, task: None } => self.send_control(key, &link, msg),
                 Action::Resolve { cell, status, payload } => self.finish(&cell, status, payload),
                 Action::EndProcess { pid } => self.end_process(pid),
                 // Waiters check under the core's lock, which the change was made under.
@@ -561,54 +560,89 @@ impl Shared {
         }
     }
 
-    /// Sends a message on a daemon's connection (the task the core assigned, or a control
-    /// message), reporting back to the core what it needs to know: a task that resolved before
-    /// it went out, a connection no longer taking messages, a payload given back, a failure.
-    fn send(&self, key: DaemonKey, link: &LinkRef, msg: Message, task: Option<core::SentTask>) {
-        let mut guard = link.lock().unwrap_or_else(|e| e.into_inner());
-        let ready = guard.proto.state() == mirai_proto::State::Ready;
-        let is_task = task.is_some();
-        let sent = match (msg, task) {
-            (Message::Task { id, .. }, Some(t)) if t.cell.is_resolved() => {
-                drop(guard);
-                return self.with_core(|c| c.unsent(key, id));
+    /// Sends a task the core assigned to a daemon, and tells the core how it went (with the
+    /// payload, when the link gave it back or the daemon never had it whole).
+    fn send_task(&self, key: DaemonKey, link: &LinkRef, msg: Message, task: core::SentTask) {
+        let Message::Task { id, everywhere, payload } = msg else { return };
+        let mut guard = link.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut outcome = if task.cell.is_resolved() {
+            Sent::Skipped
+        } else if guard.proto.state() != mirai_proto::State::Ready {
+            Sent::NotReady(payload)
+        } else {
+            let msg = Message::Task { id, everywhere, payload };
+            let written = if task.keep {
+                guard
+                    .proto
+                    .send_task_returning(msg)
+                    .map_err(Error::from)
+                    .and_then(|()| guard.flush().map(|_| ()))
+            } else {
+                guard.send(msg).map(|_| ())
+            };
+            match written {
+                Ok(()) => Sent::Written(None),
+                Err(e) => {
+                    log::debug!("host {}: cannot send task {id} to daemon connection {key}: {e}", self.url);
+                    Sent::Failed(None)
+                }
             }
-            (Message::Task { id, payload, .. }, Some(_)) if !ready => {
-                drop(guard);
-                return self.with_core(|c| c.unsendable(key, id, payload));
-            }
-            (msg @ Message::Task { .. }, Some(t)) if t.keep => guard
-                .proto
-                .send_task_returning(msg)
-                .map_err(Error::from)
-                .and_then(|()| guard.flush().map(|_| ())),
-            // Only the task the daemon runs can be cancelled: a cancel that finds another (its
-            // task resolved before it went out) has nothing to do.
-            (Message::Cancel { id }, _) if guard.proto.in_flight() != Some(id) => return,
-            (msg, _) => guard.send(msg).map(|_| ()),
         };
+        let failed = matches!(outcome, Sent::Failed(_));
+        let mut returned: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| guard.proto.take_returned()).collect();
+        if failed {
+            // Whatever was not wholly written never reached the daemon.
+            returned.extend(guard.proto.reclaim_unsent());
+        }
+        if let Some(i) = returned.iter().position(|(r, _)| *r == id) {
+            let (_, payload) = returned.swap_remove(i);
+            outcome = match outcome {
+                Sent::Written(_) => Sent::Written(Some(payload)),
+                _ => Sent::Failed(Some(payload)),
+            };
+        }
+        // Under the connection's lock still (the order the locks are taken in allows it), so
+        // the I/O thread cannot end this connection before the core knows how the send went.
+        let mut core = self.lock();
+        for (other, payload) in returned {
+            core.returned(other, payload);
+        }
+        core.task_sent(key, link, id, outcome);
+        drop(guard);
+        self.release(core);
+        if failed {
+            // The I/O thread closes it.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Sends a control message (init, cancel, exit) on a daemon's connection.
+    fn send_control(&self, key: DaemonKey, link: &LinkRef, msg: Message) {
+        let mut guard = link.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the task the daemon runs can be cancelled: a cancel that finds another (its task
+        // resolved before it went out) has nothing to do.
+        if let Message::Cancel { id } = msg
+            && guard.proto.in_flight() != Some(id)
+        {
+            return;
+        }
+        let sent = guard.send(msg);
+        // This write may have finished an earlier task's payload.
         let returned: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| guard.proto.take_returned()).collect();
         if returned.is_empty() && sent.is_ok() {
             return;
         }
-        // Under the connection's lock still (the order the locks are taken in allows it), so
-        // the I/O thread cannot see this connection end before the core has the payload back.
         let mut core = self.lock();
         for (id, payload) in returned {
             core.returned(id, payload);
         }
         if let Err(e) = &sent {
-            if is_task {
-                log::warn!("host {}: cannot send a task to daemon connection {key}: {e}", self.url);
-            } else {
-                log::debug!("host {}: cannot write to daemon connection {key}: {e}", self.url);
-            }
-            core.broke(key);
+            log::debug!("host {}: cannot write to daemon connection {key}: {e}", self.url);
+            core.broke(key, link);
         }
         drop(guard);
         self.release(core);
         if sent.is_err() {
-            // The I/O thread closes it.
             let _ = self.waker.wake();
         }
     }
@@ -639,16 +673,7 @@ impl Shared {
         };
         let cell = core.submit(payload, kind, options);
         self.release(core);
-        Ok(Task { cell: cell?, host: Arc::downgrade(self) })
-    }
-
-    /// Resolves a task without a result (cancel: 20, timeout: 5), interrupting it on its daemon
-    /// if it runs. Returns false when it had already resolved.
-    pub(crate) fn cancel(&self, id: u64, code: ErrorCode) -> bool {
-        let mut core = self.lock();
-        let cancelled = core.cancel(now_ms(), id, code);
-        self.release(core);
-        cancelled
+        Ok(Task::new(cell?, self))
     }
 
     /// Marks the host closed and resolves every task left with `code`; the first call only.
@@ -667,7 +692,7 @@ impl Shared {
 
     /// Whether this is the host's I/O thread (a completion callback is running): waiting there
     /// for something the I/O thread must do would wait forever.
-    pub(crate) fn on_io_thread(&self) -> bool {
+    fn on_io_thread(&self) -> bool {
         self.io_thread.get().is_some_and(|&id| id == std::thread::current().id())
     }
 
@@ -702,6 +727,19 @@ impl Shared {
                 log::error!("completion callback of task {id} panicked");
             }
         }
+    }
+}
+
+impl TaskHost for Shared {
+    fn cancel(&self, id: u64, code: ErrorCode) -> bool {
+        let mut core = self.lock();
+        let cancelled = core.cancel(now_ms(), id, code);
+        self.release(core);
+        cancelled
+    }
+
+    fn on_io_thread(&self) -> bool {
+        Shared::on_io_thread(self)
     }
 }
 

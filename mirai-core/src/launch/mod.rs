@@ -53,6 +53,24 @@ impl Target {
     }
 }
 
+/// The environment variables a daemon of `host` needs: the secret and the TLS CA.
+pub fn daemon_env(host: &Host) -> Vec<(String, String)> {
+    Target::of(host).env()
+}
+
+/// Starts `n` local daemon processes of `host` from `template`, with the host's URL filled in
+/// and the secret and TLS CA passed in their environment. The host adopts them (see
+/// [`Host::adopt_process`]).
+pub fn launch_local(host: &Host, n: usize, template: &CommandTemplate) -> Result<Vec<LocalDaemon>, Error> {
+    let mut t = template.clone();
+    t.env.extend(daemon_env(host));
+    let daemons = spawn_local(&host.url(), &t, n)?;
+    for d in &daemons {
+        host.adopt_process(d.pid());
+    }
+    Ok(daemons)
+}
+
 /// Waits until `n` daemons are connected to `host`. Fails early, with the launcher's own error
 /// output, when one of the launched processes (all from one launch call) exits in failure
 /// first; `TimedOut` when neither happens within `timeout` (`None`: no limit). Both events

@@ -38,7 +38,7 @@ pub fn template(args: &[&str]) -> CommandTemplate {
 /// Starts `n` test daemons with `args` against `host` and waits until all are connected.
 pub fn launch(host: &Host, n: usize, args: &[&str]) -> Vec<LocalDaemon> {
     let before = host.counters().connections;
-    let daemons = host.launch_local(n, &template(args)).expect("spawn daemons");
+    let daemons = mirai_core::launch::launch_local(host, n, &template(args)).expect("spawn daemons");
     assert!(
         host.wait_connections(before + n as u64, Some(PATIENCE)),
         "daemons did not connect: {:?}",
