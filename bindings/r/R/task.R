@@ -606,8 +606,10 @@ is_error_value <- function(x) inherits(x, "errorValue")
 #' @details
 #' Each copy goes to a different daemon, and tasks submitted after `everywhere()` wait until
 #' every copy has been handed out, so none of them runs on a daemon that has not yet evaluated
-#' it. Daemons that connect once all copies are handed out do not receive it. With a
-#' synchronous profile, the expression is evaluated once, in the profile's own global
+#' it. Daemons that connect once all copies are handed out do not receive it. Should daemons
+#' leave before taking their copy, so that fewer remain than copies wait (beyond those `.min`
+#' asks for), the extra copies resolve to `errorValue` 19 and the tasks behind them go on: the
+#' queue never waits for daemons that have gone. With a synchronous profile, the expression is evaluated once, in the profile's own global
 #' environment.
 #'
 #' @seealso [mirai()], [daemons()].
