@@ -60,6 +60,8 @@ if command -v Rscript >/dev/null; then
   # A daemon killed mid-task and a host killed mid-result: errors, never SIGPIPE (child sessions).
   R_LIBS="$rlib" Rscript bindings/r/tests/sigpipe.R
   R_LIBS="$rlib" Rscript bindings/r/tests/reliability.R
+  # Chaos, R host and R daemons: one daemon killed or stopped every 200 ms, replaced (about a minute).
+  R_LIBS="$rlib" Rscript bindings/r/tests/chaos.R
   # Packages built on mirai, from Debian: foreach/doParallel, parallel, later/promises, and a
   # Shiny app in two real browser sessions (headless Chromium driven by selenium).
   R_LIBS="$rlib" Rscript bindings/r/tests/clients.R
