@@ -150,7 +150,8 @@ pub(crate) struct Core<L> {
     next_task: u64,
     next_daemon: u64,
     closing: bool,
-    /// Connections a submitting thread found broken, for the I/O thread to close.
+    /// Connections to close (a write to them failed, or their daemon ignored a cancel), for the
+    /// I/O thread, which owns them.
     broken: Vec<DaemonKey>,
     recoveries: Recoveries,
     actions: Vec<Action<L>>,
@@ -230,7 +231,7 @@ impl<L: Clone + PartialEq> Core<L> {
         }
     }
 
-    /// A new task (`copy`: one copy of an `everywhere` broadcast). Returns its cell.
+    /// A new task, ordinary or one copy of an `everywhere` broadcast. Returns its cell.
     pub fn submit(
         &mut self,
         payload: Vec<u8>,
