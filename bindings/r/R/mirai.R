@@ -33,6 +33,16 @@ check_flag <- function(x, what) {
 }
 
 # A single number in [lo, hi] (NA refused), or an error naming the argument.
+# The host's timing settings in seconds, NA for off, checked: c(cancel_grace, heartbeat,
+# peer_timeout). The defaults are libmirai's.
+host_timing <- function(cancel_grace = 30, heartbeat = 10, peer_timeout = 120) {
+  timing <- list(cancel_grace = cancel_grace, heartbeat = heartbeat, peer_timeout = peer_timeout)
+  for (what in names(timing)) {
+    if (!is.null(timing[[what]])) check_number(timing[[what]], what, 0.001, 4e6)
+  }
+  vapply(timing, function(x) if (is.null(x)) NA_real_ else as.numeric(x), numeric(1))
+}
+
 check_number <- function(x, what, lo = 0, hi = Inf) {
   if (!is.numeric(x) || length(x) != 1L || is.na(x) || x < lo || x > hi) {
     stop(sprintf("`%s` must be a number from %s to %s", what, format(lo), format(hi)), call. = FALSE)
@@ -206,6 +216,15 @@ profile_ca <- function(p) {
 #'   one daemon fewer (see [status()]; [launch_local()] adds one back). The task resolves to
 #'   `errorValue` 20 (or 5) at once either way. 30 by default; `NULL` never drops a daemon,
 #'   as in R's mirai. Specific to this package.
+#' @param heartbeat seconds after which host and daemons send each other a heartbeat when they
+#'   have sent nothing else (10 by default); `NULL` for none, and then no `peer_timeout` unless
+#'   one is given (which is refused: without heartbeats every idle daemon would time out).
+#'   Specific to this package.
+#' @param peer_timeout seconds after which a daemon that has sent nothing, heartbeats included,
+#'   is dropped (120 by default, at least three heartbeats): a daemon killed without its
+#'   connection closing, a stopped process or job, a machine gone from the network. Its task
+#'   resolves to `errorValue` 19, or runs again with `retry`. `NULL` never drops one. Specific
+#'   to this package.
 #'
 #' @return Invisibly, when setting daemons: `TRUE`, of class `miraiDaemons`, which can be
 #'   passed to [with()] (see [with_daemons()]). When resetting: `FALSE`.
@@ -277,12 +296,15 @@ profile_ca <- function(p) {
 #' }
 daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync = FALSE,
                     seed = NULL, memory = NULL, serial = NULL, tls = NULL, pass = NULL,
-                    .compute = NULL, auth = TRUE, retry = 0L, cancel_grace = 30) {
+                    .compute = NULL, auth = TRUE, retry = 0L, cancel_grace = 30, heartbeat = 10,
+                    peer_timeout = 120) {
   name <- profile_name(.compute)
   check_flag(auth, "auth")
   check_retry(retry, "retry")
   if (is.null(retry)) stop("`retry` must be a number")
-  if (!is.null(cancel_grace)) check_number(cancel_grace, "cancel_grace", 0.001, 4e6)
+  # Without heartbeats, a silent daemon is not a dead one: no peer timeout unless one is asked.
+  if (is.null(heartbeat) && missing(peer_timeout)) peer_timeout <- NULL
+  timing <- host_timing(cancel_grace, heartbeat, peer_timeout)
   check_flag(sync, "sync")
   if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1L || is.na(seed))) stop("`seed` must be a single number")
   if (sync) return(sync_profile(name, seed))
@@ -304,7 +326,7 @@ daemons <- function(n, url = NULL, remote = NULL, dispatcher = TRUE, ..., sync =
   serial <- if (is.null(serial)) .state$serial else as_serial(serial)
   blob <- if (length(serial$class)) serialize(serial, NULL) else NULL
   host <- .Call(rmirai_listen, if (is.null(url)) local_url() else url, memory, stream, blob,
-                tls_material(tls, pass, dots$tlscert), if (auth) session_secret(), retry, cancel_grace)
+                tls_material(tls, pass, dots$tlscert), if (auth) session_secret(), retry, timing)
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$read_hook <- serial_reader(serial)
@@ -353,7 +375,7 @@ reset_profile <- function(name, exit) {
 sync_profile <- function(name, seed) {
   reset_profile(name, exit = FALSE)
   stream <- init_stream(seed)
-  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL, session_secret(), 0, 30)
+  host <- .Call(rmirai_listen, local_url(), 0, stream, NULL, NULL, session_secret(), 0, host_timing())
   p <- new.env(parent = emptyenv())
   p$host <- host
   p$stream <- stream

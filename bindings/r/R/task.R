@@ -176,7 +176,7 @@ check_retry <- function(retry, what) {
 # output discarded). The mirai keeps the host; collecting the value closes it.
 ephemeral_mirai <- function(task, timeout) {
   p <- new.env(parent = emptyenv())
-  p$host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL, session_secret(), 0, 30)
+  p$host <- .Call(rmirai_listen, local_url(), 0, NULL, NULL, NULL, session_secret(), 0, host_timing())
   .Call(rmirai_launch, p$host, c(rscript_path(), "-e", "mirai:::.daemon(\"{url}\")"), 1L, FALSE)
   m <- .Call(rmirai_submit, p, task, timeout, FALSE, NULL)
   m$host <- p$host

@@ -39,7 +39,7 @@ static void check_option(mirai_result r, mirai_host_options *o) {
  * password) with NA for what is not given (PEM text). secret: the hex secret daemons must
  * prove they hold, or NULL for no authentication. */
 SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret, SEXP retry,
-                   SEXP grace) {
+                   SEXP timing) {
   /* Whatever may raise an R error comes before the options exist, so they cannot leak. */
   const char *where = one_string(url, "url");
   size_t secret_len = 0;
@@ -52,10 +52,18 @@ SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP
   double mem = Rf_asReal(memory);
   double retries = Rf_asReal(retry);
   if (!R_FINITE(retries) || retries < 0 || retries > 4294967295.0) Rf_error("`retry` must be a count");
-  /* grace: seconds, or NULL for never dropping a daemon that ignores a cancel. */
-  double grace_ms = Rf_isNull(grace) ? 0 : Rf_asReal(grace) * 1000;
-  if (!Rf_isNull(grace) && !(R_FINITE(grace_ms) && grace_ms >= 1 && grace_ms < 1.8e19)) {
-    Rf_error("`cancel_grace` must be a positive number of seconds, or NULL");
+  /* timing: c(cancel_grace, heartbeat, peer_timeout) in seconds, NA for off (0 to libmirai). */
+  if (TYPEOF(timing) != REALSXP || XLENGTH(timing) != 3) Rf_error("`timing` must be 3 numbers");
+  uint64_t ms[3];
+  for (int i = 0; i < 3; i++) {
+    double x = REAL(timing)[i];
+    if (ISNA(x)) {
+      ms[i] = 0;
+    } else if (R_FINITE(x) && x * 1000 >= 1 && x * 1000 < 1.8e19) {
+      ms[i] = (uint64_t)(x * 1000);
+    } else {
+      Rf_error("timing settings must be positive numbers of seconds, or NULL");
+    }
   }
   mirai_host_options *o = mirai_host_options_new();
   if (o == NULL) Rf_error("cannot allocate host options");
@@ -65,7 +73,9 @@ SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP
   if (R_FINITE(mem) && mem > 0) check_option(mirai_host_options_set_memory_limit(o, (uint64_t)(mem * 1e6)), o);
   if (!Rf_isNull(stream)) check_option(mirai_host_options_set_stream(o, base), o);
   check_option(mirai_host_options_set_retry(o, (uint32_t)retries, 3), o);
-  check_option(mirai_host_options_set_cancel_grace_ms(o, (uint64_t)grace_ms), o);
+  check_option(mirai_host_options_set_cancel_grace_ms(o, ms[0]), o);
+  check_option(mirai_host_options_set_heartbeat_ms(o, ms[1]), o);
+  check_option(mirai_host_options_set_peer_timeout_ms(o, ms[2]), o);
   if (opt_string(tls, 0) || opt_string(tls, 1)) {
     check_option(mirai_host_options_set_tls(o, opt_string(tls, 0), opt_string(tls, 1), opt_string(tls, 2),
                                             opt_string(tls, 3)), o);

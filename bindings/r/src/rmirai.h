@@ -66,7 +66,7 @@ SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook);
 
 /* The routines registered with R (init.c). */
 SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret, SEXP retry,
-                   SEXP grace);
+                   SEXP timing);
 SEXP rmirai_url(SEXP h);
 SEXP rmirai_secret(SEXP h);
 SEXP rmirai_tls_ca(SEXP h);

@@ -71,6 +71,28 @@ Sys.sleep(2)
 check("a daemon that stops in time is kept", status()$connections == 1L)
 daemons(0)
 
+# A daemon that goes silent (SIGSTOP: a suspended job, a frozen machine) is dropped after the
+# peer timeout, and its task resolves to errorValue 19 instead of waiting for it.
+daemons(1, heartbeat = 0.1, peer_timeout = 0.5)
+pid <- mirai(Sys.getpid())[]
+m <- mirai(Sys.sleep(30))
+Sys.sleep(0.3)
+tools::pskill(pid, tools::SIGSTOP)
+stopped_at <- Sys.time()
+check("a stopped daemon's task resolves to errorValue 19", identical(unclass(m[]), 19L))
+waited <- as.numeric(difftime(Sys.time(), stopped_at, units = "secs"))
+check(sprintf("after the peer timeout (%.2f s)", waited), waited >= 0.4 && waited < 10)
+check("and the daemon is dropped", status()$connections == 0L)
+tools::pskill(pid, tools::SIGKILL)
+daemons(0)
+check("daemons(peer_timeout = 0.2, heartbeat = 0.1) is refused (three heartbeats at least)",
+      inherits(tryCatch(daemons(1, heartbeat = 0.1, peer_timeout = 0.2), error = identity), "error"))
+check("daemons(heartbeat = NULL, peer_timeout = 5) is refused",
+      inherits(tryCatch(daemons(1, heartbeat = NULL, peer_timeout = 5), error = identity), "error"))
+daemons(1, heartbeat = NULL)
+check("daemons(heartbeat = NULL) runs without liveness checks", identical(mirai(1 + 1)[], 2))
+daemons(0)
+
 check("daemons(cancel_grace = 0) is refused",
       inherits(tryCatch(daemons(1, cancel_grace = 0), error = identity), "error"))
 check("daemons(cancel_grace = 'a') is refused",
