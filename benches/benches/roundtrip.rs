@@ -1,6 +1,6 @@
 //! Round-trip latency, one daemon in another process: mirai over abstract IPC, TCP, TLS and
-//! WebSocket (ws, wss), next
-//! to a raw-socket echo (the floor) and NNG req/rep over the same transports, in the same run.
+//! WebSocket (ws, wss), next to a raw-socket echo (the floor; blocking in `read`, and waiting as
+//! mirai's caller does) and NNG req/rep over the same transports, in the same run.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,10 @@ fn bench(c: &mut Criterion) {
             let mut buf = Vec::new();
             g.bench_with_input(BenchmarkId::new(format!("raw-{transport}"), size), &payload, |b, p| {
                 b.iter(|| stream.roundtrip(p, &mut buf))
+            });
+            // Waiting as mirai's caller waits: the comparator for mirai's own overhead.
+            g.bench_with_input(BenchmarkId::new(format!("raw-spin-{transport}"), size), &payload, |b, p| {
+                b.iter(|| stream.roundtrip_spinning(p, &mut buf))
             });
         }
     }

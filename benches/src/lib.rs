@@ -92,8 +92,24 @@ pub fn read_exact_into(r: &mut impl Read, buf: &mut Vec<u8>, n: usize) -> std::i
     r.read_exact(buf)
 }
 
-/// Writes a length-prefixed message, for the raw comparators.
+/// Writes a length-prefixed message, for the raw comparators: one vectored write, as mirai
+/// writes a frame, more only when the socket takes part of it.
 pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
-    w.write_all(&(payload.len() as u64).to_le_bytes())?;
-    w.write_all(payload)
+    let header = (payload.len() as u64).to_le_bytes();
+    let mut written = 0;
+    let total = header.len() + payload.len();
+    while written < total {
+        let slices = if written < header.len() {
+            [std::io::IoSlice::new(&header[written..]), std::io::IoSlice::new(payload)]
+        } else {
+            [std::io::IoSlice::new(&payload[written - header.len()..]), std::io::IoSlice::new(&[])]
+        };
+        match w.write_vectored(&slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -1,9 +1,11 @@
 //! The floor: a length-prefixed echo over a plain socket between two processes, with no
 //! framework at all.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use crate::{read_exact_into, write_frame};
 
@@ -27,10 +29,29 @@ impl RawStream {
         RawStream::Tcp(s)
     }
 
-    /// Sends `payload` and reads the echo back.
+    /// Sends `payload` and reads the echo back, blocking in `read`.
     pub fn roundtrip(&mut self, payload: &[u8], buf: &mut Vec<u8>) {
         self.send(payload);
         self.recv(buf);
+    }
+
+    /// Like [`Self::roundtrip`], but waiting the way a mirai caller does (`Task::wait`): polling,
+    /// with `yield_now` between looks, for up to 200 µs, then blocking. So `mirai ÷ this` is
+    /// mirai's own overhead, not the difference between spinning and sleeping.
+    pub fn roundtrip_spinning(&mut self, payload: &[u8], buf: &mut Vec<u8>) {
+        self.send(payload);
+        let start = Instant::now();
+        while start.elapsed() < SPIN && !readable(self.fd()) {
+            std::thread::yield_now();
+        }
+        self.recv(buf);
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            RawStream::Unix(s) => s.as_raw_fd(),
+            RawStream::Tcp(s) => s.as_raw_fd(),
+        }
     }
 
     pub fn send(&mut self, payload: &[u8]) {
@@ -48,6 +69,17 @@ impl RawStream {
         }
         .expect("raw recv");
     }
+}
+
+/// As long as `Task::wait` polls before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// Whether a read on `fd` would not block (data, end of stream or an error waits there).
+fn readable(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: peeks at most one byte into `byte`, without consuming it or blocking.
+    let n = unsafe { libc::recv(fd, (&raw mut byte).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
 }
 
 fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
