@@ -589,23 +589,22 @@ impl Shared {
             }
         };
         let failed = matches!(outcome, Sent::Failed(_));
-        let mut returned: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| guard.proto.take_returned()).collect();
-        if failed {
-            // Whatever was not wholly written never reached the daemon.
-            returned.extend(guard.proto.reclaim_unsent());
-        }
-        if let Some(i) = returned.iter().position(|(r, _)| *r == id) {
-            let (_, payload) = returned.swap_remove(i);
+        // Whatever was not wholly written never reached the daemon.
+        let unsent = if failed { guard.proto.reclaim_unsent() } else { Vec::new() };
+        // Under the connection's lock still (the order the locks are taken in allows it), so
+        // the I/O thread cannot end this connection before the core knows how the send went.
+        // The payloads the link gives back go straight to the core: no list per task.
+        let mut core = self.lock();
+        for (returned, payload) in std::iter::from_fn(|| guard.proto.take_returned()).chain(unsent) {
+            if returned != id {
+                // An earlier task's, whose writing this call finished.
+                core.returned(returned, payload);
+                continue;
+            }
             outcome = match outcome {
                 Sent::Written(_) => Sent::Written(Some(payload)),
                 _ => Sent::Failed(Some(payload)),
             };
-        }
-        // Under the connection's lock still (the order the locks are taken in allows it), so
-        // the I/O thread cannot end this connection before the core knows how the send went.
-        let mut core = self.lock();
-        for (other, payload) in returned {
-            core.returned(other, payload);
         }
         core.task_sent(key, link, id, outcome);
         drop(guard);
@@ -628,12 +627,12 @@ impl Shared {
         }
         let sent = guard.send(msg);
         // This write may have finished an earlier task's payload.
-        let returned: Vec<(u64, Vec<u8>)> = std::iter::from_fn(|| guard.proto.take_returned()).collect();
-        if returned.is_empty() && sent.is_ok() {
+        let first = guard.proto.take_returned();
+        if first.is_none() && sent.is_ok() {
             return;
         }
         let mut core = self.lock();
-        for (id, payload) in returned {
+        for (id, payload) in first.into_iter().chain(std::iter::from_fn(|| guard.proto.take_returned())) {
             core.returned(id, payload);
         }
         if let Err(e) = &sent {
