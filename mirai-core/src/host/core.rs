@@ -644,7 +644,11 @@ mod tests {
     const GRACE: u64 = 1_000;
 
     fn core(retry: u32) -> Core<()> {
-        Core::new(Settings {
+        Core::new(settings(retry))
+    }
+
+    fn settings(retry: u32) -> Settings {
+        Settings {
             memory_limit: 0,
             stream: [1; 6],
             init_blob: Vec::new(),
@@ -652,7 +656,7 @@ mod tests {
             retry,
             quarantine: 3,
             cancel_grace: Some(GRACE),
-        })
+        }
     }
 
     fn options() -> TaskOptions {
@@ -946,5 +950,36 @@ mod tests {
         assert_eq!(queued.status(), Some(TaskStatus::Failed(ErrorCode::ConnectionReset)));
         assert!(!c.close(ErrorCode::ConnectionReset));
         assert!(matches!(c.submit(Vec::new(), Kind::Single, options()), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn a_late_report_about_a_key_now_another_connections_leaves_that_one_alone() {
+        // Links told apart by number: connection 10 had key 1, then connection 11 got it.
+        let mut c: Core<u32> = Core::new(settings(0));
+        c.connected(1, 10, identity(1));
+        let t = c.submit(b"x".to_vec(), Kind::Single, options()).unwrap();
+        let _ = c.take_actions();
+        c.disconnected(1, Vec::new());
+        c.connected(1, 11, identity(2));
+        let _ = c.take_actions();
+        // The write to connection 10 failed: connection 11 is neither closed nor retired, and
+        // the task (never delivered) runs there.
+        c.task_sent(1, &10, t.id, Sent::Failed(Some(b"x".to_vec())));
+        assert!(c.take_broken().is_empty());
+        assert_eq!(c.counters().connections, 1);
+        let sent: Vec<u64> = c
+            .take_actions()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Send { key: 1, link: 11, msg: Message::Task { id, .. }, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [t.id]);
+        // A failed control write to the old connection is ignored too.
+        c.broke(1, &10);
+        assert!(c.take_broken().is_empty());
+        c.broke(1, &11);
+        assert_eq!(c.take_broken(), [1]);
     }
 }
