@@ -28,7 +28,7 @@ pub mod ws;
 
 pub use daemon::{AutoExit, Daemon, DaemonOptions, Evaluation, Evaluator, ExitCode, Interrupt};
 pub use error::Error;
-pub use host::{Counters, DaemonInfo, Host, HostOptions, Memory, Recoveries, SubmitOptions};
+pub use host::{Counters, DaemonInfo, Host, HostOptions, Memory, Process, Recoveries, SubmitOptions};
 pub use mirai_proto::ErrorCode;
 pub use task::{Callback, Task, TaskStatus};
 pub use url::Url;

@@ -15,7 +15,6 @@ pub mod dispatcher;
 mod event_loop;
 mod recv_budget;
 
-use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -171,9 +170,36 @@ pub(crate) struct Shared {
     tls_ca: Option<String>,
     /// Memory held by frames still arriving.
     recv: RecvGauge,
-    /// Processes this host started (`launch_local`): a daemon among them that ignores a cancel
-    /// is ended, not only disconnected.
-    launched: Mutex<HashSet<u32>>,
+    /// Processes started for this host, by pid (`launch_local`): a daemon among them that
+    /// ignores a cancel is ended, not only disconnected.
+    launched: Mutex<Adopted>,
+}
+
+/// A process a launcher started for a host (see [`Host::adopt_process`]).
+pub trait Process: Send {
+    fn pid(&self) -> u32;
+    fn has_exited(&self) -> bool;
+    /// Ends it (SIGKILL), if it still runs.
+    fn end(&self);
+}
+
+/// The processes a host adopted, by pid. Those that have exited are let go as more come, so the
+/// map stays the size of what runs, however many daemons an autoscaling session starts.
+#[derive(Default)]
+struct Adopted {
+    processes: std::collections::HashMap<u32, Box<dyn Process>>,
+    /// The size at which exited processes are next swept out.
+    sweep_at: usize,
+}
+
+impl Adopted {
+    fn adopt(&mut self, process: Box<dyn Process>) {
+        if self.processes.len() >= self.sweep_at {
+            self.processes.retain(|_, p| !p.has_exited());
+            self.sweep_at = (self.processes.len() * 2).max(64);
+        }
+        self.processes.insert(process.pid(), process);
+    }
 }
 
 /// A daemon's connection, as the core names it in its actions. Two are equal when they are the
@@ -270,7 +296,7 @@ impl Host {
             io_thread: std::sync::OnceLock::new(),
             tls_ca,
             recv: RecvGauge::new(options.recv_budget),
-            launched: Mutex::new(HashSet::new()),
+            launched: Mutex::new(Adopted::default()),
         });
         let loop_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -303,12 +329,14 @@ impl Host {
         self.shared.tls_ca.as_deref()
     }
 
-    /// Marks a process as started for this host (the launchers do): should a daemon in it not
-    /// stop a task it was told to within [`HostOptions::cancel_grace`], it is ended (SIGKILL),
-    /// not only disconnected. Daemons say their pid when they connect; only processes marked
-    /// here are ever signalled.
-    pub fn adopt_process(&self, pid: u32) {
-        self.shared.launched.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+    /// Marks a process as started for this host (the launchers do): should a daemon saying it
+    /// runs as that process not stop a task it was told to within
+    /// [`HostOptions::cancel_grace`], the process is ended, not only disconnected. Only
+    /// processes adopted here are ever ended, and only through their handle, which knows
+    /// whether its process still runs: a pid reused since (or a remote daemon's pid that
+    /// happens to match) never is.
+    pub fn adopt_process(&self, process: Box<dyn Process>) {
+        self.shared.launched.lock().unwrap_or_else(|e| e.into_inner()).adopt(process);
     }
 
     /// Submits a task and returns its handle at once. Blocks only while the queue is at its
@@ -648,11 +676,10 @@ impl Shared {
 
     /// Ends a daemon process this host started, which did not stop a task it was told to.
     fn end_process(&self, pid: u32) {
-        let ours = self.launched.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
-        if let (true, Ok(pid)) = (ours, libc::pid_t::try_from(pid)) {
+        let process = self.launched.lock().unwrap_or_else(|e| e.into_inner()).processes.remove(&pid);
+        if let Some(p) = process.filter(|p| !p.has_exited()) {
             log::warn!("host {}: ending daemon process {pid}", self.url);
-            // SAFETY: kill has no memory preconditions; the pid is a child this host started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            p.end();
         }
     }
 
@@ -756,6 +783,44 @@ mod tests {
         assert_eq!(queued.status(), Some(TaskStatus::Failed(ErrorCode::ObjectClosed)));
         assert!(host.is_closed());
         assert!(matches!(host.submit(Vec::new(), SubmitOptions::default()), Err(Error::Closed)));
+        host.close();
+    }
+
+    /// A process that has exited or not, and counts the times it was ended.
+    struct Fake(u32, bool, Arc<std::sync::atomic::AtomicU32>);
+
+    impl Process for Fake {
+        fn pid(&self) -> u32 {
+            self.0
+        }
+        fn has_exited(&self) -> bool {
+            self.1
+        }
+        fn end(&self) {
+            self.2.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn only_adopted_processes_that_still_run_are_ended_and_exited_ones_are_let_go() {
+        let url = format!("abstract://mirai-adopt-{}", std::process::id());
+        let host = Host::listen(&url, HostOptions::default()).unwrap();
+        let ended = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        host.adopt_process(Box::new(Fake(7, false, ended.clone())));
+        host.adopt_process(Box::new(Fake(8, true, ended.clone())));
+        // A daemon saying it is pid 9 (another machine's, say) is nothing of ours; 8 has exited
+        // (its pid may be another process's by now).
+        host.shared.end_process(9);
+        host.shared.end_process(8);
+        assert_eq!(ended.load(Ordering::Relaxed), 0);
+        host.shared.end_process(7);
+        assert_eq!(ended.load(Ordering::Relaxed), 1);
+        // Exited processes are swept out as more are adopted.
+        for pid in 100..300 {
+            host.adopt_process(Box::new(Fake(pid, true, ended.clone())));
+        }
+        let kept = host.shared.launched.lock().unwrap().processes.len();
+        assert!(kept < 130, "{kept} adopted processes kept");
         host.close();
     }
 }

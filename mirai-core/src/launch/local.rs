@@ -88,7 +88,8 @@ impl Group {
 }
 
 /// A process started by a launcher: a local daemon, or the `ssh`/`sbatch`/... command that
-/// starts a remote one.
+/// starts a remote one. Clones refer to the same process.
+#[derive(Clone)]
 pub struct LocalDaemon {
     pid: u32,
     index: usize,
@@ -226,6 +227,20 @@ fn read_tail(mut pipe: impl Read, limit: usize) -> String {
     }
     let text = String::from_utf8_lossy(tail.make_contiguous()).into_owned();
     if dropped { format!("[...] {text}") } else { text }
+}
+
+impl crate::host::Process for LocalDaemon {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn has_exited(&self) -> bool {
+        self.exit_status().is_some()
+    }
+
+    fn end(&self) {
+        self.signal(libc::SIGKILL);
+    }
 }
 
 #[cfg(test)]

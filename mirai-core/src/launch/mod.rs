@@ -66,7 +66,7 @@ pub fn launch_local(host: &Host, n: usize, template: &CommandTemplate) -> Result
     t.env.extend(daemon_env(host));
     let daemons = spawn_local(&host.url(), &t, n)?;
     for d in &daemons {
-        host.adopt_process(d.pid());
+        host.adopt_process(Box::new(d.clone()));
     }
     Ok(daemons)
 }
