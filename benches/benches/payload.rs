@@ -33,9 +33,12 @@ fn bench(c: &mut Criterion) {
     }
     let payload = vec![0x5Au8; 100_000_000];
     g.throughput(Throughput::Bytes(payload.len() as u64));
-    for (name, url) in
-        [("tcp", "tcp://127.0.0.1:0"), ("ws", "ws://127.0.0.1:0"), ("wss", "wss://127.0.0.1:0")]
-    {
+    for (name, url) in [
+        ("tcp", "tcp://127.0.0.1:0"),
+        ("tls", "tls+tcp://127.0.0.1:0"),
+        ("ws", "ws://127.0.0.1:0"),
+        ("wss", "wss://127.0.0.1:0"),
+    ] {
         let (host, _daemons) = mirai_pool(PEER, url, 1);
         g.bench_with_input(BenchmarkId::new(format!("mirai-{name}"), "100MB"), &payload, |b, p| {
             b.iter_custom(|iters| timed_roundtrips(&host, p, iters))

@@ -4,7 +4,6 @@
 //! is written or the socket is full.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::RawFd;
 
 use mirai_proto::conn::HANDSHAKE_MAX_FRAME;
 use mirai_proto::decoder::Progress;
@@ -126,9 +125,9 @@ impl Link {
             }
             let large = self.proto.recv_payload_remaining() >= DIRECT_READ_MIN;
             let small = room.min(buf.len());
-            let step = match (large, self.stream.plain_fd()) {
-                (true, Some(fd)) => self.read_into_payload(fd, room)?,
-                (true, None) => self.read_into_window(room)?,
+            let step = match (large, self.stream.reads_uninit()) {
+                (true, true) => self.read_into_payload(room)?,
+                (true, false) => self.read_into_window(room)?,
                 (false, _) => match self.stream.read(&mut buf[..small]) {
                     Ok(0) => Step::Eof,
                     Ok(n) => {
@@ -151,7 +150,7 @@ impl Link {
 
     /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
     /// intermediate copy, no zero-fill.
-    fn read_into_payload(&mut self, fd: RawFd, room: usize) -> Result<Step, Error> {
+    fn read_into_payload(&mut self, room: usize) -> Result<Step, Error> {
         let received = self.proto.recv_payload_received();
         let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
         // Once per extent of the payload buffer (it changes as the buffer grows).
@@ -161,16 +160,13 @@ impl Link {
             advise_huge_pages(extent.0, extent.1);
         }
         let len = spare.len().min(room);
-        // SAFETY: reads at most `len` bytes, within the slice, into memory the buffer owns.
-        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) };
-        if n < 0 {
-            return step_for(io::Error::last_os_error());
-        }
-        if n == 0 {
-            return Ok(Step::Eof);
-        }
-        // SAFETY: read(2) initialised these `n` bytes, within the slice.
-        unsafe { self.proto.recv_assume_filled(now_ms(), n as usize)? };
+        let n = match self.stream.read_uninit(&mut spare[..len]) {
+            Ok(0) => return Ok(Step::Eof),
+            Ok(n) => n,
+            Err(e) => return step_for(e),
+        };
+        // SAFETY: the stream initialised these `n` bytes, within the slice.
+        unsafe { self.proto.recv_assume_filled(now_ms(), n)? };
         Ok(Step::More)
     }
 

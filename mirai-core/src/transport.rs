@@ -4,6 +4,7 @@
 //! WebSocket over either of the last two (`crate::ws`).
 
 use std::io::{self, IoSlice, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::SocketAddr as UnixAddr;
@@ -273,13 +274,25 @@ impl Stream {
         };
     }
 
-    /// The descriptor, for reading straight into a buffer, when bytes on the socket are the
-    /// plaintext (not for TLS).
-    pub fn plain_fd(&self) -> Option<RawFd> {
+    /// Whether [`Self::read_uninit`] works: the plaintext is read with `read(2)` (plain
+    /// sockets, and a WebSocket over one), not through rustls, whose reader wants initialised
+    /// memory.
+    pub fn reads_uninit(&self) -> bool {
         match self {
-            Stream::Tcp(s) => Some(s.as_raw_fd()),
-            Stream::Unix(s) => Some(s.as_raw_fd()),
-            Stream::Tls(_) | Stream::Ws(_) => None,
+            Stream::Tcp(_) | Stream::Unix(_) => true,
+            Stream::Tls(_) => false,
+            Stream::Ws(w) => w.reads_uninit(),
+        }
+    }
+
+    /// Reads into uninitialised memory, so a large payload is neither copied nor zero-filled
+    /// first. Only where [`Self::reads_uninit`] holds (`Unsupported` otherwise).
+    pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => read_fd(s.as_raw_fd(), buf),
+            Stream::Unix(s) => read_fd(s.as_raw_fd(), buf),
+            Stream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+            Stream::Ws(w) => w.read_uninit(buf),
         }
     }
 
@@ -329,6 +342,13 @@ impl Stream {
             Stream::Ws(w) => w.source(),
         }
     }
+}
+
+/// `read(2)` into uninitialised memory.
+fn read_fd(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: reads at most `buf.len()` bytes into memory `buf` owns; read(2) does not read it.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 impl TlsStream {

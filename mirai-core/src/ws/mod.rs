@@ -1,15 +1,18 @@
 //! The WebSocket transport (`ws://`, `wss://`): the same byte stream as TCP, carried in binary
-//! WebSocket messages over a TCP or TLS stream, so it passes HTTP reverse proxies. tungstenite
-//! does the handshake and the framing; this module drives it non-blocking. The daemon is the
-//! WebSocket client (it dials, and finishes the upgrade before mirai's `Hello`); the host is the
-//! server, and runs the upgrade on its I/O thread one readiness event at a time.
+//! WebSocket frames over a TCP or TLS stream, so it passes HTTP reverse proxies. tungstenite
+//! does the upgrade, driven non-blocking here; the frames are written and read by `framing`.
+//! The daemon is the WebSocket client (it dials, and finishes the upgrade before mirai's
+//! `Hello`); the host is the server, and runs the upgrade on its I/O thread one readiness event
+//! at a time.
+
+mod framing;
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
 use tungstenite::client::IntoClientRequest;
@@ -18,28 +21,25 @@ use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::{Message, WebSocket};
+
+use framing::{Framed, ReadUninit, Side};
 
 use crate::error::Error;
 use crate::transport::Stream;
 use crate::url::Url;
 
 /// The largest WebSocket message (and frame) either end sends or accepts. Sending the byte
-/// stream in bounded messages keeps every buffer small and cache-warm whatever the task size,
-/// and fits under the message limits of proxies, which mirai's own frames (up to the host's
-/// `max_frame`) would not.
+/// stream in bounded messages fits under the message limits of proxies, which mirai's own
+/// frames (up to the host's `max_frame`) would not.
 pub const MESSAGE_MAX: usize = 1 << 20;
 
 /// How often a daemon pings an idle connection by default: well inside the 60 s that nginx
 /// (`proxy_read_timeout`) and common load balancers allow an idle connection.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(20);
 
+/// For the upgrade only: the frames after it are `framing`'s.
 fn config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(MESSAGE_MAX))
-        .max_frame_size(Some(MESSAGE_MAX))
-        // Written at once: `Write` below flushes after each message anyway.
-        .write_buffer_size(0)
+    WebSocketConfig::default().max_message_size(Some(MESSAGE_MAX)).max_frame_size(Some(MESSAGE_MAX))
 }
 
 /// Accepts only the host's own path; anything else gets `404` before the connection closes.
@@ -59,7 +59,7 @@ impl Callback for PathCheck {
 enum State {
     /// Host side, in the upgrade: the client's request is being read or the answer written.
     Accepting(MidHandshake<ServerHandshake<Stream, PathCheck>>),
-    Open(WebSocket<Stream>),
+    Open(Framed<Stream>),
     /// The upgrade failed; tungstenite dropped (and so closed) the socket.
     Failed(Gone),
 }
@@ -69,8 +69,6 @@ pub struct WsStream {
     state: State,
     /// The path the host serves, for the log line refusing another.
     path: String,
-    /// What is left of the last binary message received.
-    rx: Bytes,
     /// Daemon side: ping after this long without sending anything.
     keepalive: Option<Duration>,
     last_sent: Instant,
@@ -84,20 +82,6 @@ impl fmt::Debug for WsStream {
             State::Failed(_) => "failed",
         };
         f.debug_struct("WsStream").field("state", &state).field("path", &self.path).finish_non_exhaustive()
-    }
-}
-
-/// The error a refused or broken WebSocket becomes, for logs and for the daemon's report.
-fn ws_error(e: tungstenite::Error) -> io::Error {
-    use tungstenite::Error as E;
-    match e {
-        E::Io(e) => e,
-        E::ConnectionClosed | E::AlreadyClosed => io::ErrorKind::BrokenPipe.into(),
-        E::Capacity(c) => io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("WebSocket message refused: {c} (mirai sends messages of at most {MESSAGE_MAX} bytes)"),
-        ),
-        other => io::Error::new(io::ErrorKind::InvalidData, format!("WebSocket: {other}")),
     }
 }
 
@@ -144,10 +128,15 @@ impl WsStream {
             .into_client_request()
             .map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
         let fd = inner.as_raw_fd();
-        let mut step = tungstenite::client::client_with_config(request, inner, Some(config()));
+        let recording = Recording { inner, seen: Vec::new() };
+        let mut step = tungstenite::client::client_with_config(request, recording, Some(config()));
         loop {
             match step {
-                Ok((open, _)) => return Ok(WsStream::new(State::Open(open), path, None)),
+                Ok((open, _)) => {
+                    let Recording { inner, seen } = open.into_inner();
+                    let framed = Framed::new(inner, Side::Client, after_head(&seen));
+                    return Ok(WsStream::new(State::Open(framed), path, None));
+                }
                 Err(HandshakeError::Interrupted(mid)) => {
                     wait_readable(fd, deadline)
                         .map_err(|e| Error::io(format!("{url}: WebSocket upgrade"), e))?;
@@ -164,7 +153,7 @@ impl WsStream {
     }
 
     fn new(state: State, path: &str, keepalive: Option<Duration>) -> WsStream {
-        WsStream { state, path: path.to_string(), rx: Bytes::new(), keepalive, last_sent: Instant::now() }
+        WsStream { state, path: path.to_string(), keepalive, last_sent: Instant::now() }
     }
 
     /// The stream under the WebSocket (TCP or TLS), while there is one.
@@ -194,13 +183,14 @@ impl WsStream {
 
     /// The open WebSocket, finishing the host's side of the upgrade first (`WouldBlock` while
     /// the client's request or our answer is still on its way).
-    fn open(&mut self) -> io::Result<&mut WebSocket<Stream>> {
+    fn open(&mut self) -> io::Result<&mut Framed<Stream>> {
         if matches!(self.state, State::Accepting(_)) {
             let State::Accepting(mid) = std::mem::replace(&mut self.state, State::Failed(Gone)) else {
                 return Err(io::ErrorKind::NotConnected.into());
             };
             match mid.handshake() {
-                Ok(open) => self.state = State::Open(open),
+                // tungstenite refuses bytes after the client's request, so none are left over.
+                Ok(open) => self.state = State::Open(Framed::new(open.into_inner(), Side::Server, &[])),
                 Err(HandshakeError::Interrupted(mid)) => {
                     self.state = State::Accepting(mid);
                     return Err(io::ErrorKind::WouldBlock.into());
@@ -226,19 +216,10 @@ impl WsStream {
         io::Error::new(io::ErrorKind::InvalidData, format!("WebSocket upgrade refused: {why}"))
     }
 
-    /// Closes the WebSocket with `code`, telling the peer why (best effort), and returns the
-    /// error for our own report.
-    fn fail(&mut self, code: CloseCode, e: io::Error) -> io::Error {
-        if let State::Open(ws) = &mut self.state {
-            let reason = e.to_string().chars().take(120).collect::<String>();
-            let _ = ws.close(Some(CloseFrame { code, reason: reason.into() }));
-        }
-        e
-    }
-
     pub fn shutdown(&mut self) {
         if let State::Open(ws) = &mut self.state {
-            let _ = ws.close(None);
+            ws.close(None, "");
+            let _ = ws.flush();
         }
         if let Some(inner) = self.inner_mut() {
             inner.shutdown();
@@ -256,11 +237,7 @@ impl WsStream {
             return Ok(());
         }
         self.last_sent = Instant::now();
-        let ws = self.open()?;
-        match ws.write(Message::Ping(Bytes::new())).and_then(|()| ws.flush()) {
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            other => other.map_err(ws_error),
-        }
+        self.open()?.ping()
     }
 }
 
@@ -307,90 +284,77 @@ fn upgrade_refused(url: &Url, e: tungstenite::Error) -> Error {
 
 impl Read for WsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if !self.rx.is_empty() {
-                let n = buf.len().min(self.rx.len());
-                buf[..n].copy_from_slice(&self.rx[..n]);
-                self.rx.advance(n);
-                return Ok(n);
-            }
-            let ws = self.open()?;
-            let got = ws.read();
-            match got {
-                Ok(Message::Binary(data)) => self.rx = data,
-                // tungstenite answers pings itself, on this or the next call.
-                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-                Ok(Message::Text(_)) => {
-                    let e = io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "WebSocket text message refused: mirai speaks binary messages only",
-                    );
-                    return Err(self.fail(CloseCode::Unsupported, e));
-                }
-                Ok(Message::Close(frame)) => {
-                    // Our answer to the close, if the socket takes it.
-                    let _ = ws.flush();
-                    return closed_by_peer(frame);
-                }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Ok(0);
-                }
-                // A peer (or a restarted proxy) that just closed the socket: the end of the stream.
-                Err(tungstenite::Error::Protocol(
-                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-                )) => return Ok(0),
-                Err(e @ tungstenite::Error::Capacity(_)) => {
-                    return Err(self.fail(CloseCode::Size, ws_error(e)));
-                }
-                Err(e @ tungstenite::Error::Protocol(_)) => {
-                    return Err(self.fail(CloseCode::Protocol, ws_error(e)));
-                }
-                Err(e) => return Err(ws_error(e)),
-            }
-        }
+        self.open()?.read(buf)
     }
 }
 
 impl WsStream {
-    /// Sends what the socket takes: older messages first, then the next stretch of `bufs` as
-    /// one binary message. `WouldBlock` only when the socket is full, as for TCP.
-    fn send(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let ws = self.open()?;
-        ws.flush().map_err(ws_error)?;
-        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(MESSAGE_MAX);
-        if total == 0 {
-            return Ok(0);
-        }
-        let mut message = Vec::with_capacity(total);
-        for b in bufs {
-            let take = b.len().min(total - message.len());
-            message.extend_from_slice(&b[..take]);
-        }
-        // Queued even when the socket is full; the writable event finishes it through `flush`.
-        match ws.write(Message::Binary(message.into())).and_then(|()| ws.flush()) {
-            Ok(()) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(ws_error(e)),
-        }
-        self.last_sent = Instant::now();
-        Ok(total)
+    /// Whether [`Self::read_uninit`] works: open, over a plain socket.
+    pub fn reads_uninit(&self) -> bool {
+        matches!(&self.state, State::Open(ws) if ws.reads_uninit())
+    }
+
+    /// Reads the byte stream into uninitialised memory (see [`Stream::read_uninit`]).
+    pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        self.open()?.read_uninit(buf)
+    }
+}
+
+impl ReadUninit for Stream {
+    fn reads_uninit(&self) -> bool {
+        Stream::reads_uninit(self)
+    }
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        Stream::read_uninit(self, buf)
     }
 }
 
 impl Write for WsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.send(&[IoSlice::new(buf)])
+        self.write_vectored(&[IoSlice::new(buf)])
     }
 
+    /// Sends what the socket takes; `WouldBlock` only when it is full, as for TCP.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.send(bufs)
+        let n = self.open()?.write_vectored(bufs)?;
+        self.last_sent = Instant::now();
+        Ok(n)
     }
 
-    /// Writes queued messages (`WouldBlock` while the socket is full); on the host, also moves
-    /// the upgrade on when its answer did not fit in the socket at once.
+    /// Writes frames still queued (`WouldBlock` while the socket is full); on the host, also
+    /// moves the upgrade on when its answer did not fit in the socket at once.
     fn flush(&mut self) -> io::Result<()> {
-        self.open()?.flush().map_err(ws_error)
+        self.open()?.flush()
     }
+}
+
+/// The daemon's stream during the upgrade, keeping what it reads: tungstenite may read past the
+/// host's answer, and those bytes are the first frames.
+struct Recording {
+    inner: Stream,
+    seen: Vec<u8>,
+}
+
+impl Read for Recording {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Write for Recording {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What follows the HTTP head in `seen` (which holds a whole head, the upgrade having worked).
+fn after_head(seen: &[u8]) -> &[u8] {
+    seen.windows(4).position(|w| w == b"\r\n\r\n").map_or(&[], |at| &seen[at + 4..])
 }
 
 /// Stands in for the socket of a failed upgrade, which is already closed: nothing to watch.
