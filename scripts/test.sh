@@ -92,5 +92,9 @@ echo "== fuzz authentication, host and daemon ends (release build, bounded run)"
 MIRAI_FUZZ_CASES="${MIRAI_HANDSHAKE_FUZZ_CASES:-50000}" \
   cargo test -q --release -p mirai-core --test fuzz_handshake -- --nocapture 2>&1 | grep -E 'fuzz:|test result'
 
+echo "== fuzz the WebSocket framing, client and server sides (release build, bounded run)"
+MIRAI_FUZZ_CASES="${MIRAI_WS_FUZZ_CASES:-50000}" \
+  cargo test -q --release -p mirai-core --test fuzz_ws_framing -- --nocapture 2>&1 | grep -E 'fuzz:|test result'
+
 echo "== chaos: 100,000 tasks through 4 daemons, one killed or frozen every 200 ms (release build)"
 cargo test -q --release -p mirai-core --test chaos -- --ignored --nocapture --test-threads=1 2>&1 | grep -E '^chaos|test result'

@@ -5,7 +5,7 @@
 //! `Hello`); the host is the server, and runs the upgrade on its I/O thread one readiness event
 //! at a time.
 
-mod framing;
+pub mod framing;
 
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
