@@ -148,17 +148,23 @@ impl Link {
         }
     }
 
-    /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
-    /// intermediate copy, no zero-fill.
-    fn read_into_payload(&mut self, room: usize) -> Result<Step, Error> {
+    /// Advises huge pages for the payload buffer being received, once per extent of it (the
+    /// extent changes as the buffer grows).
+    fn advise_payload(&mut self) {
         let received = self.proto.recv_payload_received();
-        let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
-        // Once per extent of the payload buffer (it changes as the buffer grows).
+        let Some(spare) = self.proto.recv_spare() else { return };
         let extent = (spare.as_ptr() as usize - received, spare.as_ptr() as usize + spare.len());
         if self.advised != extent {
             self.advised = extent;
             advise_huge_pages(extent.0, extent.1);
         }
+    }
+
+    /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
+    /// intermediate copy, no zero-fill.
+    fn read_into_payload(&mut self, room: usize) -> Result<Step, Error> {
+        self.advise_payload();
+        let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
         let len = spare.len().min(room);
         let n = match self.stream.read_uninit(&mut spare[..len]) {
             Ok(0) => return Ok(Step::Eof),
@@ -173,6 +179,7 @@ impl Link {
     /// Reads at most `room` bytes into a zero-filled stretch of the payload buffer (for TLS,
     /// whose reader wants initialised memory).
     fn read_into_window(&mut self, room: usize) -> Result<Step, Error> {
+        self.advise_payload();
         let Some(window) = self.proto.recv_window() else { return Ok(Step::More) };
         let len = window.len().min(room);
         let result = self.stream.read(&mut window[..len]);

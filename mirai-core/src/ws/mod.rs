@@ -317,7 +317,9 @@ impl Write for WsStream {
     /// Sends what the socket takes; `WouldBlock` only when it is full, as for TCP.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let n = self.open()?.write_vectored(bufs)?;
-        self.last_sent = Instant::now();
+        if self.keepalive.is_some() {
+            self.last_sent = Instant::now();
+        }
         Ok(n)
     }
 
