@@ -405,21 +405,29 @@ impl<S: ReadUninit + Write> Framed<S> {
         }
     }
 
-    /// Client: frames older ones first, then copies the next stretch of `bufs` into one masked
-    /// frame, and reports it taken even if the socket is full (`flush` finishes it).
-    fn write_masked(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    /// Between data frames: writes the frames begun, then encodes the header of a binary frame
+    /// for the next stretch of `bufs`, at most `max` bytes. Returns its length (0: nothing to
+    /// send) and, on a client, its mask.
+    fn begin_frame(&mut self, bufs: &[IoSlice<'_>], max: usize) -> io::Result<(usize, Option<[u8; 4]>)> {
         self.write_out()?;
         if self.closing {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(CLIENT_FRAME);
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(max);
         if total == 0 {
-            return Ok(0);
+            return Ok((0, None));
         }
-        let mask = self.masks.next();
-        let header =
-            FrameHeader { opcode: OpCode::Data(Data::Binary), mask: Some(mask), ..FrameHeader::default() };
+        let mask = (self.side == Side::Client).then(|| self.masks.next());
+        // (FrameHeader's default is a close frame.)
+        let header = FrameHeader { opcode: OpCode::Data(Data::Binary), mask, ..FrameHeader::default() };
         encode(&header, total, &mut self.out);
+        Ok((total, mask))
+    }
+
+    /// Client: frames older ones first, then copies the next stretch of `bufs` into one masked
+    /// frame, and reports it taken even if the socket is full (`flush` finishes it).
+    fn write_masked(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let (total, Some(mask)) = self.begin_frame(bufs, CLIENT_FRAME)? else { return Ok(0) };
         let body = self.out.len();
         let mut left = total;
         for b in bufs {
@@ -437,17 +445,10 @@ impl<S: ReadUninit + Write> Framed<S> {
     fn write_direct(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         loop {
             if self.payload_left == 0 {
-                self.write_out()?;
-                if self.closing {
-                    return Err(io::ErrorKind::BrokenPipe.into());
-                }
-                let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(MESSAGE_MAX);
+                let (total, _) = self.begin_frame(bufs, MESSAGE_MAX)?;
                 if total == 0 {
                     return Ok(0);
                 }
-                // (FrameHeader's default is a close frame.)
-                let header = FrameHeader { opcode: OpCode::Data(Data::Binary), ..FrameHeader::default() };
-                encode(&header, total, &mut self.out);
                 self.payload_left = total;
             }
             let head = &self.out[self.out_pos..];
