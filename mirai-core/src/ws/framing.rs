@@ -290,6 +290,8 @@ impl<S: ReadUninit + Write> Framed<S> {
 
     fn on_control(&mut self, control: Control, payload: &[u8]) -> io::Result<()> {
         match control {
+            // Nothing may follow our close frame, a pong included.
+            Control::Ping if self.closing => Ok(()),
             Control::Ping => {
                 self.queue_control(Control::Pong, payload);
                 self.push_out()
@@ -309,8 +311,9 @@ impl<S: ReadUninit + Write> Framed<S> {
                         reason: String::from_utf8_lossy(reason).into_owned().into(),
                     }),
                 };
-                // The answer echoes the code (RFC 6455 §5.5.1), if the socket takes it.
-                let code = frame.as_ref().map(|f| f.code);
+                // The answer echoes the code (RFC 6455 §5.5.1) unless it is one no endpoint may
+                // send, if the socket takes it.
+                let code = frame.as_ref().map(|f| f.code).filter(|c| c.is_allowed());
                 self.close(code, "");
                 let _ = self.push_out();
                 super::closed_by_peer(frame).map(drop)

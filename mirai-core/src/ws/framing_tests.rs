@@ -301,6 +301,20 @@ fn a_close_from_the_peer_is_answered_and_ends_the_stream_or_says_why() {
         io::ErrorKind::BrokenPipe
     );
 
+    // A close with a code no endpoint may send (1005) gets an empty close back.
+    let odd = client_frame(0x88, &1005u16.to_be_bytes(), None);
+    let mut server = Framed::new(Pipe::receiving(&odd, usize::MAX), Side::Server, &[]);
+    assert!(server.read(&mut buf).unwrap_err().to_string().contains("code 1005"));
+    assert_eq!(server.get_ref().outgoing, [0x88, 0]);
+
+    // A ping arriving after our own close gets no pong: nothing may follow a close frame.
+    let ping = [client_frame(0x89, b"p", None), client_frame(0x82, b"z", None)].concat();
+    let mut server = Framed::new(Pipe::receiving(&ping, usize::MAX), Side::Server, &[]);
+    server.close(Some(CloseCode::Normal), "");
+    assert_eq!(server.read(&mut buf).unwrap(), 1);
+    server.flush().unwrap();
+    assert_eq!(server.get_ref().outgoing, [0x88, 2, 0x03, 0xe8]);
+
     let mut too_big = 1009u16.to_be_bytes().to_vec();
     too_big.extend(b"message too big");
     let (e, _) = refused(&client_frame(0x88, &too_big, None));
