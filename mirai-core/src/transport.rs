@@ -48,6 +48,58 @@ pub enum Stream {
 pub struct TlsStream {
     sock: TcpStream,
     conn: Connection,
+    ahead: Ciphertext,
+}
+
+/// The most ciphertext read from the socket at once.
+const CIPHERTEXT_AHEAD: usize = 64 << 10;
+
+/// Ciphertext read ahead of rustls, which asks for at most 4 KiB per read: one `read(2)` of up
+/// to 64 KiB serves many of its reads, so a large payload costs a system call per 64 KiB, not
+/// per 4 KiB. The buffer is freed whenever the socket is drained, so an idle connection holds
+/// none; and a read only reports `WouldBlock` once nothing is left in it, which is what
+/// edge-triggered readiness needs.
+#[derive(Debug, Default)]
+struct Ciphertext {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Ciphertext {
+    /// Gives what was read ahead, reading more from `sock` when nothing is left.
+    fn read(&mut self, sock: &TcpStream, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+            self.buf.reserve(CIPHERTEXT_AHEAD);
+            match read_fd(sock.as_raw_fd(), &mut self.buf.spare_capacity_mut()[..CIPHERTEXT_AHEAD]) {
+                // SAFETY: read(2) initialised these `n` bytes of the spare capacity.
+                Ok(n) => unsafe { self.buf.set_len(n) },
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        self.buf = Vec::new();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// What rustls reads ciphertext from: the read-ahead, then the socket.
+struct CiphertextReader<'a> {
+    ahead: &'a mut Ciphertext,
+    sock: &'a TcpStream,
+}
+
+impl Read for CiphertextReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.ahead.read(self.sock, out)
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -147,7 +199,7 @@ fn accept_tcp(l: &TcpListener, tls: &Option<Arc<ServerConfig>>) -> io::Result<St
         None => Ok(Stream::Tcp(s)),
         Some(config) => {
             let conn = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
-            Ok(Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })))
+            Ok(Stream::Tls(Box::new(TlsStream::new(s, conn.into()))))
         }
     }
 }
@@ -248,7 +300,7 @@ fn dial_tcp(url: &Url, timeout: Duration, tls: Option<Arc<ClientConfig>>) -> Res
                 tune_tcp(&s);
                 return Ok(match client {
                     None => Stream::Tcp(s),
-                    Some(conn) => Stream::Tls(Box::new(TlsStream { sock: s, conn: conn.into() })),
+                    Some(conn) => Stream::Tls(Box::new(TlsStream::new(s, conn.into()))),
                 });
             }
             Err(e) => last = Some(e),
@@ -352,6 +404,10 @@ fn read_fd(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
 }
 
 impl TlsStream {
+    fn new(sock: TcpStream, conn: Connection) -> Self {
+        TlsStream { sock, conn, ahead: Ciphertext::default() }
+    }
+
     /// Writes buffered TLS records until none are left or the socket is full.
     fn write_pending(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
@@ -371,7 +427,8 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            if self.conn.read_tls(&mut self.sock)? == 0 {
+            let mut ciphertext = CiphertextReader { ahead: &mut self.ahead, sock: &self.sock };
+            if self.conn.read_tls(&mut ciphertext)? == 0 {
                 return Ok(0);
             }
             let processed = self.conn.process_new_packets();
@@ -489,5 +546,50 @@ impl Source for Listener {
             Listener::Unix(l, _) => l.deregister(r),
             Listener::Ws(l, ..) => l.deregister(r),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair of non-blocking loopback TCP sockets.
+    fn pair() -> (std::net::TcpStream, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        b.set_nonblocking(true).unwrap();
+        (a, TcpStream::from_std(b))
+    }
+
+    #[test]
+    fn ciphertext_is_read_ahead_in_large_reads_and_the_buffer_freed_when_drained() {
+        let (mut tx, rx) = pair();
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        tx.write_all(&sent).unwrap();
+        let mut ahead = Ciphertext::default();
+        let mut got = Vec::new();
+        let mut out = [0u8; 4096];
+        let mut socket_reads = 0;
+        while got.len() < sent.len() {
+            let fresh = ahead.pos == ahead.buf.len();
+            match ahead.read(&rx, &mut out) {
+                Ok(n) => {
+                    socket_reads += usize::from(fresh);
+                    got.extend_from_slice(&out[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert_eq!(ahead.buf.capacity(), 0, "drained: the buffer is freed");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(got == sent);
+        assert!(socket_reads < sent.len() / 4096, "{socket_reads} socket reads for {} B", sent.len());
+        assert_eq!(ahead.read(&rx, &mut out).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(ahead.buf.capacity(), 0);
+        drop(tx);
+        assert_eq!(ahead.read(&rx, &mut out).unwrap(), 0, "the end of the stream");
     }
 }
