@@ -49,6 +49,8 @@ pub struct TlsStream {
     sock: TcpStream,
     conn: Connection,
     ahead: Ciphertext,
+    /// An error met after plaintext was read in the same call: reported by the next read.
+    deferred: Option<io::Error>,
 }
 
 /// The most ciphertext read from the socket at once.
@@ -66,9 +68,13 @@ struct Ciphertext {
 }
 
 impl Ciphertext {
+    fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
     /// Gives what was read ahead, reading more from `sock` when nothing is left.
     fn read(&mut self, sock: &TcpStream, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.buf.len() {
+        if self.is_empty() {
             self.buf.clear();
             self.pos = 0;
             self.buf.reserve(CIPHERTEXT_AHEAD);
@@ -405,7 +411,7 @@ fn read_fd(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
 
 impl TlsStream {
     fn new(sock: TcpStream, conn: Connection) -> Self {
-        TlsStream { sock, conn, ahead: Ciphertext::default() }
+        TlsStream { sock, conn, ahead: Ciphertext::default(), deferred: None }
     }
 
     /// Writes buffered TLS records until none are left or the socket is full.
@@ -421,27 +427,60 @@ impl TlsStream {
     /// Reads plaintext, pulling and decrypting records as needed. Handshake and alert records
     /// that this produces are written on the way.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.conn.reader().read(buf) {
-                Ok(n) => return Ok(n),
+        // Plaintext decrypted before the failure still comes first.
+        if let Some(e) = self.deferred.take() {
+            return match self.conn.reader().read(buf) {
+                Ok(n) if n > 0 => {
+                    self.deferred = Some(e);
+                    Ok(n)
+                }
+                _ => Err(e),
+            };
+        }
+        // Plaintext given so far: it keeps coming while ciphertext read ahead is left, so one
+        // call can give a large payload many records' worth rather than one 4 KiB read's.
+        let mut filled = 0;
+        let result = loop {
+            match self.conn.reader().read(&mut buf[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
+            }
+            if filled == buf.len() || (filled > 0 && self.ahead.is_empty()) {
+                break Ok(());
             }
             let mut ciphertext = CiphertextReader { ahead: &mut self.ahead, sock: &self.sock };
-            if self.conn.read_tls(&mut ciphertext)? == 0 {
-                return Ok(0);
+            match self.conn.read_tls(&mut ciphertext) {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(e),
             }
             let processed = self.conn.process_new_packets();
             // Handshake replies, or the alert that explains a failure.
             match self.write_pending() {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if processed.is_ok() => return Err(e),
+                Err(e) if processed.is_ok() => break Err(e),
                 Err(_) => {}
             }
             if let Err(e) = processed {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                // Records before the broken one were decrypted: those bytes are given first.
+                if let Ok(n) = self.conn.reader().read(&mut buf[filled..]) {
+                    filled += n;
+                }
+                break Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
+        };
+        match result {
+            Ok(()) => Ok(filled),
+            // Nothing more for now: what was read is all there is.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => Ok(filled),
+            Err(e) if filled > 0 => {
+                self.deferred = Some(e);
+                Ok(filled)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -560,6 +599,57 @@ mod tests {
         let (b, _) = l.accept().unwrap();
         b.set_nonblocking(true).unwrap();
         (a, TcpStream::from_std(b))
+    }
+
+    /// A TLS server stream on one end of a loopback pair, and a client (blocking) on the other,
+    /// with the handshake done.
+    fn tls_pair() -> (TlsStream, rustls::StreamOwned<ClientConnection, std::net::TcpStream>) {
+        let url = Url::parse("tls+tcp://127.0.0.1:0").unwrap();
+        let id = crate::tls::generate(&url).unwrap();
+        let server = crate::tls::server_config(&id.cert_chain_pem, &id.key_pem, None).unwrap();
+        let client = crate::tls::client_config(&id.ca_pem).unwrap();
+        let (a, b) = pair();
+        let mut host = TlsStream::new(b, ServerConnection::new(server).unwrap().into());
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        // Non-blocking while both ends handshake on this one thread.
+        a.set_nonblocking(true).unwrap();
+        let mut daemon = rustls::StreamOwned::new(ClientConnection::new(client, name).unwrap(), a);
+        let mut buf = [0u8; 16];
+        for _ in 0..1000 {
+            if !daemon.conn.is_handshaking() && !host.conn.is_handshaking() {
+                break;
+            }
+            let _ = daemon.conn.complete_io(&mut daemon.sock);
+            let _ = host.read_plain(&mut buf);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!daemon.conn.is_handshaking() && !host.conn.is_handshaking(), "handshake done");
+        daemon.sock.set_nonblocking(false).unwrap();
+        (host, daemon)
+    }
+
+    #[test]
+    fn plaintext_read_before_a_broken_record_is_given_first_and_the_error_next() {
+        let (mut host, mut daemon) = tls_pair();
+        daemon.write_all(b"all of this arrives").unwrap();
+        daemon.flush().unwrap();
+        // A record of an unknown content type, right behind: a fatal error once reached.
+        daemon.sock.write_all(&[0x42, 0x03, 0x03, 0x00, 0x01, 0x00]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        // Reads smaller than the plaintext: some of it is still to give once the error is met.
+        let mut buf = [0u8; 4];
+        let mut got = Vec::new();
+        let e = loop {
+            match host.read_plain(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, b"all of this arrives", "what came before the broken record");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
     }
 
     #[test]
