@@ -12,10 +12,9 @@ use crate::error::ProtoError;
 use crate::frame::{FrameHeader, HEADER_LEN};
 use crate::msg::Message;
 
-/// Bounds of the slice [`Decoder::window`] hands out. A reader may fill only part of it (rustls
-/// returns a few records per read): the window follows twice what the last read filled, so it
-/// stays near the bytes actually read. Each byte is zero-filled once, by the first window that
-/// covers it.
+/// Bounds of the slice [`Decoder::window`] hands out. Its bytes are zero-filled each time, and a
+/// reader may fill only part (rustls returns one 16 KiB record per read): the window follows
+/// twice what the last read filled, so the zero-fill stays near the bytes actually read.
 const WINDOW_MIN: usize = 16 << 10;
 const WINDOW_MAX: usize = 1 << 20;
 
@@ -59,9 +58,6 @@ pub struct Decoder {
     window_start: Option<usize>,
     /// Size of the next window, from the last read.
     window_len: usize,
-    /// The payload buffer is initialised up to here (zero-filled by a window, or read into):
-    /// a later window reuses those bytes instead of zeroing them again.
-    zeroed: usize,
     /// Frames completed.
     frames: u64,
 }
@@ -76,7 +72,6 @@ impl Decoder {
             payload: Vec::new(),
             window_start: None,
             window_len: WINDOW_MIN,
-            zeroed: 0,
             frames: 0,
         }
     }
@@ -142,7 +137,6 @@ impl Decoder {
 
     /// A slice of the payload buffer itself to read into, so large payloads skip the caller's
     /// read buffer. Only offered while a payload is being received. Follow with [`Self::commit`].
-    #[allow(unsafe_code)]
     pub fn window(&mut self) -> Option<&mut [u8]> {
         let remaining = self.payload_remaining();
         if remaining == 0 {
@@ -151,13 +145,7 @@ impl Decoder {
         self.close_window(0);
         let start = self.payload.len();
         let room = self.payload.capacity() - start;
-        let end = start + remaining.min(self.window_len).min(room);
-        // SAFETY: bytes `start..reuse` lie within the capacity and were initialised by an
-        // earlier window of this payload; a window's unfilled part is only truncated off, and the
-        // buffer grows (moving, with its contents) only when it is full, so they still are.
-        unsafe { self.payload.set_len(self.zeroed.clamp(start, end)) };
-        self.payload.resize(end, 0);
-        self.zeroed = self.zeroed.max(end);
+        self.payload.resize(start + remaining.min(self.window_len).min(room), 0);
         self.window_start = Some(start);
         Some(&mut self.payload[start..])
     }
@@ -281,7 +269,6 @@ impl Decoder {
         self.phase = Phase::Header { have: 0 };
         self.frames += 1;
         let payload = core::mem::take(&mut self.payload);
-        self.zeroed = 0;
         let msg = Message::decode(header, &self.ctrl, payload);
         self.ctrl.clear();
         self.ctrl.shrink_to(CTRL_KEEP);
