@@ -5,6 +5,15 @@
 
 #include "rmirai.h"
 
+/* The byte order of the machine, as R's mirai does: a little-endian machine writes its doubles
+ * and integers as they are in memory, so a vector goes out in bulk copies; XDR (big-endian) would
+ * convert every element on both ends. Readers accept either format. */
+#ifdef WORDS_BIGENDIAN
+#define SERIAL_FORMAT R_pstream_xdr_format
+#else
+#define SERIAL_FORMAT R_pstream_binary_format
+#endif
+
 void membuf_init(membuf *b, R_xlen_t capacity) {
   PROTECT_WITH_INDEX(b->vec = Rf_allocVector(RAWSXP, capacity), &b->index);
   b->len = 0;
@@ -43,7 +52,7 @@ static SEXP call_hook(SEXP x, SEXP fun) {
 void serialize_into(membuf *b, SEXP obj, SEXP hook) {
   struct R_outpstream_st out;
   int hooked = hook != NULL && !Rf_isNull(hook);
-  R_InitOutPStream(&out, (R_pstream_data_t)b, R_pstream_xdr_format, 3, out_byte, out_bytes,
+  R_InitOutPStream(&out, (R_pstream_data_t)b, SERIAL_FORMAT, 3, out_byte, out_bytes,
                    hooked ? call_hook : NULL, hooked ? hook : R_NilValue);
   R_Serialize(obj, &out);
 }
@@ -89,7 +98,7 @@ static void serialize_chunked(chunked *w, SEXP obj, SEXP hook) {
   struct R_outpstream_st out;
   int hooked = !Rf_isNull(hook);
   w->n = 0;
-  R_InitOutPStream(&out, (R_pstream_data_t)w, R_pstream_xdr_format, 3, chunk_byte, chunk_bytes,
+  R_InitOutPStream(&out, (R_pstream_data_t)w, SERIAL_FORMAT, 3, chunk_byte, chunk_bytes,
                    hooked ? call_hook : NULL, hooked ? hook : R_NilValue);
   R_Serialize(obj, &out);
   flush(w);
