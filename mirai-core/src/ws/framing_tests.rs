@@ -352,3 +352,17 @@ fn masks_are_applied_at_any_offset() {
     let by_byte: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
     assert_eq!(whole, by_byte);
 }
+
+#[test]
+fn a_client_refuses_a_masked_frame_from_a_server() {
+    let mut client =
+        Framed::new(Pipe::receiving(&client_frame(0x82, b"x", None), usize::MAX), Side::Client, &[]);
+    let mut buf = [0u8; 16];
+    let e = client.read(&mut buf).unwrap_err();
+    assert!(e.to_string().contains("masked frame from a server"), "{e}");
+    let back = &client.get_ref().outgoing;
+    // The client's close frame is masked: code 1002 under its key.
+    assert_eq!(back[0], 0x88);
+    let key = [back[2], back[3], back[4], back[5]];
+    assert_eq!([back[6] ^ key[0], back[7] ^ key[1]], 1002u16.to_be_bytes());
+}

@@ -373,3 +373,16 @@ impl Source for Gone {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::after_head;
+
+    #[test]
+    fn bytes_after_the_upgrade_answer_are_kept_and_a_head_alone_leaves_none() {
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(after_head(head), b"");
+        assert_eq!(after_head(&[&head[..], &[0x82, 1, b'x']].concat()), [0x82, 1, b'x']);
+        assert_eq!(after_head(b"HTTP/1.1 101\r\n"), b"", "no whole head: nothing taken as frames");
+    }
+}
