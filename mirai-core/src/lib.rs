@@ -11,6 +11,7 @@ pub mod error;
 mod fd_limit;
 pub mod handshake;
 pub mod host;
+pub mod huge_pages;
 pub mod identity;
 pub mod launch;
 pub mod link;

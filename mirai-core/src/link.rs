@@ -11,6 +11,7 @@ use mirai_proto::{Conn, Message};
 
 use crate::clock::now_ms;
 use crate::error::Error;
+use crate::huge_pages::advise_huge_pages;
 use crate::transport::Stream;
 
 /// Payload remainders at least this large are read straight into the payload buffer.
@@ -61,30 +62,6 @@ fn step_for(e: io::Error) -> Result<Step, Error> {
     }
 }
 
-/// Payload buffers from this size get transparent huge pages where the kernel offers them on
-/// request: a fresh 100 MB buffer then takes 50 page faults instead of 25,000.
-const HUGE_PAGE_MIN: usize = 4 << 20;
-
-/// Advises huge pages for the buffer at `start..end`, rounded out to whole pages. Advice on
-/// only part of an allocation's mapping would split it in two, and `realloc` could then no
-/// longer grow it with `mremap` (which cannot span mappings): it would copy it instead.
-#[cfg(target_os = "linux")]
-fn advise_huge_pages(start: usize, end: usize) {
-    if end - start < HUGE_PAGE_MIN {
-        return;
-    }
-    // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-    let first = start / page * page;
-    let last = end.next_multiple_of(page);
-    // SAFETY: advice only: MADV_HUGEPAGE never changes memory contents, also on the parts of
-    // the first and last pages outside the buffer.
-    unsafe { libc::madvise(first as *mut libc::c_void, last - first, libc::MADV_HUGEPAGE) };
-}
-
-#[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_start: usize, _end: usize) {}
-
 /// What a read found at the end of the available bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadEnd {
@@ -125,17 +102,17 @@ impl Link {
             }
             let large = self.proto.recv_payload_remaining() >= DIRECT_READ_MIN;
             let small = room.min(buf.len());
-            let step = match (large, self.stream.reads_uninit()) {
-                (true, true) => self.read_into_payload(room)?,
-                (true, false) => self.read_into_window(room)?,
-                (false, _) => match self.stream.read(&mut buf[..small]) {
+            let step = if large {
+                self.read_into_payload(room)?
+            } else {
+                match self.stream.read(&mut buf[..small]) {
                     Ok(0) => Step::Eof,
                     Ok(n) => {
                         self.proto.feed(now_ms(), &buf[..n])?;
                         Step::More
                     }
                     Err(e) => step_for(e)?,
-                },
+                }
             };
             match step {
                 Step::More => {}
@@ -174,25 +151,6 @@ impl Link {
         // SAFETY: the stream initialised these `n` bytes, within the slice.
         unsafe { self.proto.recv_assume_filled(now_ms(), n)? };
         Ok(Step::More)
-    }
-
-    /// Reads at most `room` bytes into a zero-filled stretch of the payload buffer (for TLS,
-    /// whose reader wants initialised memory).
-    fn read_into_window(&mut self, room: usize) -> Result<Step, Error> {
-        self.advise_payload();
-        let Some(window) = self.proto.recv_window() else { return Ok(Step::More) };
-        let len = window.len().min(room);
-        let result = self.stream.read(&mut window[..len]);
-        let n = match &result {
-            Ok(n) => *n,
-            Err(_) => 0,
-        };
-        self.proto.recv_commit(now_ms(), n)?;
-        match result {
-            Ok(0) => Ok(Step::Eof),
-            Ok(_) => Ok(Step::More),
-            Err(e) => step_for(e),
-        }
     }
 
     /// Writes queued bytes until none are left (`Ok(true)`) or the socket is full (`Ok(false)`).

@@ -3,7 +3,7 @@
 //! over TCP (rustls, driven non-blocking: ciphertext moves only when the socket is ready), and
 //! WebSocket over either of the last two (`crate::ws`).
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -332,24 +332,13 @@ impl Stream {
         };
     }
 
-    /// Whether [`Self::read_uninit`] works: the plaintext is read with `read(2)` (plain
-    /// sockets, and a WebSocket over one), not through rustls, whose reader wants initialised
-    /// memory.
-    pub fn reads_uninit(&self) -> bool {
-        match self {
-            Stream::Tcp(_) | Stream::Unix(_) => true,
-            Stream::Tls(_) => false,
-            Stream::Ws(w) => w.reads_uninit(),
-        }
-    }
-
     /// Reads into uninitialised memory, so a large payload is neither copied nor zero-filled
-    /// first. Only where [`Self::reads_uninit`] holds (`Unsupported` otherwise).
+    /// first: with `read(2)` on plain sockets, and from rustls' buffer for TLS.
     pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => read_fd(s.as_raw_fd(), buf),
             Stream::Unix(s) => read_fd(s.as_raw_fd(), buf),
-            Stream::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+            Stream::Tls(t) => t.read_plain(buf),
             Stream::Ws(w) => w.read_uninit(buf),
         }
     }
@@ -424,12 +413,36 @@ impl TlsStream {
         Ok(())
     }
 
-    /// Reads plaintext, pulling and decrypting records as needed. Handshake and alert records
-    /// that this produces are written on the way.
-    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Moves decrypted plaintext into `out` (uninitialised memory: nothing is zero-filled
+    /// first), straight from rustls' buffer; as `Read::read` when none is there (`Ok(0)` after
+    /// the peer's close, `WouldBlock` while open).
+    fn take_plain(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let mut reader = self.conn.reader();
+        let mut n = 0;
+        while n < out.len() {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(_) if n > 0 => break,
+                Err(e) => return Err(e),
+            };
+            let k = chunk.len().min(out.len() - n);
+            if k == 0 {
+                break;
+            }
+            // SAFETY: `k` bytes fit both the chunk and `out[n..]`; the two do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), out[n..].as_mut_ptr().cast(), k) };
+            reader.consume(k);
+            n += k;
+        }
+        Ok(n)
+    }
+
+    /// Reads plaintext into uninitialised memory, pulling and decrypting records as needed.
+    /// Handshake and alert records that this produces are written on the way.
+    fn read_plain(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         // Plaintext decrypted before the failure still comes first.
         if let Some(e) = self.deferred.take() {
-            return match self.conn.reader().read(buf) {
+            return match self.take_plain(buf) {
                 Ok(n) if n > 0 => {
                     self.deferred = Some(e);
                     Ok(n)
@@ -441,7 +454,7 @@ impl TlsStream {
         // call can give a large payload many records' worth rather than one 4 KiB read's.
         let mut filled = 0;
         let result = loop {
-            match self.conn.reader().read(&mut buf[filled..]) {
+            match self.take_plain(&mut buf[filled..]) {
                 Ok(0) => break Ok(()),
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -466,7 +479,7 @@ impl TlsStream {
             }
             if let Err(e) = processed {
                 // Records before the broken one were decrypted: those bytes are given first.
-                if let Ok(n) = self.conn.reader().read(&mut buf[filled..]) {
+                if let Ok(n) = self.take_plain(&mut buf[filled..]) {
                     filled += n;
                 }
                 break Err(io::Error::new(io::ErrorKind::InvalidData, e));
@@ -504,6 +517,13 @@ impl TlsStream {
     }
 }
 
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: initialised memory seen as possibly uninitialised; only bytes are written.
+        self.read_plain(unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) })
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
@@ -521,7 +541,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
-            Stream::Tls(t) => t.read_plain(buf),
+            Stream::Tls(t) => t.read(buf),
             Stream::Ws(w) => w.read(buf),
         }
     }
@@ -620,7 +640,7 @@ mod tests {
                 break;
             }
             let _ = daemon.conn.complete_io(&mut daemon.sock);
-            let _ = host.read_plain(&mut buf);
+            let _ = host.read(&mut buf);
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(!daemon.conn.is_handshaking() && !host.conn.is_handshaking(), "handshake done");
@@ -640,7 +660,7 @@ mod tests {
         let mut buf = [0u8; 4];
         let mut got = Vec::new();
         let e = loop {
-            match host.read_plain(&mut buf) {
+            match host.read(&mut buf) {
                 Ok(n) => got.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(5))

@@ -10,14 +10,19 @@ pub struct mirai_buffer {
     pub(crate) bytes: Vec<u8>,
 }
 
-/// Appends to `bytes`, failing cleanly (instead of aborting) when memory runs out.
+/// Appends to `bytes`, failing cleanly (instead of aborting) when memory runs out. A buffer
+/// that grows large gets huge pages: a serializer fills it once, start to end.
 pub(crate) fn append(bytes: &mut Vec<u8>, data: &[u8]) -> Result<(), Failure> {
+    let capacity = bytes.capacity();
     bytes.try_reserve(data.len()).map_err(|_| {
         Failure::Code(
             crate::mirai_result::OutOfMemory,
             format!("cannot grow a buffer by {} bytes", data.len()),
         )
     })?;
+    if bytes.capacity() != capacity {
+        mirai_core::huge_pages::advise_vec(bytes);
+    }
     bytes.extend_from_slice(data);
     Ok(())
 }
@@ -31,6 +36,7 @@ pub extern "C" fn mirai_buffer_new(capacity: usize) -> *mut mirai_buffer {
         if bytes.try_reserve_exact(capacity).is_err() {
             return std::ptr::null_mut();
         }
+        mirai_core::huge_pages::advise_vec(&bytes);
         Box::into_raw(Box::new(mirai_buffer { bytes }))
     })
 }

@@ -126,12 +126,8 @@ impl<S: ReadUninit + Write> Framed<S> {
         self.read_to(buf, true)
     }
 
-    /// Whether [`Self::read_uninit`] works: whether the stream under reads into such memory.
-    pub fn reads_uninit(&self) -> bool {
-        self.inner.reads_uninit()
-    }
-
-    /// [`Self::read`] into uninitialised memory (`Unsupported` unless [`Self::reads_uninit`]).
+    /// [`Self::read`] into uninitialised memory (`Unsupported` for a large read when the
+    /// stream under does not read into such memory).
     pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         self.read_to(buf, false)
     }

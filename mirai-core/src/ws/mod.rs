@@ -289,11 +289,6 @@ impl Read for WsStream {
 }
 
 impl WsStream {
-    /// Whether [`Self::read_uninit`] works: open, over a plain socket.
-    pub fn reads_uninit(&self) -> bool {
-        matches!(&self.state, State::Open(ws) if ws.reads_uninit())
-    }
-
     /// Reads the byte stream into uninitialised memory (see [`Stream::read_uninit`]).
     pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         self.open()?.read_uninit(buf)
@@ -302,7 +297,7 @@ impl WsStream {
 
 impl ReadUninit for Stream {
     fn reads_uninit(&self) -> bool {
-        Stream::reads_uninit(self)
+        true
     }
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         Stream::read_uninit(self, buf)
