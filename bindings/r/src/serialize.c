@@ -2,6 +2,8 @@
  * serialized into buffers that libmirai then owns (no copy), and unserialized where libmirai
  * holds them, with no intermediate raw vector. */
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "rmirai.h"
 
@@ -167,8 +169,10 @@ void serialize_output(mirai_output *out, SEXP obj, SEXP hook) {
 }
 
 typedef struct {
-  const uint8_t *at;
+  const uint8_t *start, *at;
   size_t left;
+  /* Where the last read ended: a read that starts there continues the same vector. */
+  void *next;
 } reader;
 
 static int in_byte(R_inpstream_t stream) {
@@ -178,16 +182,70 @@ static int in_byte(R_inpstream_t stream) {
   return *r->at++;
 }
 
+/* The native-order 4-byte integer at `p`. */
+static int32_t stream_int(const uint8_t *p) {
+  int32_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* Bytes per element of the atomic vectors R reads in bulk, or 0. */
+static size_t element_size(int32_t flags) {
+  switch (flags & 0xFF) {
+  case RAWSXP: return 1;
+  case LGLSXP:
+  case INTSXP: return sizeof(int);
+  case REALSXP: return sizeof(double);
+  case CPLXSXP: return sizeof(Rcomplex);
+  default: return 0;
+  }
+}
+
+/* R has just allocated a large vector and starts copying its data to `dst`: advise huge pages
+ * for it, as libmirai does for its own buffers. Fresh memory is otherwise faulted in 4 KiB at a
+ * time, which costs more than the copy itself on a virtual machine. The vector's extent comes
+ * from the stream, where its flags and length come just before its data: in the native binary
+ * format ("B"), which R reads straight into the vector (XDR goes through a buffer of R's), and
+ * only whole pages inside it are advised, so no memory but the vector's is touched. */
+static void advise_vector(const reader *r, void *dst, size_t n) {
+#ifdef MADV_HUGEPAGE
+  const size_t large = 4 << 20;
+  /* A vector's data comes in pieces of 8096 elements, the first right after its length. */
+  if (n < 8096 || dst == r->next || r->at - r->start < 16 || r->start[0] != 'B') return;
+  const uint8_t *p = r->at;
+  int64_t len = stream_int(p - 4);
+  size_t size = element_size(stream_int(p - 8));
+  if (size == 0 && stream_int(p - 12) == -1) {
+    /* A long vector: its flags, -1, then the length's upper and lower halves. */
+    len = (int64_t)((uint64_t)(uint32_t)stream_int(p - 8) << 32 | (uint32_t)stream_int(p - 4));
+    size = element_size(stream_int(p - 16));
+  }
+  if (size == 0 || len < 0 || (uint64_t)len > (r->left + n) / size) return;
+  size_t bytes = (size_t)len * size;
+  if (bytes < large) return;
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t first = ((uintptr_t)dst + page - 1) / page * page;
+  uintptr_t last = ((uintptr_t)dst + bytes) / page * page;
+  if (last > first) madvise((void *)first, last - first, MADV_HUGEPAGE);
+#else
+  (void)r;
+  (void)dst;
+  (void)n;
+#endif
+}
+
 static void in_bytes(R_inpstream_t stream, void *buf, int n) {
   reader *r = stream->data;
   if ((size_t)n > r->left) Rf_error("serialized data ended early");
+  advise_vector(r, buf, (size_t)n);
   memcpy(buf, r->at, (size_t)n);
   r->at += n;
   r->left -= (size_t)n;
+  r->next = (uint8_t *)buf + n;
 }
 
 SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook) {
-  reader r = {data, len};
+  reader r = {data, data, len, NULL};
   struct R_inpstream_st in;
   int hooked = !Rf_isNull(hook);
   R_InitInPStream(&in, (R_pstream_data_t)&r, R_pstream_any_format, in_byte, in_bytes,

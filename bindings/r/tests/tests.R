@@ -510,6 +510,29 @@ if (requireNamespace("promises", quietly = TRUE) && requireNamespace("later", qu
   daemons(0)
 }
 
+# Large vectors are unserialized into huge pages (where the kernel gives them on request), at the
+# host and at the daemon: the mapping holding the vector's data carries the "hg" flag.
+vm_flags_of <- function(x) {
+  addr <- as.numeric(sub("^<0x(.*)>$", "0x\\1", tracemem(x))) + 4e6
+  untracemem(x)
+  smaps <- readLines("/proc/self/smaps")
+  heads <- grep("^[0-9a-f]+-[0-9a-f]+ ", smaps)
+  bounds <- vapply(strsplit(sub(" .*", "", smaps[heads]), "-"), function(v) as.numeric(paste0("0x", v)), numeric(2))
+  at <- heads[bounds[1, ] <= addr & addr < bounds[2, ]]
+  strsplit(sub("^VmFlags: *", "", grep("^VmFlags", smaps[at:length(smaps)], value = TRUE)[1L]), " ")[[1L]]
+}
+if (file.exists("/proc/self/smaps") && capabilities("profmem") &&
+    grepl("[madvise]", readLines("/sys/kernel/mm/transparent_hugepage/enabled"), fixed = TRUE)) {
+  daemons(1)
+  big <- mirai(runif(1.25e7))[]
+  check("a large result is read into huge pages", "hg" %in% vm_flags_of(big))
+  check("a large task is read into huge pages at the daemon",
+        "hg" %in% mirai(f(x), x = big, f = vm_flags_of)[])
+  check("a small result is not", !"hg" %in% vm_flags_of(mirai(runif(1e5))[]))
+  rm(big)
+  daemons(0)
+}
+
 with(daemons(1), check("with(daemons())", identical(mirai(7)[], 7)))
 check("with() resets", !daemons_set())
 
