@@ -379,6 +379,15 @@ void mirai_bytes_free(struct mirai_bytes *b);
 enum mirai_result mirai_output_set(struct mirai_output *out, const uint8_t *data, size_t len);
 
 /*
+ Tells libmirai that the evaluator has read the task's bytes (`data` and `len` of its
+ `evaluate` call): their memory is freed, or becomes the result's while no result bytes have
+ been written yet, so a daemon does not hold a large task while it evaluates it and writes
+ its result, and the result is written into memory already in use instead of fresh pages.
+ `data` must not be read after this call. A second call does nothing.
+ */
+enum mirai_result mirai_output_release_task(struct mirai_output *out);
+
+/*
  Appends `len` bytes at `data` to the evaluation's result: for evaluators that write their
  result in pieces (a serializer) instead of building it first.
  */

@@ -30,6 +30,8 @@ pub struct mirai_interrupt {
 /// `evaluate` call. Threads: one at a time (the evaluating thread, or one it hands it to).
 pub struct mirai_output {
     payload: Vec<u8>,
+    /// The task's bytes, which `evaluate` was given, until `mirai_output_release_task`.
+    task: Vec<u8>,
 }
 
 /// Called once per connection, before any task, with the daemon's id, its RNG stream (six
@@ -105,7 +107,28 @@ pub extern "C" fn mirai_output_set(out: *mut mirai_output, data: *const u8, len:
     guard(|| {
         // SAFETY: NULL or the output lent to the running evaluate call.
         let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
-        out.payload = bytes(data, len, "data")?.to_vec();
+        let data = bytes(data, len, "data")?;
+        // Into the memory already there, which may be the task's (see below).
+        out.payload.clear();
+        crate::buffer::append(&mut out.payload, data)
+    })
+}
+
+/// Tells libmirai that the evaluator has read the task's bytes (`data` and `len` of its
+/// `evaluate` call): their memory is freed, or becomes the result's while no result bytes have
+/// been written yet, so a daemon does not hold a large task while it evaluates it and writes
+/// its result, and the result is written into memory already in use instead of fresh pages.
+/// `data` must not be read after this call. A second call does nothing.
+#[unsafe(no_mangle)]
+pub extern "C" fn mirai_output_release_task(out: *mut mirai_output) -> mirai_result {
+    guard(|| {
+        // SAFETY: NULL or the output lent to the running evaluate call.
+        let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        let mut task = std::mem::take(&mut out.task);
+        if out.payload.is_empty() && task.capacity() > out.payload.capacity() {
+            task.clear();
+            out.payload = task;
+        }
         Ok(())
     })
 }
@@ -177,11 +200,11 @@ impl Evaluator for CEvaluator<'_> {
         // (repr(C), so a C `int`) against `i32`.
         let evaluate: RawEvaluateFn = unsafe { std::mem::transmute(evaluate) };
         let intr = mirai_interrupt { inner: interrupt.clone() };
-        let mut out = mirai_output { payload: Vec::new() };
-        // SAFETY: the caller's callback; every pointer is valid for the duration of the call.
-        let status = unsafe {
-            evaluate(self.ev.userdata, payload.as_ptr(), payload.len(), everywhere, &intr, &mut out)
-        };
+        let (data, len) = (payload.as_ptr(), payload.len());
+        let mut out = mirai_output { payload: Vec::new(), task: payload };
+        // SAFETY: the caller's callback; every pointer is valid for the duration of the call,
+        // `data` until the callback releases the task (which it then no longer reads).
+        let status = unsafe { evaluate(self.ev.userdata, data, len, everywhere, &intr, &mut out) };
         let status = match status {
             x if x == mirai_eval_status::Value as i32 => Status::Value,
             x if x == mirai_eval_status::Error as i32 => Status::Error,
@@ -243,4 +266,65 @@ pub extern "C" fn mirai_daemon_run(
         let code = Daemon::run(url, daemon_options(opts, ev), &mut CEvaluator { ev })?;
         put(out_exit_code, code as i32, "out_exit_code")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Releases the task, then writes its first byte back in pieces.
+    unsafe extern "C" fn release_then_write(
+        _userdata: *mut c_void,
+        data: *const u8,
+        _len: usize,
+        _everywhere: bool,
+        _intr: *const mirai_interrupt,
+        out: *mut mirai_output,
+    ) -> mirai_eval_status {
+        // SAFETY: the task's bytes, read before they are released.
+        let first = unsafe { *data };
+        assert_eq!(mirai_output_release_task(out), mirai_result::Ok);
+        assert_eq!(mirai_output_write(out, &first, 1), mirai_result::Ok);
+        assert_eq!(mirai_output_write(out, b"!".as_ptr(), 1), mirai_result::Ok);
+        mirai_eval_status::Value
+    }
+
+    /// Writes a result, and only then releases the task.
+    unsafe extern "C" fn write_then_release(
+        _userdata: *mut c_void,
+        _data: *const u8,
+        _len: usize,
+        _everywhere: bool,
+        _intr: *const mirai_interrupt,
+        out: *mut mirai_output,
+    ) -> mirai_eval_status {
+        assert_eq!(mirai_output_set(out, b"kept".as_ptr(), 4), mirai_result::Ok);
+        assert_eq!(mirai_output_release_task(out), mirai_result::Ok);
+        mirai_eval_status::Value
+    }
+
+    fn evaluate_with(evaluate: mirai_evaluate_fn, task: Vec<u8>) -> Evaluation {
+        let ev = mirai_evaluator {
+            userdata: std::ptr::null_mut(),
+            init: None,
+            evaluate,
+            cleanup: None,
+            interrupt: None,
+        };
+        CEvaluator::new(&ev).evaluate(task, false, &Interrupt::default())
+    }
+
+    #[test]
+    fn a_released_task_lends_its_memory_to_the_result() {
+        let result = evaluate_with(Some(release_then_write), vec![b'x'; 1 << 20]);
+        assert_eq!(result.payload, b"x!");
+        assert!(result.payload.capacity() >= 1 << 20, "the task's allocation, reused");
+    }
+
+    #[test]
+    fn a_result_written_before_the_release_is_kept() {
+        let result = evaluate_with(Some(write_then_release), vec![0; 1 << 20]);
+        assert_eq!(result.payload, b"kept");
+        assert!(result.payload.capacity() < 1 << 20, "the task's allocation was freed");
+    }
 }

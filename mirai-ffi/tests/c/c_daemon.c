@@ -26,7 +26,8 @@ static void on_init(void *userdata, uint64_t daemon_id, const uint32_t *stream,
 }
 
 /* "sleep": waits until cancelled; "fail": an error; "bad N": returns N, no mirai_eval_status;
- * otherwise echo uppercased. */
+ * otherwise echo uppercased, the task's bytes released once read (valgrind sees any read
+ * after). */
 static mirai_eval_status evaluate(void *userdata, const uint8_t *data, size_t len,
                                   bool everywhere, const mirai_interrupt *intr,
                                   mirai_output *out) {
@@ -58,6 +59,9 @@ static mirai_eval_status evaluate(void *userdata, const uint8_t *data, size_t le
   for (size_t i = 0; i < len; i++) {
     upper[i] = (data[i] >= 'a' && data[i] <= 'z') ? (char)(data[i] - 32) : (char)data[i];
   }
+  CHECK_OK(mirai_output_release_task(out));
+  CHECK_OK(mirai_output_release_task(out));
+  CHECK(mirai_output_release_task(NULL) == MIRAI_RESULT_NULL_PARAMETER);
   CHECK_OK(mirai_output_set(out, (const uint8_t *)upper, len));
   return MIRAI_EVAL_STATUS_VALUE;
 }
