@@ -160,7 +160,9 @@ serve_loop <- function(url, asyncdial, autoexit, cleanup, output, idletime, wall
     if (!is.null(rs)) assign(".Random.seed", as.integer(rs), envir = .GlobalEnv)
     else assign(".Random.seed", c(10407L, as.integer(ifelse(stream > .Machine$integer.max, stream - 2^32, stream))), envir = .GlobalEnv)
   }
-  # Restores what the task changed (the usual task changes nothing, which is checked cheaply).
+  # Restores what the task changed. The usual task changes nothing: the C layer checks that
+  # against `snapshot$state` first, with `cleans` set, and calls this only when something did.
+  cleans <- isTRUE(cleanup)
   cleanup_task <- function() {
     if (!isTRUE(cleanup)) return(invisible())
     changed <- .Call(rmirai_state_changed, snapshot$state)

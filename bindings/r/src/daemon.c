@@ -24,13 +24,15 @@ typedef struct {
   int signalled; /* a SIGINT was sent during this evaluation */
 } evaluator;
 
-static SEXP s_evaluate, s_failed, s_init, s_cleanup;
+static SEXP s_evaluate, s_failed, s_init, s_cleanup, s_cleans, s_snapshot;
 
 void daemon_init(void) {
   s_evaluate = Rf_install("evaluate");
   s_failed = Rf_install("failed");
   s_init = Rf_install("init");
   s_cleanup = Rf_install("cleanup_task");
+  s_cleans = Rf_install("cleans");
+  s_snapshot = Rf_install("snapshot");
 }
 
 /* A variable seen from the daemon's frame (its own, else the package's). */
@@ -159,13 +161,42 @@ static mirai_eval_status on_evaluate(void *userdata, const uint8_t *data, size_t
   return e.status;
 }
 
+typedef struct {
+  evaluator *ev;
+  int needed;
+} cleanup_check;
+
+/* Whether the R side's cleanup has anything to do: with `cleanup`, only when the task changed
+ * the global state it restores. The usual task changes nothing, and that is checked here: a
+ * call into the R side for every task costs more than the check. */
+static void check_body(void *data) {
+  cleanup_check *c = data;
+  SEXP cleans = daemon_var(c->ev, s_cleans);
+  if (TYPEOF(cleans) != LGLSXP || XLENGTH(cleans) != 1 || LOGICAL(cleans)[0] != TRUE) {
+    c->needed = 0;
+    return;
+  }
+  SEXP snapshot = daemon_var(c->ev, s_snapshot);
+  SEXP names = Rf_getAttrib(snapshot, R_NamesSymbol);
+  SEXP state = R_NilValue;
+  for (R_xlen_t i = 0; TYPEOF(snapshot) == VECSXP && i < XLENGTH(snapshot) && i < XLENGTH(names); i++) {
+    if (strcmp(CHAR(STRING_ELT(names, i)), "state") == 0) state = VECTOR_ELT(snapshot, i);
+  }
+  c->needed = TYPEOF(state) != VECSXP || XLENGTH(state) != 4 || !state_unchanged(state);
+}
+
 static void cleanup_body(void *data) {
   SEXP call = PROTECT(Rf_lang1(daemon_var(data, s_cleanup)));
   R_tryEvalSilent(call, R_GlobalEnv, NULL);
   UNPROTECT(1);
 }
 
-static void on_cleanup(void *userdata) { R_ToplevelExec(cleanup_body, userdata); }
+static void on_cleanup(void *userdata) {
+  /* If the check itself fails (R out of memory), the R side decides. */
+  cleanup_check c = {userdata, 1};
+  R_ToplevelExec(check_body, &c);
+  if (c.needed) R_ToplevelExec(cleanup_body, userdata);
+}
 
 /* Runs on libmirai's I/O thread when the running task is cancelled: interrupt R's main thread
  * as a user's Ctrl-C would, if it is still evaluating. The signal also wakes blocking calls

@@ -99,5 +99,7 @@ SEXP rmirai_daemon(SEXP url, SEXP opts, SEXP env, SEXP secret, SEXP tls_ca);
 /* Snapshots of a daemon's global state, and whether a task changed it (state.c). */
 SEXP rmirai_state(void);
 SEXP rmirai_state_changed(SEXP state);
+/* Whether the global state is as snapshot `state` (from rmirai_state) recorded it. */
+int state_unchanged(SEXP state);
 
 #endif

@@ -65,6 +65,11 @@ static int same_options(SEXP tags, SEXP values) {
   return i == n;
 }
 
+int state_unchanged(SEXP state) {
+  return same_globals(VECTOR_ELT(state, 0)) && same_path(VECTOR_ELT(state, 1)) &&
+         same_options(VECTOR_ELT(state, 2), VECTOR_ELT(state, 3));
+}
+
 /* c(globals, search path, options): TRUE where that part differs from `state`. */
 SEXP rmirai_state_changed(SEXP state) {
   SEXP out = PROTECT(Rf_allocVector(LGLSXP, 3));

@@ -100,6 +100,13 @@ check("nested mirai() error", is_mirai_error(nested) && length(nested$stack.trac
 check("a task changing options, globals and the search path is cleaned up after",
       identical(mirai({ options(digits = 3); assign("leak", 1, .GlobalEnv); attach(list(z = 1), name = "extra"); 1 })[], 1) &&
         identical(mirai(list(getOption("digits"), exists("leak"), "extra" %in% search()))[], list(7L, FALSE, FALSE)))
+# Each kind of change alone is seen (the C layer checks before calling the R side's cleanup).
+check("a task changing only an option is cleaned up after",
+      identical(mirai({ options(digits = 4); 1 })[], 1) && identical(mirai(getOption("digits"))[], 7L))
+check("a task adding only a global is cleaned up after",
+      identical(mirai({ assign("leak2", 1, .GlobalEnv); 1 })[], 1) && identical(mirai(exists("leak2"))[], FALSE))
+check("a task attaching only is cleaned up after",
+      identical(mirai({ attach(list(z = 1), name = "extra2"); 1 })[], 1) && identical(mirai("extra2" %in% search())[], FALSE))
 check("on_daemon() TRUE remotely", isTRUE(mirai(mirai::on_daemon())[]))
 
 # Maps.
@@ -511,9 +518,11 @@ if (requireNamespace("promises", quietly = TRUE) && requireNamespace("later", qu
 }
 
 # Large vectors are unserialized into huge pages (where the kernel gives them on request), at the
-# host and at the daemon: the mapping holding the vector's data carries the "hg" flag.
+# host and at the daemon: the mapping holding the vector's data carries the "hg" flag (for a
+# 100 MB vector, not for a small one).
 vm_flags_of <- function(x) {
-  addr <- as.numeric(sub("^<0x(.*)>$", "0x\\1", tracemem(x))) + 4e6
+  # The middle of the vector's data.
+  addr <- as.numeric(sub("^<0x(.*)>$", "0x\\1", tracemem(x))) + as.numeric(object.size(x)) / 2
   untracemem(x)
   smaps <- readLines("/proc/self/smaps")
   heads <- grep("^[0-9a-f]+-[0-9a-f]+ ", smaps)
@@ -532,6 +541,12 @@ if (file.exists("/proc/self/smaps") && capabilities("profmem") &&
   rm(big)
   daemons(0)
 }
+
+daemons(1, cleanup = FALSE, .compute = "dirty")
+check("cleanup = FALSE keeps what a task left",
+      identical(mirai({ assign("left", 1, .GlobalEnv); options(digits = 5); 1 }, .compute = "dirty")[], 1) &&
+        identical(mirai(list(exists("left"), getOption("digits")), .compute = "dirty")[], list(TRUE, 5L)))
+daemons(0, .compute = "dirty")
 
 with(daemons(1), check("with(daemons())", identical(mirai(7)[], 7)))
 check("with() resets", !daemons_set())
