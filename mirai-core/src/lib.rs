@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod clock;
+mod condvar;
 pub mod daemon;
 pub mod error;
 mod fd_limit;

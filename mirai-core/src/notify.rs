@@ -5,8 +5,10 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::condvar::CountedCondvar;
 
 struct State {
     generation: u64,
@@ -15,7 +17,7 @@ struct State {
 
 pub(crate) struct Notifier {
     state: Mutex<State>,
-    cv: Condvar,
+    cv: CountedCondvar,
     fd: EventFd,
 }
 
@@ -23,7 +25,7 @@ impl Notifier {
     pub(crate) fn new() -> io::Result<Self> {
         Ok(Notifier {
             state: Mutex::new(State { generation: 0, queue: VecDeque::new() }),
-            cv: Condvar::new(),
+            cv: CountedCondvar::new(),
             fd: EventFd::new()?,
         })
     }
@@ -76,14 +78,14 @@ impl Notifier {
             let seen = st.generation;
             while st.generation == seen {
                 st = match deadline {
-                    None => self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                    None => self.cv.wait(st),
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             drop(st);
                             return ready();
                         }
-                        self.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
+                        self.cv.wait_timeout(st, left)
                     }
                 };
             }

@@ -2,10 +2,12 @@
 //! first: the daemon's result, a timeout, a cancel, a lost daemon, or the host closing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use mirai_proto::{ErrorCode, Status};
+
+use crate::condvar::CountedCondvar;
 
 /// How a task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +54,7 @@ pub(crate) struct TaskCell {
     /// Set once resolved, readable without the lock (for the brief spin in `wait`).
     resolved: AtomicBool,
     state: Mutex<CellState>,
-    cv: Condvar,
+    cv: CountedCondvar,
 }
 
 /// How long `wait` polls before sleeping. A result that arrives within a few tens of
@@ -69,7 +71,7 @@ impl TaskCell {
             notify,
             resolved: AtomicBool::new(false),
             state: Mutex::new(CellState { status: None, payload: None, callback }),
-            cv: Condvar::new(),
+            cv: CountedCondvar::new(),
         })
     }
 
@@ -178,13 +180,13 @@ impl Task {
         let mut st = self.cell.lock();
         while st.status.is_none() {
             st = match deadline {
-                None => self.cell.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                None => self.cell.cv.wait(st),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return false;
                     }
-                    self.cell.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
+                    self.cell.cv.wait_timeout(st, left)
                 }
             };
         }

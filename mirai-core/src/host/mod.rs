@@ -17,7 +17,7 @@ mod recv_budget;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use recv_budget::RecvGauge;
 
 use crate::auth::Auth;
 use crate::clock::{deadline_after, instant_after, now_ms};
+use crate::condvar::CountedCondvar;
 use crate::error::Error;
 use crate::link::Link;
 use crate::notify::Notifier;
@@ -153,7 +154,7 @@ pub struct Host {
 pub(crate) struct Shared {
     core: Mutex<Core<LinkRef>>,
     /// Signalled when connections change, queue memory frees up, or the host closes.
-    cv: Condvar,
+    cv: CountedCondvar,
     waker: Waker,
     /// When the I/O thread will next wake by itself (ms; `u64::MAX`: not by itself), so
     /// submitters know whether a new deadline needs it woken.
@@ -285,7 +286,7 @@ impl Host {
         });
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
-            cv: Condvar::new(),
+            cv: CountedCondvar::new(),
             waker,
             wake_at: AtomicU64::new(u64::MAX),
             notifier,
@@ -351,7 +352,7 @@ impl Host {
                         .into(),
                 ));
             }
-            core = self.shared.cv.wait(core).unwrap_or_else(|e| e.into_inner());
+            core = self.shared.cv.wait(core);
         }
         self.shared.submit(core, payload, Kind::Single, options)
     }
@@ -730,13 +731,13 @@ impl Shared {
         deadline: Option<Instant>,
     ) -> Option<MutexGuard<'a, Core<LinkRef>>> {
         match deadline {
-            None => Some(self.cv.wait(core).unwrap_or_else(|e| e.into_inner())),
+            None => Some(self.cv.wait(core)),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return None;
                 }
-                Some(self.cv.wait_timeout(core, left).unwrap_or_else(|e| e.into_inner()).0)
+                Some(self.cv.wait_timeout(core, left))
             }
         }
     }
