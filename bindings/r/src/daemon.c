@@ -120,10 +120,10 @@ static void evaluate_body(void *data) {
   evaluator *ev = e->ev;
   const void *vmax = vmaxget();
   SEXP value;
-  int read = R_ToplevelExec(read_task, e);
+  int task_read = R_ToplevelExec(read_task, e);
   /* The task is in R objects now: its bytes can go (or hold the result) while it runs. */
   mirai_output_release_task(e->out);
-  if (!read) {
+  if (!task_read) {
     value = failure(ev, &e->status);
   } else {
     SEXP call = PROTECT(Rf_lang3(daemon_var(ev, s_evaluate), e->value, Rf_ScalarLogical(e->everywhere)));

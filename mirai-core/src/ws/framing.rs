@@ -43,7 +43,7 @@ const CONTROL_MAX: usize = 125;
 /// A stream whose reads may go into uninitialised memory: then a large payload reaches its
 /// buffer without being copied or zero-filled first.
 pub trait ReadUninit: Read {
-    /// Whether `read_uninit` works on this stream (plain sockets: `read(2)`).
+    /// Whether `read_uninit` works on this stream (every `Stream`; not every test pipe).
     fn reads_uninit(&self) -> bool;
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
 }
