@@ -40,12 +40,15 @@ impl Read for Arrivals {
     }
 }
 
+/// Large payload reads go here, as they do on a socket.
 impl ReadUninit for Arrivals {
-    fn reads_uninit(&self) -> bool {
-        false
-    }
-    fn read_uninit(&mut self, _: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let mut scratch = vec![0; buf.len()];
+        let n = self.read(&mut scratch)?;
+        for (b, x) in buf.iter_mut().zip(&scratch[..n]) {
+            b.write(*x);
+        }
+        Ok(n)
     }
 }
 

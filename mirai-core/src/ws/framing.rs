@@ -40,11 +40,9 @@ const DIRECT_MIN: usize = 4 << 10;
 /// The largest payload of a control frame (RFC 6455 §5.5).
 const CONTROL_MAX: usize = 125;
 
-/// A stream whose reads may go into uninitialised memory: then a large payload reaches its
+/// A stream that also reads into uninitialised memory: then a large payload reaches its
 /// buffer without being copied or zero-filled first.
 pub trait ReadUninit: Read {
-    /// Whether `read_uninit` works on this stream (every `Stream`; not every test pipe).
-    fn reads_uninit(&self) -> bool;
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
 }
 
@@ -123,17 +121,11 @@ impl<S: ReadUninit + Write> Framed<S> {
         // SAFETY: initialised bytes seen as maybe-uninitialised; only initialised bytes are
         // written to them.
         let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        self.read_to(buf, true)
+        self.read_uninit(buf)
     }
 
-    /// [`Self::read`] into uninitialised memory (`Unsupported` for a large read when the
-    /// stream under does not read into such memory).
+    /// [`Self::read`] into uninitialised memory.
     pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        self.read_to(buf, false)
-    }
-
-    /// Reads into `buf`, which is initialised memory if `initialised`.
-    fn read_to(&mut self, buf: &mut [MaybeUninit<u8>], initialised: bool) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -142,7 +134,7 @@ impl<S: ReadUninit + Write> Framed<S> {
                 return Ok(0);
             }
             if self.frame_left > 0 {
-                return self.read_payload(buf, initialised);
+                return self.read_payload(buf);
             }
             // At the end of the stream (a peer, or a restarted proxy, that just closed the
             // socket), between frames or inside one: the protocol above judges what it lacks.
@@ -153,7 +145,7 @@ impl<S: ReadUninit + Write> Framed<S> {
     }
 
     /// Reads what there is of the current data frame's payload, up to `buf`'s size.
-    fn read_payload(&mut self, buf: &mut [MaybeUninit<u8>], initialised: bool) -> io::Result<usize> {
+    fn read_payload(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         // A frame holds at most MESSAGE_MAX bytes, so this fits a usize.
         let want = buf.len().min(self.frame_left as usize);
         let n = if self.end > self.start {
@@ -164,18 +156,13 @@ impl<S: ReadUninit + Write> Framed<S> {
             };
             self.start += n;
             n
-        } else if want >= DIRECT_MIN && self.inner.reads_uninit() {
-            self.inner.read_uninit(&mut buf[..want])?
-        } else if want >= DIRECT_MIN && initialised {
-            // SAFETY: the caller's buffer is initialised memory.
-            self.inner.read(unsafe { &mut *(&mut buf[..want] as *mut [MaybeUninit<u8>] as *mut [u8]) })?
         } else if want >= DIRECT_MIN {
-            return Err(io::ErrorKind::Unsupported.into());
+            self.inner.read_uninit(&mut buf[..want])?
         } else {
             if self.fill()? == 0 {
                 return Ok(0);
             }
-            return self.read_payload(buf, initialised);
+            return self.read_payload(buf);
         };
         // SAFETY: the first `n` bytes were written just now.
         let filled = unsafe { &mut *(&mut buf[..n] as *mut [MaybeUninit<u8>] as *mut [u8]) };

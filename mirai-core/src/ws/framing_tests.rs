@@ -20,8 +20,6 @@ struct Pipe {
     chunk: usize,
     outgoing: Vec<u8>,
     room: usize,
-    /// Offers reads into uninitialised memory, as a plain socket does.
-    uninit: bool,
 }
 
 impl Pipe {
@@ -54,9 +52,6 @@ impl Read for Pipe {
 }
 
 impl ReadUninit for Pipe {
-    fn reads_uninit(&self) -> bool {
-        self.uninit
-    }
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         let mut scratch = vec![0; buf.len()];
         let n = self.read(&mut scratch)?;
@@ -127,7 +122,7 @@ fn receive_all(side: Side, wire: Vec<u8>, buf: usize, chunk: usize) -> Vec<u8> {
             n => got.extend_from_slice(&b[..n]),
         }
     }
-    let mut r = Framed::new(Pipe { uninit: true, ..Pipe::receiving(&wire, chunk) }, side, &[]);
+    let mut r = Framed::new(Pipe::receiving(&wire, chunk), side, &[]);
     let mut direct: Vec<u8> = Vec::with_capacity(buf);
     loop {
         direct.reserve(buf);

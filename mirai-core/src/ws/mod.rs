@@ -296,9 +296,6 @@ impl WsStream {
 }
 
 impl ReadUninit for Stream {
-    fn reads_uninit(&self) -> bool {
-        true
-    }
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         Stream::read_uninit(self, buf)
     }
