@@ -125,23 +125,17 @@ impl Link {
         }
     }
 
-    /// Advises huge pages for the payload buffer being received, once per extent of it (the
-    /// extent changes as the buffer grows).
-    fn advise_payload(&mut self) {
+    /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
+    /// intermediate copy, no zero-fill. The buffer gets huge-page advice once per extent (the
+    /// extent changes as it grows, and it may move).
+    fn read_into_payload(&mut self, room: usize) -> Result<Step, Error> {
         let received = self.proto.recv_payload_received();
-        let Some(spare) = self.proto.recv_spare() else { return };
+        let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
         let extent = (spare.as_ptr() as usize - received, spare.as_ptr() as usize + spare.len());
         if self.advised != extent {
             self.advised = extent;
             advise_huge_pages(extent.0, extent.1);
         }
-    }
-
-    /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
-    /// intermediate copy, no zero-fill.
-    fn read_into_payload(&mut self, room: usize) -> Result<Step, Error> {
-        self.advise_payload();
-        let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
         let len = spare.len().min(room);
         let n = match self.stream.read_uninit(&mut spare[..len]) {
             Ok(0) => return Ok(Step::Eof),
