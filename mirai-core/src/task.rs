@@ -2,12 +2,10 @@
 //! first: the daemon's result, a timeout, a cancel, a lost daemon, or the host closing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use mirai_proto::{ErrorCode, Status};
-
-use crate::condvar::CountedCondvar;
 
 /// How a task ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +43,8 @@ struct CellState {
     status: Option<TaskStatus>,
     payload: Option<Vec<u8>>,
     callback: Option<Callback>,
+    /// Whether a thread has slept on `cv` for this cell: only then does resolving wake anyone.
+    slept: bool,
 }
 
 pub(crate) struct TaskCell {
@@ -54,7 +54,10 @@ pub(crate) struct TaskCell {
     /// Set once resolved, readable without the lock (for the brief spin in `wait`).
     resolved: AtomicBool,
     state: Mutex<CellState>,
-    cv: CountedCondvar,
+    /// Notified once, on resolving, and only if someone slept on it (`slept`): std's futex
+    /// condvar would make a system call even with nobody waiting. A flag under the cell's lock
+    /// rather than `CountedCondvar`, whose count would add 8 bytes to every task.
+    cv: Condvar,
 }
 
 /// How long `wait` polls before sleeping. A result that arrives within a few tens of
@@ -70,8 +73,8 @@ impl TaskCell {
             id,
             notify,
             resolved: AtomicBool::new(false),
-            state: Mutex::new(CellState { status: None, payload: None, callback }),
-            cv: CountedCondvar::new(),
+            state: Mutex::new(CellState { status: None, payload: None, callback, slept: false }),
+            cv: Condvar::new(),
         })
     }
 
@@ -90,8 +93,11 @@ impl TaskCell {
         st.payload = Some(payload);
         self.resolved.store(true, Ordering::Release);
         let cb = st.callback.take();
+        let slept = st.slept;
         drop(st);
-        self.cv.notify_all();
+        if slept {
+            self.cv.notify_all();
+        }
         Ok(cb)
     }
 
@@ -179,14 +185,15 @@ impl Task {
         let deadline = timeout.and_then(|t| started.checked_add(t));
         let mut st = self.cell.lock();
         while st.status.is_none() {
+            st.slept = true;
             st = match deadline {
-                None => self.cell.cv.wait(st),
+                None => self.cell.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return false;
                     }
-                    self.cell.cv.wait_timeout(st, left)
+                    self.cell.cv.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0
                 }
             };
         }
