@@ -8,7 +8,9 @@
 //! still able to take one (or the broadcast's `min`) can use leave the queue, to be resolved by
 //! the host, and the barrier lifts.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+
+use super::queue::Queue;
 
 /// A daemon's connection token, as the host numbers them.
 pub type DaemonKey = usize;
@@ -26,7 +28,7 @@ pub struct Assignment {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Single,
-    Copy { last: bool, min: usize },
+    Copy { last: bool, min: u32 },
 }
 
 impl Kind {
@@ -70,10 +72,10 @@ pub struct Counters {
 
 #[derive(Debug, Default)]
 pub struct Dispatcher {
-    /// Keyed by task id: ids grow with submission, so key order is FIFO order, and a cancelled
-    /// task leaves from the middle in O(log n).
-    queue: BTreeMap<u64, Queued>,
+    queue: Queue<Queued>,
     queued_bytes: u64,
+    /// Broadcast copies in the queue.
+    queued_copies: u64,
     peak_bytes: u64,
     slots: HashMap<DaemonKey, Slot>,
     /// Slots of daemons that are leaving.
@@ -104,10 +106,27 @@ impl Dispatcher {
         {
             return Some(self.assign(daemon, id, kind.sync(), payload));
         }
-        self.queued_bytes += payload.len() as u64;
-        self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
-        self.queue.insert(id, Queued { kind, payload });
+        self.enqueue(id, Queued { kind, payload });
         None
+    }
+
+    fn enqueue(&mut self, id: u64, q: Queued) {
+        self.queued_bytes += q.payload.len() as u64;
+        self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
+        self.queued_copies += u64::from(matches!(q.kind, Kind::Copy { .. }));
+        self.queue.insert(id, q);
+    }
+
+    /// Takes task `id` out of the queue (the head's id for the head).
+    fn dequeue(&mut self, id: u64) -> Option<Queued> {
+        let q = if self.queue.first().is_some_and(|(head, _)| head == id) {
+            self.queue.pop_first().map(|(_, q)| q)
+        } else {
+            self.queue.remove(id)
+        }?;
+        self.queued_bytes -= q.payload.len() as u64;
+        self.queued_copies -= u64::from(matches!(q.kind, Kind::Copy { .. }));
+        Some(q)
     }
 
     /// A daemon finished its handshake: it becomes idle and takes queued work.
@@ -158,15 +177,15 @@ impl Dispatcher {
     /// copies beyond leave the queue, the last copy (which closes the barrier) staying while
     /// any does. With none left the barrier lifts.
     fn prune_barrier(&mut self) {
-        let Some((_, Queued { kind: Kind::Copy { min, .. }, .. })) = self.queue.first_key_value() else {
+        let Some((_, Queued { kind: Kind::Copy { min, .. }, .. })) = self.queue.first() else {
             return;
         };
-        let min = *min;
+        let min = *min as usize;
         let copies: Vec<u64> = self
             .queue
             .iter()
             .take_while(|(_, q)| matches!(q.kind, Kind::Copy { .. }))
-            .scan(false, |ended, (&id, q)| {
+            .scan(false, |ended, (id, q)| {
                 // The run ends with the broadcast's last copy; another broadcast may follow.
                 if *ended {
                     return None;
@@ -184,8 +203,7 @@ impl Dispatcher {
         let keep = able.max(min.saturating_sub(taken));
         let surplus = copies.len().saturating_sub(keep);
         for &id in &copies[..surplus] {
-            if let Some(q) = self.queue.remove(&id) {
-                self.queued_bytes -= q.payload.len() as u64;
+            if self.dequeue(id).is_some() {
                 self.surplus.push(id);
             }
         }
@@ -232,9 +250,7 @@ impl Dispatcher {
     /// Task `id` goes back to its place in the queue (ids are in submission order): it was
     /// lost with a daemon and runs again, or its daemon could not take it.
     pub fn requeue(&mut self, id: u64, payload: Vec<u8>) -> Vec<Assignment> {
-        self.queued_bytes += payload.len() as u64;
-        self.peak_bytes = self.peak_bytes.max(self.queued_bytes);
-        self.queue.insert(id, Queued { kind: Kind::Single, payload });
+        self.enqueue(id, Queued { kind: Kind::Single, payload });
         self.drain()
     }
 
@@ -270,18 +286,13 @@ impl Dispatcher {
 
     /// Removes a queued task. Returns false when it is not in the queue.
     pub fn cancel_queued(&mut self, id: u64) -> bool {
-        match self.queue.remove(&id) {
-            Some(q) => {
-                self.queued_bytes -= q.payload.len() as u64;
-                true
-            }
-            None => false,
-        }
+        self.dequeue(id).is_some()
     }
 
     /// Removes every queued task (the host is closing); returns their ids.
     pub fn clear_queue(&mut self) {
         self.queued_bytes = 0;
+        self.queued_copies = 0;
         self.queue.clear();
     }
 
@@ -293,7 +304,7 @@ impl Dispatcher {
             awaiting,
             executing: self.executing,
             completed: self.submitted - awaiting - self.executing,
-            barrier: self.queue.values().filter(|q| matches!(q.kind, Kind::Copy { .. })).count() as u64,
+            barrier: self.queued_copies,
         }
     }
 
@@ -308,10 +319,12 @@ impl Dispatcher {
             let Some(daemon) = self.take_eligible() else {
                 break;
             };
-            let Some((id, q)) = self.queue.pop_first() else {
+            let Some((id, _)) = self.queue.first() else {
                 break;
             };
-            self.queued_bytes -= q.payload.len() as u64;
+            let Some(q) = self.dequeue(id) else {
+                break;
+            };
             out.push(self.assign(daemon, id, q.kind.sync(), q.payload));
         }
         // A broadcast that reached the head after daemons left may have copies to spare.
@@ -353,6 +366,12 @@ mod tests {
 
     const COPY: Kind = Kind::Copy { last: false, min: 0 };
     const LAST: Kind = Kind::Copy { last: true, min: 0 };
+
+    #[test]
+    fn a_queued_task_takes_40_bytes_in_the_queue() {
+        let entry = size_of::<(u64, Option<Queued>)>();
+        assert!(entry <= 40, "a queue entry is {entry} bytes");
+    }
 
     fn ids(a: &[Assignment]) -> Vec<(DaemonKey, u64)> {
         a.iter().map(|a| (a.daemon, a.id)).collect()

@@ -13,6 +13,7 @@ mod admission;
 mod core;
 pub mod dispatcher;
 mod event_loop;
+mod queue;
 mod recv_budget;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -395,6 +396,8 @@ impl Host {
         let mut core = self.shared.lock();
         let n = core.broadcast_size(min);
         let mut tasks = Vec::with_capacity(n);
+        // `n` ≥ `min` copies are queued below: a `min` past 32 bits could never be met anyway.
+        let min = u32::try_from(min).unwrap_or(u32::MAX);
         for i in 0..n {
             let kind = Kind::Copy { last: i + 1 == n, min };
             let options = TaskOptions { notify: false, callback: None, deadline: None, retry: None };
