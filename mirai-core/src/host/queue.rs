@@ -4,8 +4,9 @@
 //! A ring of `(id, entry)` pairs sorted by id rather than a B-tree: a queue of a million tasks
 //! takes one entry's size per task instead of about twice that in half-full nodes. A task that
 //! leaves from the middle (cancelled, or a broadcast copy no daemon is left for) leaves a hole,
-//! found by binary search in O(log n) and reclaimed once it reaches either end, so cancelling
-//! many queued tasks never shifts the rest.
+//! found by binary search in O(log n) and reclaimed once it reaches either end or holes
+//! outnumber tasks, so cancelling many queued tasks neither shifts the rest each time nor
+//! keeps their memory.
 
 use std::collections::VecDeque;
 
@@ -88,13 +89,19 @@ impl<T> Queue<T> {
         self.live = 0;
     }
 
-    /// Drops the holes that reached an end, and memory the ring no longer needs.
+    /// Drops the holes that reached an end or outnumber the tasks, and memory the ring no longer
+    /// needs.
     fn trim(&mut self) {
         while self.ring.front().is_some_and(|(_, item)| item.is_none()) {
             self.ring.pop_front();
         }
         while self.ring.back().is_some_and(|(_, item)| item.is_none()) {
             self.ring.pop_back();
+        }
+        // Holes kept in by tasks at both ends: once they outnumber the tasks, they go, which
+        // costs O(n) after at least n/2 removals.
+        if self.ring.len() > 2 * self.live + KEEP_CAPACITY {
+            self.ring.retain(|(_, item)| item.is_some());
         }
         let capacity = self.ring.capacity();
         if capacity > KEEP_CAPACITY && self.ring.len() < capacity / 4 {
@@ -180,6 +187,8 @@ mod tests {
         let left: Vec<u64> = q.iter().map(|(id, _)| id).collect();
         assert_eq!(left, (0..n).filter(|i| i.is_multiple_of(7)).collect::<Vec<_>>());
         assert_eq!(q.len(), left.len());
+        // The head stayed queued, so only compaction can have dropped the holes behind it.
+        assert!(q.ring.len() <= 2 * q.len() + KEEP_CAPACITY, "{} slots for {} tasks", q.ring.len(), q.len());
     }
 
     #[test]
