@@ -14,6 +14,7 @@ use std::sync::Arc;
 use mirai_proto::{ErrorCode, ExitReason, Identity, Message};
 
 use super::dispatcher::{Assignment, Counters, DaemonKey, Dispatcher, Kind};
+use super::id_ring::IdRing;
 use crate::error::Error;
 use crate::rng::{self, Stream};
 use crate::task::{Callback, TaskCell, TaskStatus};
@@ -173,7 +174,7 @@ enum Timer {
 pub(crate) struct Core<L> {
     settings: Settings,
     dispatcher: Dispatcher,
-    tasks: HashMap<u64, TaskEntry>,
+    tasks: IdRing<TaskEntry>,
     peers: HashMap<DaemonKey, Peer<L>>,
     /// Entries whose task resolved otherwise are skipped when reached.
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
@@ -192,7 +193,7 @@ impl<L: Clone + PartialEq> Core<L> {
         Core {
             settings,
             dispatcher: Dispatcher::new(),
-            tasks: HashMap::new(),
+            tasks: IdRing::default(),
             peers: HashMap::new(),
             timers: BinaryHeap::new(),
             next_task: 0,
@@ -256,7 +257,7 @@ impl<L: Clone + PartialEq> Core<L> {
 
     fn timer_live(&self, timer: Timer) -> bool {
         match timer {
-            Timer::Deadline(id) => self.tasks.contains_key(&id),
+            Timer::Deadline(id) => self.tasks.get(id).is_some(),
             Timer::Stop(key, id) => self.dispatcher.task_at(key) == Some(id),
         }
     }
@@ -295,7 +296,7 @@ impl<L: Clone + PartialEq> Core<L> {
     /// Resolves a task without a result (cancel: 20, timeout: 5), telling its daemon to stop it
     /// if it runs. Returns false when it had already resolved.
     pub fn cancel(&mut self, now: u64, id: u64, code: ErrorCode) -> bool {
-        let Some(entry) = self.tasks.remove(&id) else {
+        let Some(entry) = self.tasks.remove(id) else {
             return false;
         };
         // A task handed back to the queue may still name the daemon it was meant for.
@@ -380,7 +381,7 @@ impl<L: Clone + PartialEq> Core<L> {
     pub fn result(&mut self, key: DaemonKey, status: TaskStatus, last: bool, payload: Vec<u8>) {
         let (done, next) = self.dispatcher.complete(key, last);
         // A task cancelled or timed out meanwhile is gone: its late result is dropped.
-        if let Some(e) = done.and_then(|id| self.tasks.remove(&id)) {
+        if let Some(e) = done.and_then(|id| self.tasks.remove(id)) {
             self.resolve(e.cell, status, payload);
         }
         if last && let Some(p) = self.peers.remove(&key) {
@@ -404,7 +405,7 @@ impl<L: Clone + PartialEq> Core<L> {
     pub fn exiting(&mut self, key: DaemonKey, reason: ExitReason) {
         if matches!(reason, ExitReason::IdleTime | ExitReason::WallTime)
             && let Some(id) = self.dispatcher.task_at(key)
-            && let Some(e) = self.tasks.get_mut(&id)
+            && let Some(e) = self.tasks.get_mut(id)
         {
             let f = e.flight();
             match f.kept.take() {
@@ -418,7 +419,7 @@ impl<L: Clone + PartialEq> Core<L> {
     /// How the sending of task `id` to the daemon at `key` over `link` went: every task the
     /// core hands out to send is reported, by the thread that carried the send out.
     pub fn task_sent(&mut self, key: DaemonKey, link: &L, id: u64, outcome: Sent) {
-        let Some(e) = self.tasks.get_mut(&id) else {
+        let Some(e) = self.tasks.get_mut(id) else {
             // It resolved meanwhile (cancelled, timed out). Written, its daemon replies to it
             // in time; otherwise that daemon takes the next task instead.
             match outcome {
@@ -469,7 +470,7 @@ impl<L: Clone + PartialEq> Core<L> {
         if !detached {
             return self.requeue_from(key, id, payload);
         }
-        let Some(e) = self.tasks.get_mut(&id) else { return };
+        let Some(e) = self.tasks.get_mut(id) else { return };
         if e.everywhere {
             return self.lost(id);
         }
@@ -485,7 +486,7 @@ impl<L: Clone + PartialEq> Core<L> {
         if self.dispatcher.task_at(key) != Some(id) {
             return;
         }
-        let Some(e) = self.tasks.get_mut(&id) else { return };
+        let Some(e) = self.tasks.get_mut(id) else { return };
         if e.everywhere {
             // Lost when the connection ends.
             return self.retire(key);
@@ -515,7 +516,7 @@ impl<L: Clone + PartialEq> Core<L> {
         // The key is about to be reused by the next connection, which a mark must not close.
         self.broken.retain(|&k| k != key);
         if let Some(id) = self.dispatcher.disconnect(key) {
-            match self.tasks.get_mut(&id) {
+            match self.tasks.get_mut(id) {
                 Some(e) if e.in_transit() => {
                     let f = e.flight();
                     f.detached = true;
@@ -538,7 +539,7 @@ impl<L: Clone + PartialEq> Core<L> {
     /// resolves with 19.
     fn lost(&mut self, id: u64) {
         let quarantine = self.settings.quarantine;
-        let Some(e) = self.tasks.get_mut(&id) else { return };
+        let Some(e) = self.tasks.get_mut(id) else { return };
         e.unplace();
         let retries = e.retries;
         let f = e.flight();
@@ -560,14 +561,14 @@ impl<L: Clone + PartialEq> Core<L> {
             self.recoveries.quarantined += 1;
             log::warn!("task {id} quarantined: it was at {quarantine} daemons that died");
         }
-        if let Some(e) = self.tasks.remove(&id) {
+        if let Some(e) = self.tasks.remove(id) {
             self.resolve(e.cell, TaskStatus::Failed(code), Vec::new());
         }
     }
 
     /// A task's payload, given back by its link once the I/O thread finished writing it.
     pub fn returned(&mut self, id: u64, payload: Vec<u8>) {
-        let Some(e) = self.tasks.get_mut(&id) else { return };
+        let Some(e) = self.tasks.get_mut(id) else { return };
         let f = e.flight();
         match (f.crossed, f.daemon) {
             (true, Some(key)) => self.requeue_from(key, id, payload),
@@ -608,7 +609,7 @@ impl<L: Clone + PartialEq> Core<L> {
         }
         self.closing = true;
         self.dispatcher.clear_queue();
-        let tasks: Vec<TaskEntry> = self.tasks.drain().map(|(_, e)| e).collect();
+        let tasks: Vec<TaskEntry> = self.tasks.take_all().collect();
         for e in tasks {
             self.resolve(e.cell, TaskStatus::Failed(code), Vec::new());
         }
@@ -630,7 +631,7 @@ impl<L: Clone + PartialEq> Core<L> {
         let (surplus, next) = self.dispatcher.take_surplus();
         for id in surplus {
             self.recoveries.surplus_copies += 1;
-            if let Some(e) = self.tasks.remove(&id) {
+            if let Some(e) = self.tasks.remove(id) {
                 self.resolve(e.cell, TaskStatus::Failed(ErrorCode::ConnectionReset), Vec::new());
             }
             self.actions.push(Action::Wake);
@@ -642,7 +643,7 @@ impl<L: Clone + PartialEq> Core<L> {
 
     /// Queues the sending of an assigned task to its daemon.
     fn assign(&mut self, a: Assignment) {
-        let (Some(peer), Some(t)) = (self.peers.get(&a.daemon), self.tasks.get_mut(&a.id)) else {
+        let (Some(peer), Some(t)) = (self.peers.get(&a.daemon), self.tasks.get_mut(a.id)) else {
             // Every queued task and every slot has its record; should one be missing, the
             // daemon must not stay busy with a task that will never be sent.
             debug_assert!(false, "task {} assigned without its records", a.id);
@@ -669,7 +670,8 @@ mod tests {
 
     #[test]
     fn a_queued_task_entry_takes_24_bytes() {
-        // With its 8-byte key, 32 per bucket of the task map (it was 72 with the flight inline).
+        // With its 8-byte id, 32 per slot of the task table (a hash map's bucket was 72, with
+        // the flight inline).
         assert!(size_of::<TaskEntry>() <= 24, "TaskEntry is {} bytes", size_of::<TaskEntry>());
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::queue::Queue;
+use super::id_ring::IdRing;
 
 /// A daemon's connection token, as the host numbers them.
 pub type DaemonKey = usize;
@@ -72,7 +72,7 @@ pub struct Counters {
 
 #[derive(Debug, Default)]
 pub struct Dispatcher {
-    queue: Queue<Queued>,
+    queue: IdRing<Queued>,
     queued_bytes: u64,
     /// Broadcast copies in the queue.
     queued_copies: u64,

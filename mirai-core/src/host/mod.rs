@@ -13,7 +13,7 @@ mod admission;
 mod core;
 pub mod dispatcher;
 mod event_loop;
-mod queue;
+mod id_ring;
 mod recv_budget;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -1,33 +1,34 @@
-//! The tasks waiting for a daemon, in id order: since ids grow with submission, that is FIFO
-//! order, and a task coming back (its daemon died or could not take it) goes back to its place.
+//! Entries keyed by task id, in a ring sorted by id: the dispatcher's queue (ids grow with
+//! submission, so id order is FIFO order, and a task coming back goes back to its place) and the
+//! host's table of the tasks it knows.
 //!
-//! A ring of `(id, entry)` pairs sorted by id rather than a B-tree: a queue of a million tasks
-//! takes one entry's size per task instead of about twice that in half-full nodes. A task that
-//! leaves from the middle (cancelled, or a broadcast copy no daemon is left for) leaves a hole,
-//! found by binary search in O(log n) and reclaimed once it reaches either end or holes
-//! outnumber tasks, so cancelling many queued tasks neither shifts the rest each time nor
-//! keeps their memory.
+//! Both can hold a million tasks, so the ring takes one entry's size per task: a B-tree takes
+//! about twice that in half-full nodes, and a hash map up to twice its buckets. New ids go at
+//! the back. An entry leaving from the middle leaves a hole, reclaimed once it reaches either
+//! end or holes outnumber entries, so removing many entries neither shifts the rest each time
+//! nor keeps their memory. An id is found where it would be if no id were missing, which it is
+//! in the task table until holes are compacted; otherwise by binary search up to there.
 
 use std::collections::VecDeque;
 
 #[derive(Debug)]
-pub(crate) struct Queue<T> {
+pub(crate) struct IdRing<T> {
     /// Sorted by id; `None` is a hole. Neither end is ever a hole.
     ring: VecDeque<(u64, Option<T>)>,
     live: usize,
 }
 
-impl<T> Default for Queue<T> {
+impl<T> Default for IdRing<T> {
     fn default() -> Self {
-        Queue { ring: VecDeque::new(), live: 0 }
+        IdRing { ring: VecDeque::new(), live: 0 }
     }
 }
 
 /// A ring emptied below a quarter of its capacity gives memory back (a burst of a million
-/// queued tasks must not hold tens of MB for the host's lifetime); below this it keeps it.
+/// tasks must not hold tens of MB for the host's lifetime); below this it keeps it.
 const KEEP_CAPACITY: usize = 1024;
 
-impl<T> Queue<T> {
+impl<T> IdRing<T> {
     pub fn len(&self) -> usize {
         self.live
     }
@@ -36,15 +37,15 @@ impl<T> Queue<T> {
         self.live == 0
     }
 
-    /// Queues `item` at the place of `id`: the back for a new task, further in for one that
-    /// comes back. An id already queued has its item replaced.
+    /// Puts `item` at the place of `id`: the back for a new task, further in for one that comes
+    /// back. An id already there has its item replaced.
     pub fn insert(&mut self, id: u64, item: T) {
         if self.ring.back().is_none_or(|&(last, _)| id > last) {
             self.ring.push_back((id, Some(item)));
             self.live += 1;
             return;
         }
-        match self.ring.binary_search_by_key(&id, |&(k, _)| k) {
+        match self.find(id) {
             Ok(i) => {
                 if self.ring[i].1.replace(item).is_none() {
                     self.live += 1;
@@ -57,16 +58,50 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Takes task `id` out of the queue, wherever it is.
+    /// Where `id` is (`Ok`), or would go (`Err`).
+    fn find(&self, id: u64) -> Result<usize, usize> {
+        let Some(&(head, _)) = self.ring.front() else { return Err(0) };
+        let Some(guess) = id.checked_sub(head).and_then(|d| usize::try_from(d).ok()) else {
+            return Err(if id < head { 0 } else { self.ring.len() });
+        };
+        if self.ring.get(guess).is_some_and(|&(k, _)| k == id) {
+            return Ok(guess);
+        }
+        // Ids are distinct and sorted, so `id` is no further in than where it was guessed.
+        let (mut lo, mut hi) = (0, guess.saturating_add(1).min(self.ring.len()));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.ring[mid].0 < id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        match self.ring.get(lo) {
+            Some(&(k, _)) if k == id => Ok(lo),
+            _ => Err(lo),
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<&T> {
+        self.ring[self.find(id).ok()?].1.as_ref()
+    }
+
+    pub fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        let i = self.find(id).ok()?;
+        self.ring[i].1.as_mut()
+    }
+
+    /// Takes task `id` out, wherever it is.
     pub fn remove(&mut self, id: u64) -> Option<T> {
-        let i = self.ring.binary_search_by_key(&id, |&(k, _)| k).ok()?;
+        let i = self.find(id).ok()?;
         let item = self.ring[i].1.take()?;
         self.live -= 1;
         self.trim();
         Some(item)
     }
 
-    /// The head of the queue.
+    /// The lowest id, with its entry.
     pub fn first(&self) -> Option<(u64, &T)> {
         self.ring.front().and_then(|(id, item)| Some((*id, item.as_ref()?)))
     }
@@ -79,7 +114,7 @@ impl<T> Queue<T> {
         item.map(|item| (id, item))
     }
 
-    /// The queued tasks, head first.
+    /// The entries, lowest id first.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
         self.ring.iter().filter_map(|(id, item)| Some((*id, item.as_ref()?)))
     }
@@ -87,6 +122,12 @@ impl<T> Queue<T> {
     pub fn clear(&mut self) {
         self.ring = VecDeque::new();
         self.live = 0;
+    }
+
+    /// Takes every entry out, lowest id first.
+    pub fn take_all(&mut self) -> impl Iterator<Item = T> {
+        self.live = 0;
+        std::mem::take(&mut self.ring).into_iter().filter_map(|(_, item)| item)
     }
 
     /// Drops the holes that reached an end or outnumber the tasks, and memory the ring no longer
@@ -114,13 +155,13 @@ impl<T> Queue<T> {
 mod tests {
     use super::*;
 
-    fn ids(q: &Queue<&'static str>) -> Vec<u64> {
+    fn ids(q: &IdRing<&'static str>) -> Vec<u64> {
         q.iter().map(|(id, _)| id).collect()
     }
 
     #[test]
     fn tasks_leave_in_id_order_whatever_order_they_came_in() {
-        let mut q = Queue::default();
+        let mut q = IdRing::default();
         for id in [1, 2, 5, 6] {
             q.insert(id, "new");
         }
@@ -136,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_task_removed_from_the_middle_leaves_a_hole_that_is_skipped_then_reclaimed() {
-        let mut q = Queue::default();
+        let mut q = IdRing::default();
         for id in 1..=5 {
             q.insert(id, "t");
         }
@@ -160,8 +201,35 @@ mod tests {
     }
 
     #[test]
+    fn every_id_is_found_with_ids_missing_or_not() {
+        let mut q = IdRing::default();
+        // Dense, as the task table is: each lookup is the first guess.
+        for id in 10..20 {
+            q.insert(id, id);
+        }
+        for id in 10..20 {
+            assert_eq!(q.get(id), Some(&id));
+        }
+        *q.get_mut(15).unwrap() = 0;
+        assert_eq!(q.get(15), Some(&0));
+        // Sparse, as the queue is: found by the search below the guess.
+        let mut sparse = IdRing::default();
+        for id in (0..1000).step_by(3) {
+            sparse.insert(id, id);
+        }
+        for id in 0..1000 {
+            assert_eq!(sparse.get(id), (id % 3 == 0).then_some(&id), "id {id}");
+        }
+        for id in [u64::MAX, 1000, 5000] {
+            assert_eq!(sparse.get(id), None);
+        }
+        assert_eq!(sparse.take_all().count(), 334);
+        assert!(sparse.is_empty() && sparse.get(0).is_none());
+    }
+
+    #[test]
     fn an_id_queued_twice_keeps_one_entry() {
-        let mut q = Queue::default();
+        let mut q = IdRing::default();
         q.insert(1, "a");
         q.insert(2, "b");
         q.insert(1, "again");
@@ -171,7 +239,7 @@ mod tests {
 
     #[test]
     fn cancelling_most_of_a_large_queue_in_any_order_keeps_the_rest_in_order() {
-        let mut q = Queue::default();
+        let mut q = IdRing::default();
         let n = 100_000u64;
         for id in 0..n {
             q.insert(id, "t");
@@ -193,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_drained_queue_gives_its_memory_back() {
-        let mut q = Queue::default();
+        let mut q = IdRing::default();
         for id in 0..100_000 {
             q.insert(id, "t");
         }
