@@ -117,16 +117,16 @@ impl Dispatcher {
         self.queue.insert(id, q);
     }
 
-    /// Takes task `id` out of the queue (the head's id for the head).
+    /// Takes task `id` out of the queue.
     fn dequeue(&mut self, id: u64) -> Option<Queued> {
-        let q = if self.queue.first().is_some_and(|(head, _)| head == id) {
-            self.queue.pop_first().map(|(_, q)| q)
-        } else {
-            self.queue.remove(id)
-        }?;
+        let q = self.queue.remove(id)?;
+        self.left_queue(&q);
+        Some(q)
+    }
+
+    fn left_queue(&mut self, q: &Queued) {
         self.queued_bytes -= q.payload.len() as u64;
         self.queued_copies -= u64::from(matches!(q.kind, Kind::Copy { .. }));
-        Some(q)
     }
 
     /// A daemon finished its handshake: it becomes idle and takes queued work.
@@ -319,12 +319,10 @@ impl Dispatcher {
             let Some(daemon) = self.take_eligible() else {
                 break;
             };
-            let Some((id, _)) = self.queue.first() else {
+            let Some((id, q)) = self.queue.pop_first() else {
                 break;
             };
-            let Some(q) = self.dequeue(id) else {
-                break;
-            };
+            self.left_queue(&q);
             out.push(self.assign(daemon, id, q.kind.sync(), q.payload));
         }
         // A broadcast that reached the head after daemons left may have copies to spare.
