@@ -25,8 +25,10 @@ impl<T> Default for IdRing<T> {
 }
 
 /// A ring emptied below a quarter of its capacity gives memory back (a burst of a million
-/// tasks must not hold tens of MB for the host's lifetime); below this it keeps it.
-const KEEP_CAPACITY: usize = 1024;
+/// tasks must not hold tens of MB for the host's lifetime); below this it keeps it. It is also
+/// the slack of holes allowed beyond the entries' number. Small under test, so the property test
+/// reaches compaction and shrinking.
+const KEEP_CAPACITY: usize = if cfg!(test) { 16 } else { 1024 };
 
 impl<T> IdRing<T> {
     pub fn len(&self) -> usize {
@@ -257,6 +259,79 @@ mod tests {
         assert_eq!(q.len(), left.len());
         // The head stayed queued, so only compaction can have dropped the holes behind it.
         assert!(q.ring.len() <= 2 * q.len() + KEEP_CAPACITY, "{} slots for {} tasks", q.ring.len(), q.len());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A new id, at the back.
+        Push,
+        /// An id coming back (or, if present, replaced), anywhere up to the last one given:
+        /// the number modulo the ids given so far.
+        Insert(u64),
+        /// Likewise, an id given so far, present or not.
+        Remove(u64),
+        PopFirst,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        // Mostly removals, so holes pile up between the ends.
+        prop_oneof![
+            1 => Just(Op::Push),
+            1 => any::<u64>().prop_map(Op::Insert),
+            8 => any::<u64>().prop_map(Op::Remove),
+            1 => Just(Op::PopFirst),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any sequence of operations leaves the ring holding what a sorted map would, with
+        /// neither end a hole and holes never outnumbering entries by more than the slack.
+        #[test]
+        fn the_ring_behaves_as_a_sorted_map(
+            start in 0..3000u64,
+            ops in proptest::collection::vec(op(), 0..3000),
+        ) {
+            let mut ring = IdRing::default();
+            let mut model = std::collections::BTreeMap::new();
+            for id in 0..start {
+                ring.insert(id, id);
+                model.insert(id, id);
+            }
+            let mut next = start;
+            for op in ops {
+                match op {
+                    Op::Push => {
+                        ring.insert(next, next);
+                        model.insert(next, next);
+                        next += 1;
+                    }
+                    Op::Insert(n) => {
+                        let id = n % next.max(1);
+                        ring.insert(id, id + 1);
+                        model.insert(id, id + 1);
+                    }
+                    Op::Remove(n) => {
+                        let id = n % next.max(1);
+                        proptest::prop_assert_eq!(ring.remove(id), model.remove(&id));
+                    }
+                    Op::PopFirst => proptest::prop_assert_eq!(ring.pop_first(), model.pop_first()),
+                }
+                proptest::prop_assert_eq!(ring.len(), model.len());
+                proptest::prop_assert_eq!(ring.first(), model.first_key_value().map(|(k, v)| (*k, v)));
+                proptest::prop_assert!(ring.ring.front().is_none_or(|e| e.1.is_some()));
+                proptest::prop_assert!(ring.ring.back().is_none_or(|e| e.1.is_some()));
+                proptest::prop_assert!(ring.ring.len() <= 2 * ring.len() + KEEP_CAPACITY);
+            }
+            let got: Vec<(u64, u64)> = ring.iter().map(|(k, v)| (k, *v)).collect();
+            let want: Vec<(u64, u64)> = model.iter().map(|(k, v)| (*k, *v)).collect();
+            proptest::prop_assert_eq!(got, want);
+            for id in 0..next + 2 {
+                proptest::prop_assert_eq!(ring.get(id), model.get(&id));
+            }
+        }
     }
 
     #[test]
