@@ -132,6 +132,12 @@ impl<T> IdRing<T> {
         std::mem::take(&mut self.ring).into_iter().filter_map(|(_, item)| item)
     }
 
+    /// The bytes each entry takes in the ring.
+    #[cfg(test)]
+    pub fn entry_bytes(&self) -> usize {
+        size_of::<(u64, Option<T>)>()
+    }
+
     /// Drops the holes that reached an end or outnumber the tasks, and memory the ring no longer
     /// needs.
     fn trim(&mut self) {
