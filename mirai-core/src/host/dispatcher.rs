@@ -116,10 +116,11 @@ impl Dispatcher {
         self.queue.insert(id, payload.into_boxed_slice());
     }
 
-    /// Takes task `id` out of the queue.
-    fn dequeue(&mut self, id: u64) -> Option<(Kind, Vec<u8>)> {
-        let payload = self.queue.remove(id)?;
-        Some(self.left_queue(id, payload))
+    /// Drops task `id` from the queue; false when it is not there.
+    fn dequeue(&mut self, id: u64) -> bool {
+        let Some(payload) = self.queue.remove(id) else { return false };
+        self.left_queue(id, payload);
+        true
     }
 
     fn left_queue(&mut self, id: u64, payload: Box<[u8]>) -> (Kind, Vec<u8>) {
@@ -206,7 +207,7 @@ impl Dispatcher {
         let keep = able.max(min.saturating_sub(taken));
         let surplus = copies.len().saturating_sub(keep);
         for &id in &copies[..surplus] {
-            if self.dequeue(id).is_some() {
+            if self.dequeue(id) {
                 self.surplus.push(id);
             }
         }
@@ -289,7 +290,7 @@ impl Dispatcher {
 
     /// Removes a queued task. Returns false when it is not in the queue.
     pub fn cancel_queued(&mut self, id: u64) -> bool {
-        self.dequeue(id).is_some()
+        self.dequeue(id)
     }
 
     /// Removes every queued task (the host is closing); returns their ids.
