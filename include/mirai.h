@@ -562,14 +562,16 @@ enum mirai_result mirai_host_launch_local(const struct mirai_host *host,
 enum mirai_result mirai_host_exit_daemons(const struct mirai_host *host);
 
 /*
- Closes the host: unresolved tasks resolve as connection reset (19), daemons are told, the
- listener closes. Later calls on the host return `MIRAI_RESULT_OBJECT_CLOSED`; task handles
- stay valid. Closing twice is harmless.
+ Closes the host: unresolved tasks resolve as connection reset (19), the listener closes, and
+ no callback runs once this returns. Later calls on the host return
+ `MIRAI_RESULT_OBJECT_CLOSED`; task handles stay valid. Closing twice is harmless. The host's
+ thread then tells the daemons and closes their connections, which `mirai_host_free` waits for.
  */
 enum mirai_result mirai_host_close(const struct mirai_host *host);
 
 /*
- Closes (if needed) and frees the host. NULL is a no-op.
+ Closes (if needed) and frees the host, once its thread has told every daemon and ended.
+ NULL is a no-op.
  */
 void mirai_host_free(struct mirai_host *host);
 

@@ -25,6 +25,7 @@ pub mod stderr_log;
 pub mod task;
 pub mod tls;
 pub mod transport;
+mod uninit;
 pub mod url;
 pub mod ws;
 

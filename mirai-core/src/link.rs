@@ -1,9 +1,12 @@
 //! A connection: a socket and the protocol state machine that speaks over it. Reads drain the
-//! socket to `WouldBlock` (edge-triggered readiness), or stop early at a limit on the memory
-//! the frame being received may hold; writes are vectored and go out until everything queued
-//! is written or the socket is full.
+//! socket (edge-triggered readiness), or stop early at a limit on the memory the frame being
+//! received may hold; writes are vectored and go out until everything queued is written or the
+//! socket is full. A link its poller watches asks for writability only while the socket is full.
 
 use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+
+use mio::{Interest, Registry, Token};
 
 use mirai_proto::conn::HANDSHAKE_MAX_FRAME;
 use mirai_proto::decoder::Progress;
@@ -46,6 +49,31 @@ impl ReadLimit {
     }
 }
 
+/// What the caller knows of the socket it reads; it decides how a read knows it has drained it.
+/// TLS and WebSocket streams buffer ahead of their socket, so they are read until `WouldBlock`
+/// whatever the caller knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// A readiness event that reported neither the peer's close nor an error. A plain socket
+    /// read for less than asked for is then empty, and bytes arriving later raise a new event,
+    /// so the read that would only say `WouldBlock` (one system call a message) is skipped.
+    Event,
+    /// A close or an error already reported (which raises no new event), or no event at all
+    /// (reading resumed after a limit): read until `WouldBlock` or the end.
+    Unknown,
+}
+
+impl Readiness {
+    /// How to read after `event`; `None` when it says nothing about reading (writability alone).
+    pub fn after(event: &mio::event::Event) -> Option<Self> {
+        if event.is_read_closed() || event.is_error() {
+            Some(Readiness::Unknown)
+        } else {
+            event.is_readable().then_some(Readiness::Event)
+        }
+    }
+}
+
 /// What one read did.
 enum Step {
     More,
@@ -78,23 +106,55 @@ pub struct Link {
     /// Start and end of the payload buffer last given huge-page advice: the buffer grows as the
     /// payload arrives, and may move when it does, so each new extent is advised.
     advised: (usize, usize),
+    watch: Option<Watch>,
+}
+
+/// The poller a link is registered with. Writability is asked for only while a write is left
+/// waiting: a Unix socket registered for it for good reports it each time the peer reads a
+/// message (the review measured one wake-up per message at each end).
+#[derive(Debug)]
+struct Watch {
+    registry: Arc<Registry>,
+    token: Token,
+    writable: bool,
 }
 
 impl Link {
+    /// A link no poller watches (blocking use, tests).
     pub fn new(stream: Stream, proto: Conn) -> Self {
-        Link { stream, proto, advised: (0, 0) }
+        Link { stream, proto, advised: (0, 0), watch: None }
+    }
+
+    /// A link registered with `registry` under `token`: readable always, writable while the
+    /// socket is full, and at first, so the poller's first event writes what the stream starts
+    /// with (a TLS ClientHello, a WebSocket upgrade request, the protocol's Hello).
+    pub fn watched(
+        mut stream: Stream,
+        proto: Conn,
+        registry: Arc<Registry>,
+        token: Token,
+    ) -> io::Result<Self> {
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        let watch = Some(Watch { registry, token, writable: true });
+        Ok(Link { stream, proto, advised: (0, 0), watch })
     }
 
     /// Reads everything available into the state machine. Decoded messages wait in
     /// `proto.poll_event()`.
-    pub fn read_available(&mut self, buf: &mut [u8]) -> Result<ReadEnd, Error> {
+    pub fn read_available(&mut self, buf: &mut [u8], ready: Readiness) -> Result<ReadEnd, Error> {
         // Without a limit there is always room to read: it never stops early.
-        Ok(self.read_within(buf, ReadLimit::NONE)?.unwrap_or(ReadEnd::Open))
+        Ok(self.read_within(buf, ReadLimit::NONE, ready)?.unwrap_or(ReadEnd::Open))
     }
 
     /// Like [`Self::read_available`], but stops early (`None`) when the frame being received
     /// reaches what `limit` lets it hold, leaving the rest in the socket.
-    pub fn read_within(&mut self, buf: &mut [u8], limit: ReadLimit) -> Result<Option<ReadEnd>, Error> {
+    pub fn read_within(
+        &mut self,
+        buf: &mut [u8],
+        limit: ReadLimit,
+        ready: Readiness,
+    ) -> Result<Option<ReadEnd>, Error> {
+        let short_drains = ready == Readiness::Event && self.stream.is_plain();
         loop {
             let room = limit.room(&self.proto.recv_progress());
             if room == 0 {
@@ -103,13 +163,13 @@ impl Link {
             let large = self.proto.recv_payload_remaining() >= DIRECT_READ_MIN;
             let small = room.min(buf.len());
             let step = if large {
-                self.read_into_payload(room)?
+                self.read_into_payload(room, short_drains)?
             } else {
                 match self.stream.read(&mut buf[..small]) {
                     Ok(0) => Step::Eof,
                     Ok(n) => {
                         self.proto.feed(now_ms(), &buf[..n])?;
-                        Step::More
+                        if short_drains && n < small { Step::Drained } else { Step::More }
                     }
                     Err(e) => step_for(e)?,
                 }
@@ -128,7 +188,7 @@ impl Link {
     /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
     /// intermediate copy, no zero-fill. The buffer gets huge-page advice once per extent (the
     /// extent changes as it grows, and it may move).
-    fn read_into_payload(&mut self, room: usize) -> Result<Step, Error> {
+    fn read_into_payload(&mut self, room: usize, short_drains: bool) -> Result<Step, Error> {
         let received = self.proto.recv_payload_received();
         let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
         let extent = (spare.as_ptr() as usize - received, spare.as_ptr() as usize + spare.len());
@@ -144,18 +204,32 @@ impl Link {
         };
         // SAFETY: the stream initialised these `n` bytes, within the slice.
         unsafe { self.proto.recv_assume_filled(now_ms(), n)? };
-        Ok(Step::More)
+        Ok(if short_drains && n < len { Step::Drained } else { Step::More })
     }
 
-    /// Writes queued bytes until none are left (`Ok(true)`) or the socket is full (`Ok(false)`).
+    /// Writes queued bytes until none are left (`Ok(true)`) or the socket is full (`Ok(false)`),
+    /// and has the poller report writability in the second case only.
     pub fn flush(&mut self) -> Result<bool, Error> {
+        let done = self.write_out()?;
+        if let Some(w) = self.watch.as_mut().filter(|w| w.writable == done) {
+            let interest = if done { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+            // Edge-triggered: re-registering reports writability that came meanwhile, so none is lost.
+            w.registry
+                .reregister(&mut self.stream, w.token, interest)
+                .map_err(|e| Error::io("cannot watch the connection", e))?;
+            w.writable = !done;
+        }
+        Ok(done)
+    }
+
+    fn write_out(&mut self) -> Result<bool, Error> {
         while self.proto.pending_out() > 0 {
             let mut slices = [&[][..]; 64];
             let n = self.proto.transmit(&mut slices);
             let iov: [IoSlice<'_>; 64] = std::array::from_fn(|i| IoSlice::new(slices[i]));
             match self.stream.write_vectored(&iov[..n]) {
                 Ok(0) => return Err(Error::io("write", io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.proto.transmitted(n),
+                Ok(n) => self.proto.transmitted(now_ms(), n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_error("write", e)),
@@ -167,6 +241,13 @@ impl Link {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(io_error("write", e)),
         }
+    }
+
+    /// Whether the connection's next deadline is earlier than `before`, what it was before a
+    /// write: one made on a thread other than the I/O thread (finishing a large payload, whose
+    /// memory is then kept for a while) must tell the I/O thread, asleep on the later one.
+    pub fn deadline_earlier_than(&self, before: Option<u64>) -> bool {
+        self.proto.poll_timeout().is_some_and(|t| before.is_none_or(|b| t < b))
     }
 
     /// Queues a message and writes what the socket takes now.

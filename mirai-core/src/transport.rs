@@ -20,6 +20,7 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 use crate::error::Error;
 use crate::nosigpipe::{Sender, forbid_sigpipe, send_vectored};
 use crate::tls::server_name;
+use crate::uninit::as_uninit;
 use crate::url::Url;
 use crate::ws::WsStream;
 
@@ -332,6 +333,11 @@ impl Stream {
         };
     }
 
+    /// A socket read directly, with nothing buffered ahead of it (no TLS, no WebSocket).
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Stream::Tcp(_) | Stream::Unix(_))
+    }
+
     /// Reads into uninitialised memory, so a large payload is neither copied nor zero-filled
     /// first: with `read(2)` on plain sockets, and from rustls' buffer for TLS.
     pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
@@ -519,8 +525,7 @@ impl TlsStream {
 
 impl Read for TlsStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: initialised memory seen as possibly uninitialised; only bytes are written.
-        self.read_plain(unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) })
+        self.read_plain(as_uninit(buf))
     }
 }
 
@@ -536,11 +541,12 @@ impl AsRawFd for Stream {
     }
 }
 
+/// Plain sockets are read with `read(2)`, as their payloads are (`Stream::read_uninit`), so
+/// `/proc/<pid>/io` counts every read.
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(_) | Stream::Unix(_) => self.read_uninit(as_uninit(buf)),
             Stream::Tls(t) => t.read(buf),
             Stream::Ws(w) => w.read(buf),
         }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -80,6 +80,32 @@ fn ten_thousand_unfinished_handshakes() {
          daemons joined and 400 tasks ran by {:.1?}; host held {host_side} descriptors",
         started.elapsed()
     );
+}
+
+/// Whether the host still holds the connection open: a read waits, rather than seeing the end.
+fn held_open(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    matches!(s.read(&mut [0; 64]), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+}
+
+#[test]
+fn a_full_handshake_cap_drops_nobody_until_a_newcomer_comes() {
+    let options = HostOptions { max_handshakes: 2, ..HostOptions::default() };
+    let host = Host::listen("tcp://127.0.0.1:0", options).unwrap();
+    let connect = || TcpStream::connect(("127.0.0.1", port_of(&host))).unwrap();
+    let (mut first, mut second) = (connect(), connect());
+    // Well past the grace an unfinished handshake has before a newcomer may take its place, and
+    // nobody else waiting: both are kept (10,000 daemons dialling in before any handshake lost
+    // their first connection this way).
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(held_open(&mut first) && held_open(&mut second));
+    // A newcomer: the oldest gives way, and the newcomer is served.
+    let _third = connect();
+    first.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert!(!matches!(first.read(&mut [0; 64]), Err(e) if e.kind() == ErrorKind::WouldBlock), "closed");
+    assert!(held_open(&mut second));
+    let _daemon = launch(&host, 1, &[]);
+    results_flow(&host, 10);
 }
 
 /// A ClientHello from a real TLS client: the host does its expensive half of the handshake

@@ -26,7 +26,7 @@ fn take(conn: &mut Conn) -> Vec<u8> {
     let mut out = [&[][..]; 16];
     let k = conn.transmit(&mut out);
     let bytes = out[..k].concat();
-    conn.transmitted(bytes.len());
+    conn.transmitted(0, bytes.len());
     bytes
 }
 

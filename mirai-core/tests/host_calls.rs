@@ -1,6 +1,6 @@
 //! Calls that wait for the host: from a completion callback (which runs on the host's I/O
 //! thread) they return at once instead of stopping the host, and concurrent closes all return
-//! only once the I/O thread has stopped.
+//! only once the I/O thread serves no more.
 
 mod common;
 
@@ -58,7 +58,7 @@ fn a_callback_on_the_io_thread_is_never_made_to_wait() {
 }
 
 #[test]
-fn concurrent_closes_all_wait_for_the_io_thread() {
+fn concurrent_closes_all_wait_until_the_host_serves_no_more() {
     for _ in 0..20 {
         let _spawning = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let url = unique_url();
@@ -68,7 +68,7 @@ fn concurrent_closes_all_wait_for_the_io_thread() {
                 let (host, url) = (host.clone(), Url::parse(&url).unwrap());
                 std::thread::spawn(move || {
                     host.close();
-                    // Once close returns, the I/O thread and its listener are gone.
+                    // Once close returns, the listener is gone.
                     dial(&url, Duration::from_secs(1), None).is_err()
                 })
             })

@@ -93,7 +93,7 @@ fn a_daemon_gives_up_on_a_host_that_falls_silent() {
             let k = conn.transmit(&mut out);
             let bytes = out[..k].concat();
             s.write_all(&bytes).unwrap();
-            conn.transmitted(bytes.len());
+            conn.transmitted(0, bytes.len());
             if conn.state() == mirai_proto::State::Ready {
                 // Silence, reading (the daemon's heartbeats) until the daemon leaves.
                 while s.read(&mut buf).is_ok_and(|n| n > 0) {}

@@ -1,6 +1,7 @@
 //! The host's receive memory is bounded against its peers: a declared frame size costs only the
 //! bytes actually sent, and partial frames across connections stay within the receive budget
-//! without deadlock. Raw peers speak the protocol by hand; authentication is disabled.
+//! without deadlock. The memory of a large payload sent is let go when no payload comes to reuse
+//! it. Raw peers speak the protocol by hand; authentication is disabled (but for the echo pair).
 
 mod common;
 
@@ -34,6 +35,14 @@ fn raw_peer(port: u16) -> TcpStream {
     let s = raw_handshake(port, |_, _| Vec::new()).expect("accepted");
     s.set_write_timeout(Some(PATIENCE)).unwrap();
     s
+}
+
+/// A host with the default receive budget, and one raw daemon connected to it.
+fn host_with_one_peer() -> (Host, TcpStream) {
+    let (host, port) = tcp_host(mirai_core::host::DEFAULT_RECV_BUDGET);
+    let peer = raw_peer(port);
+    assert!(host.wait_connections(1, Some(PATIENCE)));
+    (host, peer)
 }
 
 /// The header and control part of a `Result` for task `id` whose frame declares
@@ -75,9 +84,7 @@ fn eventually(what: &str, cond: impl Fn() -> bool) {
 #[test]
 fn a_declared_16_gib_frame_costs_the_bytes_sent() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (host, port) = tcp_host(mirai_core::host::DEFAULT_RECV_BUDGET);
-    let mut peer = raw_peer(port);
-    assert!(host.wait_connections(1, Some(PATIENCE)));
+    let (host, mut peer) = host_with_one_peer();
     let head = result_head(1, (16 << 30) - 64);
     let mut bytes = head.clone();
     bytes.resize(HEADER_LEN + 10, 0xAB);
@@ -193,4 +200,52 @@ fn a_paused_peer_does_not_time_out() {
         assert_eq!(task.status(), Some(TaskStatus::Value), "task {}", task.id());
     }
     let _second = writer.join().unwrap();
+}
+
+const SPARE_TEST_LEN: usize = 64 << 20;
+
+/// This process's resident set is back within 16 MB of `base`.
+fn resident_near(base: u64) -> bool {
+    statm().1 <= base + (16 << 20)
+}
+
+#[test]
+fn a_sent_payload_s_memory_is_let_go_while_its_task_runs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (host, mut peer) = host_with_one_peer();
+    let base = statm().1;
+    let task = host.submit(vec![7; SPARE_TEST_LEN], mirai_core::SubmitOptions::default()).unwrap();
+    // The peer takes the whole task and sits on it; the host keeps the payload's memory for a
+    // result that does not come, then frees it.
+    assert_eq!(next_task(&mut peer), task.id());
+    eventually("the host, its task out, lets go of the payload's memory", || resident_near(base));
+    assert!(!task.is_resolved(), "still at the peer");
+    let mut reply = result_head(task.id(), 2);
+    reply.extend_from_slice(b"ok");
+    peer.write_all(&reply).unwrap();
+    assert!(task.wait(Some(PATIENCE)));
+    assert_eq!(task.take_payload().unwrap(), b"ok");
+}
+
+#[test]
+fn an_idle_echo_pair_lets_go_of_a_large_payload_s_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let url = unique_url();
+    let host = Host::listen(&url, HostOptions::default()).unwrap();
+    let daemon_url = host.url().to_string();
+    let options =
+        mirai_core::DaemonOptions { secret: host.secret().map(<[u8]>::to_vec), ..Default::default() };
+    std::thread::spawn(move || mirai_core::Daemon::run(&daemon_url, options, &mut Echo));
+    assert!(host.wait_connections(1, Some(PATIENCE)));
+    let base = statm().1;
+    for round in 0..3u8 {
+        let task = host.submit(vec![round; SPARE_TEST_LEN], mirai_core::SubmitOptions::default()).unwrap();
+        assert!(task.wait(Some(PATIENCE)));
+        let back = task.take_payload().unwrap();
+        assert!(back.len() == SPARE_TEST_LEN && back.iter().all(|&b| b == round), "round {round} intact");
+    }
+    // The daemon keeps its last result's memory for a next task, the host nothing (the result
+    // landed in its task's memory, and is dropped).
+    eventually("host and daemon, idle, let go of the payloads' memory", || resident_near(base));
+    host.close();
 }

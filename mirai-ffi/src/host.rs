@@ -428,9 +428,10 @@ pub extern "C" fn mirai_host_exit_daemons(host: *const mirai_host) -> mirai_resu
     })
 }
 
-/// Closes the host: unresolved tasks resolve as connection reset (19), daemons are told, the
-/// listener closes. Later calls on the host return `MIRAI_RESULT_OBJECT_CLOSED`; task handles
-/// stay valid. Closing twice is harmless.
+/// Closes the host: unresolved tasks resolve as connection reset (19), the listener closes, and
+/// no callback runs once this returns. Later calls on the host return
+/// `MIRAI_RESULT_OBJECT_CLOSED`; task handles stay valid. Closing twice is harmless. The host's
+/// thread then tells the daemons and closes their connections, which `mirai_host_free` waits for.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_close(host: *const mirai_host) -> mirai_result {
     guard(|| {
@@ -439,7 +440,8 @@ pub extern "C" fn mirai_host_close(host: *const mirai_host) -> mirai_result {
     })
 }
 
-/// Closes (if needed) and frees the host. NULL is a no-op.
+/// Closes (if needed) and frees the host, once its thread has told every daemon and ended.
+/// NULL is a no-op.
 #[unsafe(no_mangle)]
 pub extern "C" fn mirai_host_free(host: *mut mirai_host) {
     guard_value((), || {

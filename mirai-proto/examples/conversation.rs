@@ -7,7 +7,7 @@ fn pump(from: &mut Conn, to: &mut Conn) -> usize {
     let mut slices = [&[][..]; 16];
     let n = from.transmit(&mut slices);
     let bytes: Vec<u8> = slices[..n].concat();
-    from.transmitted(bytes.len());
+    from.transmitted(0, bytes.len());
     to.feed(0, &bytes).expect("valid stream");
     bytes.len()
 }

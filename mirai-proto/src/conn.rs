@@ -33,6 +33,11 @@ pub const HANDSHAKE_MAX_FRAME: u64 = 64 * 1024;
 /// Default frame size limit once the handshake is done.
 pub const DEFAULT_MAX_FRAME: u64 = 16 << 30;
 
+/// How long (ms) a large payload's memory is kept after it was transmitted, for the next one
+/// received: long enough for a daemon between back-to-back tasks or a host waiting on a result,
+/// short enough that an idle connection soon holds nothing.
+pub const SPARE_KEEP: u64 = 1000;
+
 /// Limits and timers, in milliseconds of the owner's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -338,9 +343,13 @@ impl Conn {
         self.outbox.slices(out)
     }
 
-    /// Records that `n` bytes from [`Self::transmit`] were written.
-    pub fn transmitted(&mut self, n: usize) {
-        self.outbox.consume(n);
+    /// Records that `n` bytes from [`Self::transmit`] were written at `now`. A large payload
+    /// they finished is kept for [`SPARE_KEEP`] ms to receive the next one into (a daemon's task
+    /// after its result, a host's result after its task), and freed then if none came.
+    pub fn transmitted(&mut self, now: u64, n: usize) {
+        let until = now.saturating_add(SPARE_KEEP);
+        let decoder = &mut self.decoder;
+        self.outbox.consume(n, |spent| decoder.keep_spare(spent, until));
     }
 
     /// Bytes waiting to be transmitted.
@@ -354,12 +363,14 @@ impl Conn {
             return None;
         }
         let peer = self.config.peer_timeout.map(|t| self.last_recv.saturating_add(t));
-        [self.handshake_deadline, self.next_heartbeat, peer].into_iter().flatten().min()
+        let spare = self.decoder.spare_deadline();
+        [self.handshake_deadline, self.next_heartbeat, peer, spare].into_iter().flatten().min()
     }
 
     /// Runs the timers due at `now`: handshake and peer timeouts fail the connection; the
     /// heartbeat timer queues a `Heartbeat` when nothing else was sent in its interval.
     pub fn handle_timeout(&mut self, now: u64) -> Result<(), ProtoError> {
+        self.decoder.expire_spare(now);
         if self.state == State::Closed {
             return Ok(());
         }

@@ -26,6 +26,11 @@ const GROW_FIRST: usize = 1 << 20;
 /// Control buffer capacity kept between frames; a larger one, left by an unusual frame, is freed.
 const CTRL_KEEP: usize = 1 << 10;
 
+/// Buffers at least this large are worth keeping for the next payload (see
+/// [`Decoder::keep_spare`]): a fresh one of that size is memory the kernel must fault in and
+/// clear, while smaller ones the allocator reuses by itself.
+pub const SPARE_MIN: usize = 1 << 20;
+
 /// Where the frame being received stands, for a runtime that budgets its receive memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -60,6 +65,9 @@ pub struct Decoder {
     window_len: usize,
     /// Frames completed.
     frames: u64,
+    /// An empty buffer to receive the next large payload into, and when to free it if none
+    /// takes it (see [`Self::keep_spare`]).
+    spare: Option<(Vec<u8>, u64)>,
 }
 
 impl Decoder {
@@ -73,6 +81,7 @@ impl Decoder {
             window_start: None,
             window_len: WINDOW_MIN,
             frames: 0,
+            spare: None,
         }
     }
 
@@ -108,6 +117,7 @@ impl Decoder {
                     // The header check guarantees the payload length fits in usize.
                     let need = header.payload_len() as usize;
                     self.phase = Phase::Payload { header, need };
+                    self.adopt_spare(need);
                     self.grow_if_full()?;
                 }
                 Phase::Payload { need, .. } => {
@@ -233,6 +243,43 @@ impl Decoder {
             }
         };
         Progress { frame: self.frames, body_len, held, missing }
+    }
+
+    /// Keeps `buf` (emptied) until `until` (the owner's clock) to receive a later payload of
+    /// between half its capacity and all of it, so that payload lands in memory already mapped.
+    /// One buffer is kept, the larger; one under [`SPARE_MIN`] is dropped.
+    pub fn keep_spare(&mut self, mut buf: Vec<u8>, until: u64) {
+        let cap = buf.capacity();
+        if cap < SPARE_MIN || self.spare.as_ref().is_some_and(|(s, _)| s.capacity() >= cap) {
+            return;
+        }
+        buf.clear();
+        self.spare = Some((buf, until));
+    }
+
+    /// When the spare buffer is to be freed, if one is kept.
+    pub fn spare_deadline(&self) -> Option<u64> {
+        self.spare.as_ref().map(|&(_, until)| until)
+    }
+
+    /// Frees the spare buffer if its time is up at `now`.
+    pub fn expire_spare(&mut self, now: u64) {
+        if self.spare_deadline().is_some_and(|until| now >= until) {
+            self.spare = None;
+        }
+    }
+
+    /// A payload of `need` bytes starts: it takes the spare if that fits it, so it needs no
+    /// growing either. The declared size can be trusted with memory already held.
+    fn adopt_spare(&mut self, need: usize) {
+        if need < SPARE_MIN || self.payload.capacity() >= need {
+            return;
+        }
+        if let Some((spare, _)) =
+            self.spare.take_if(|(s, _)| s.capacity() >= need && s.capacity() / 2 <= need)
+        {
+            self.payload = spare;
+        }
     }
 
     /// Makes room once the payload buffer is full and more is expected: doubles it, from

@@ -111,8 +111,9 @@ impl Outbox {
         n
     }
 
-    /// Marks `n` bytes as transmitted.
-    pub fn consume(&mut self, mut n: usize) {
+    /// Marks `n` bytes as transmitted. Each payload of its own segment that this finishes and
+    /// nothing asked back goes to `spent`, whose memory may receive a later payload.
+    pub fn consume(&mut self, mut n: usize, mut spent: impl FnMut(Vec<u8>)) {
         n = n.min(self.pending);
         self.pending -= n;
         while n > 0 {
@@ -129,8 +130,10 @@ impl Outbox {
             }
             n -= len;
             self.offset = 0;
-            if let Some(Seg::Payload(p, Some(id))) = self.segs.pop_front() {
-                self.returned.push_back((id, p));
+            match self.segs.pop_front() {
+                Some(Seg::Payload(p, Some(id))) => self.returned.push_back((id, p)),
+                Some(Seg::Payload(p, None)) => spent(p),
+                _ => {}
             }
         }
         if self.segs.is_empty() {

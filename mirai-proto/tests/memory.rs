@@ -1,6 +1,7 @@
 //! Buffers hold memory in proportion to what they carry: the payload buffer grows as bytes
 //! arrive (a declared length reserves nothing like its size) and a payload read across every
-//! growth step, by every read path, comes out intact; what a burst grew is returned after it.
+//! growth step, by every read path, comes out intact; what a burst grew is returned after it. A
+//! large payload's memory, once sent, receives the next payload, and is freed when none comes.
 
 mod common;
 
@@ -8,10 +9,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
-use common::encode_all;
+use common::{Pair, encode_all};
+use mirai_proto::conn::SPARE_KEEP;
 use mirai_proto::decoder::Decoder;
 use mirai_proto::outbox::Outbox;
-use mirai_proto::{HEADER_LEN, Hello, Identity, Kind, Message, Role};
+use mirai_proto::{Config, HEADER_LEN, Hello, Identity, Kind, Message, Role, Status};
 use proptest::prelude::*;
 
 /// Tracks the bytes the current thread holds allocated, and their peak since the last reset.
@@ -216,8 +218,111 @@ fn the_outbox_returns_what_a_burst_grew() {
         outbox.push(Message::Task { id, everywhere: false, payload: vec![1; 1000] }).unwrap();
     }
     assert!(LIVE.with(|l| l.get()) - before > 2_000_000, "the burst is queued inline");
-    outbox.consume(outbox.pending());
+    outbox.consume(outbox.pending(), drop);
     assert_eq!(outbox.pending(), 0);
     let kept = LIVE.with(|l| l.get()) - before;
     assert!(kept <= 16 << 10, "the outbox kept {kept} bytes after a 2 MB burst");
+}
+
+fn payload_of(msg: &Message) -> &[u8] {
+    match msg {
+        Message::Task { payload, .. } | Message::Result { payload, .. } => payload,
+        other => panic!("no payload in {other:?}"),
+    }
+}
+
+fn result(id: u64, len: usize, seed: u8) -> Message {
+    let Message::Task { payload, .. } = task(id, len, seed) else { unreachable!() };
+    Message::Result { id, status: Status::Value, last: false, payload }
+}
+
+/// A host and daemon past the handshake, with no timer of their own running.
+fn quiet_pair() -> Pair {
+    let mut p = Pair::new(Config { handshake_timeout: None, ..Config::default() });
+    p.handshake();
+    assert_eq!((p.host.poll_timeout(), p.daemon.poll_timeout()), (None, None));
+    p
+}
+
+#[test]
+fn a_large_payload_once_sent_receives_the_next_one_in_its_memory() {
+    const MIB: usize = 1 << 20;
+    let mut p = quiet_pair();
+    let sent = task(1, 3 * MIB, 1);
+    let task_memory = payload_of(&sent).as_ptr();
+    p.host.send(sent).unwrap();
+    p.drive().unwrap();
+    assert_eq!(p.host.poll_timeout(), Some(SPARE_KEEP), "the sent payload is kept that long");
+    let got = p.daemon.poll_event().unwrap();
+    assert!(got == task(1, 3 * MIB, 1));
+
+    // The result (between half the spare's size and all of it) lands where the task was.
+    let reply = result(1, 2 * MIB, 2);
+    let result_memory = payload_of(&reply).as_ptr();
+    p.daemon.send(reply).unwrap();
+    p.drive().unwrap();
+    let back = p.host.poll_event().unwrap();
+    assert!(back == result(1, 2 * MIB, 2), "the result is intact");
+    assert_eq!(payload_of(&back).as_ptr(), task_memory, "received into the task's memory");
+    assert_eq!(p.host.poll_timeout(), None, "the spare was used");
+
+    // And the daemon's next task lands where its result was.
+    p.host.send(task(2, 2 * MIB, 3)).unwrap();
+    p.drive().unwrap();
+    let next = p.daemon.poll_event().unwrap();
+    assert!(next == task(2, 2 * MIB, 3), "the task is intact");
+    assert_eq!(payload_of(&next).as_ptr(), result_memory, "received into the result's memory");
+}
+
+#[test]
+fn a_spare_no_payload_fits_is_freed_when_its_time_is_up() {
+    const MIB: usize = 1 << 20;
+    let mut p = quiet_pair();
+    p.host.send(task(1, 4 * MIB, 1)).unwrap();
+    p.drive().unwrap();
+    drop(p.daemon.poll_event());
+    // Under half the spare's size, then over all of it: neither takes it.
+    for (id, len) in [(1, 2 * MIB - 1), (2, 4 * MIB + 1)] {
+        p.daemon.send(result(id, len, 5)).unwrap();
+        p.drive().unwrap();
+        assert!(p.host.poll_event().unwrap() == result(id, len, 5), "{len} bytes intact");
+        assert_eq!(p.host.poll_timeout(), Some(SPARE_KEEP), "the spare is still kept");
+        p.host.send(task(id + 1, 0, 0)).unwrap();
+        p.drive().unwrap();
+        drop(p.daemon.poll_event());
+    }
+    let before = LIVE.with(|l| l.get());
+    p.host.handle_timeout(SPARE_KEEP - 1).unwrap();
+    assert_eq!(LIVE.with(|l| l.get()), before, "kept until its time");
+    p.host.handle_timeout(SPARE_KEEP).unwrap();
+    let freed = before - LIVE.with(|l| l.get());
+    assert!(freed >= 4 * MIB as isize, "freed {freed} bytes");
+    assert_eq!(p.host.poll_timeout(), None);
+}
+
+#[test]
+fn payloads_under_a_mebibyte_keep_nothing_once_sent() {
+    let mut p = quiet_pair();
+    let before = LIVE.with(|l| l.get());
+    p.host.send(task(1, (1 << 20) - 1, 1)).unwrap();
+    p.drive().unwrap();
+    assert_eq!(p.host.poll_timeout(), None);
+    drop(p.daemon.poll_event());
+    assert!(LIVE.with(|l| l.get()) - before < 64 << 10, "the sent payload was freed");
+}
+
+#[test]
+fn a_payload_cut_short_in_the_spare_fails_as_any_truncated_frame() {
+    const MIB: usize = 1 << 20;
+    let mut p = quiet_pair();
+    p.host.send(task(1, 2 * MIB, 1)).unwrap();
+    p.drive().unwrap();
+    drop(p.daemon.poll_event());
+    // The daemon's result declares 2 MiB, which the spare fits, and 1,000 bytes come.
+    let reply = encode_all(&[result(1, 2 * MIB, 2)]);
+    p.host.feed(0, &reply[..reply.len() - 2 * MIB + 1000]).unwrap();
+    assert_eq!(p.host.poll_timeout(), None, "the payload took the spare");
+    let err = p.host.handle_eof().unwrap_err();
+    assert!(matches!(err, mirai_proto::ProtoError::Truncated { .. }), "{err:?}");
+    assert_eq!(p.host.poll_event(), None, "nothing of the cut payload is delivered");
 }

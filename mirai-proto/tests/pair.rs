@@ -223,7 +223,7 @@ fn a_failed_connection_gives_back_the_task_payloads_it_did_not_finish_sending() 
         let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
         p.host.send_task_returning(task(3, &payload)).unwrap();
         // Part of it goes out, then the socket fails.
-        p.host.transmitted(100);
+        p.host.transmitted(0, 100);
         assert_eq!(p.host.reclaim_unsent(), vec![(3, payload)], "{len}");
         assert_eq!(p.host.pending_out(), 0, "nothing more to transmit");
         assert_eq!(p.host.reclaim_unsent(), vec![]);

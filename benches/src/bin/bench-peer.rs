@@ -63,26 +63,33 @@ fn main() {
 /// Many daemons in one process: each connection runs the real protocol (handshake with the
 /// host's secret from `MIRAI_SECRET`, then echo), all driven by one mio loop.
 mod many {
-    use mio::{Events, Interest, Poll, Token};
+    use mio::{Events, Poll, Token};
     use mirai_core::auth;
     use mirai_core::handshake::DaemonHandshake;
-    use mirai_core::link::Link;
+    use mirai_core::link::{Link, ReadEnd, Readiness};
     use mirai_core::transport::dial;
     use mirai_core::{Url, identity::local_identity};
-    use mirai_proto::{Config, Conn, Message, Status};
+    use mirai_proto::{Config, Conn, ExitReason, Message, Status};
+
+    /// Ends the peer, saying why: the host sees only connections that close.
+    fn quit(why: &str) -> ! {
+        eprintln!("bench-peer many-daemons: {why}");
+        std::process::exit(1)
+    }
 
     pub fn run(url: &str, n: usize) -> ! {
         mirai_benches::raise_fd_limit();
         let url = Url::parse(url).unwrap();
         let secret = std::env::var(auth::SECRET_ENV).ok().map(|h| auth::from_hex(&h).unwrap());
         let mut poll = Poll::new().unwrap();
+        let registry = std::sync::Arc::new(poll.registry().try_clone().unwrap());
         let mut links = Vec::with_capacity(n);
         for i in 0..n {
-            let mut stream = dial(&url, std::time::Duration::from_secs(30), None).expect("dial");
-            poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE).unwrap();
+            let stream = dial(&url, std::time::Duration::from_secs(30), None).expect("dial");
             let handshake = DaemonHandshake::new();
             let hello = handshake.hello(local_identity());
-            let mut link = Link::new(stream, Conn::daemon(Config::default(), 0, hello).unwrap());
+            let proto = Conn::daemon(Config::default(), 0, hello).unwrap();
+            let mut link = Link::watched(stream, proto, registry.clone(), Token(i)).unwrap();
             link.flush().unwrap();
             links.push((link, handshake));
         }
@@ -93,9 +100,11 @@ mod many {
             poll.poll(&mut events, None).unwrap();
             for e in events.iter() {
                 let (link, handshake) = &mut links[e.token().0];
-                if !matches!(link.read_available(&mut buf), Ok(mirai_core::link::ReadEnd::Open)) {
-                    std::process::exit(0);
-                }
+                // Messages read before the end come first: the host's Exit says why it closes.
+                let end = match Readiness::after(e) {
+                    Some(ready) => link.read_available(&mut buf, ready),
+                    None => Ok(ReadEnd::Open),
+                };
                 while let Some(msg) = link.proto.poll_event() {
                     let reply = match msg {
                         Message::Hello(host) => Message::Auth {
@@ -106,13 +115,19 @@ mod many {
                         Message::Task { id, payload, .. } => {
                             Message::Result { id, status: Status::Value, last: false, payload }
                         }
-                        Message::Exit { .. } => std::process::exit(0),
+                        Message::Exit { reason: ExitReason::Closing, .. } => std::process::exit(0),
+                        Message::Exit { reason, detail } => {
+                            quit(&format!("connection {} told to exit: {reason:?}: {detail}", e.token().0))
+                        }
                         _ => continue,
                     };
                     link.proto.send(reply).unwrap();
                 }
-                if link.flush().is_err() {
-                    std::process::exit(0);
+                if !matches!(end, Ok(ReadEnd::Open)) {
+                    quit(&format!("connection {} ended: {end:?}", e.token().0));
+                }
+                if let Err(err) = link.flush() {
+                    quit(&format!("connection {}: {err}", e.token().0));
                 }
             }
         }

@@ -516,16 +516,18 @@ function mirai_host_exit_daemons(host)
 end
 
 """
-Closes the host: unresolved tasks resolve as connection reset (19), daemons are told, the
-listener closes. Later calls on the host return `MIRAI_RESULT_OBJECT_CLOSED`; task handles
-stay valid. Closing twice is harmless.
+Closes the host: unresolved tasks resolve as connection reset (19), the listener closes, and
+no callback runs once this returns. Later calls on the host return
+`MIRAI_RESULT_OBJECT_CLOSED`; task handles stay valid. Closing twice is harmless. The host's
+thread then tells the daemons and closes their connections, which `mirai_host_free` waits for.
 """
 function mirai_host_close(host)
     ccall((:mirai_host_close, libmirai), mirai_result, (Ptr{mirai_host},), host)
 end
 
 """
-Closes (if needed) and frees the host. NULL is a no-op.
+Closes (if needed) and frees the host, once its thread has told every daemon and ended.
+NULL is a no-op.
 """
 function mirai_host_free(host)
     ccall((:mirai_host_free, libmirai), Cvoid, (Ptr{mirai_host},), host)

@@ -172,7 +172,12 @@ SEXP rmirai_race(SEXP h, SEXP tasks, SEXP timeout_ms) {
 SEXP rmirai_close(SEXP h, SEXP exit_daemons) {
   mirai_host *host = host_of(h);
   if (Rf_asLogical(exit_daemons) == TRUE) mirai_host_exit_daemons(host);
-  mirai_host_free(host);
+  mirai_host_close(host);
+  /* The I/O thread goes on closing the daemons' connections, which freeing waits for: with many
+     daemons that takes a while, so the collector frees the host later, and daemons(0) returns. */
+  SEXP closed = PROTECT(R_MakeExternalPtr(host, R_NilValue, R_NilValue));
+  R_RegisterCFinalizerEx(closed, host_finalizer, TRUE);
   R_ClearExternalPtr(h);
+  UNPROTECT(1);
   return R_NilValue;
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use mirai_proto::{Conn, ExitReason, Message};
 
 use super::interrupt::Interrupt;
@@ -17,7 +17,7 @@ use crate::clock::{now_ms, until};
 use crate::error::Error;
 use crate::handshake::{DaemonHandshake, Refusal};
 use crate::identity::local_identity;
-use crate::link::{Link, ReadEnd};
+use crate::link::{Link, ReadEnd, Readiness};
 use crate::transport::dial;
 use crate::url::Url;
 
@@ -79,16 +79,18 @@ impl Session {
         let mut stream = dial(url, Duration::from_secs(10), ctx.tls.clone())?;
         stream.set_keepalive(ctx.keepalive);
         let poll = Poll::new().map_err(|e| Error::io("cannot create poller", e))?;
-        poll.registry()
-            .register(&mut stream, STREAM, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| Error::io("cannot watch the connection", e))?;
+        let registry =
+            Arc::new(poll.registry().try_clone().map_err(|e| Error::io("cannot share the poller", e))?);
         let waker =
             Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("cannot create waker", e))?);
         let mut identity = local_identity();
         identity.label = ctx.label.clone();
         let handshake = DaemonHandshake::new();
         let hello = handshake.hello(identity);
-        let link = Arc::new(Mutex::new(Link::new(stream, Conn::daemon(config, now_ms(), hello)?)));
+        let proto = Conn::daemon(config, now_ms(), hello)?;
+        let link = Link::watched(stream, proto, registry, STREAM)
+            .map_err(|e| Error::io("cannot watch the connection", e))?;
+        let link = Arc::new(Mutex::new(link));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let io = IoThread { poll, link: link.clone(), stop: stop.clone(), tx, ctx, handshake };
@@ -101,7 +103,15 @@ impl Session {
 
     /// Queues a message and writes what the socket takes now; the I/O thread writes the rest.
     pub(crate) fn send(&self, msg: Message) -> Result<(), Error> {
-        self.link.lock().unwrap_or_else(|e| e.into_inner()).send(msg).map(|_| ())
+        let mut link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        let before = link.proto.poll_timeout();
+        link.send(msg)?;
+        // A result sent whole here leaves its memory kept for the next task.
+        if link.deadline_earlier_than(before) {
+            drop(link);
+            let _ = self.waker.wake();
+        }
+        Ok(())
     }
 
     pub(crate) fn recv(&self, timeout: Option<Duration>) -> Result<Event, RecvTimeoutError> {
@@ -184,8 +194,8 @@ impl IoThread {
             // why) takes precedence.
             let mut io_end = None;
             for event in events.iter().filter(|e| e.token() == STREAM) {
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
-                    match link.read_available(&mut buf) {
+                if let Some(ready) = Readiness::after(event) {
+                    match link.read_available(&mut buf, ready) {
                         Ok(ReadEnd::Open) => {}
                         Ok(ReadEnd::Eof) => io_end = Some(Closed::Eof),
                         Err(e) => io_end = Some(Closed::Failed(e)),

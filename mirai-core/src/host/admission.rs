@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 pub(super) enum Admit {
     /// Accept it.
     Yes,
-    /// Close this unfinished handshake, then accept.
+    /// Accept, and if a connection was waiting, close this unfinished handshake for it.
     Evict(usize),
     /// Leave it queued in the kernel until this time (ms), or until a handshake ends.
     Wait(u64),

@@ -17,7 +17,7 @@ mod id_ring;
 mod recv_budget;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -147,7 +147,7 @@ pub struct Memory {
 /// A host. Dropping it closes it.
 pub struct Host {
     shared: Arc<Shared>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// What the host shares between its I/O thread and the threads calling it. The core holds
@@ -172,9 +172,16 @@ pub(crate) struct Shared {
     tls_ca: Option<String>,
     /// Memory held by frames still arriving.
     recv: RecvGauge,
+    /// Set, under the core's lock, once the I/O thread serves no more: the listener is closed,
+    /// the daemons are forgotten and no callback runs again (`close` waits for this, not for
+    /// the daemons' connections to be closed).
+    served: AtomicBool,
     /// Processes started for this host, by pid (`launch_local`): a daemon among them that
     /// ignores a cancel is ended, not only disconnected.
     launched: Mutex<Adopted>,
+    /// Connections whose next deadline a write on another thread brought forward (the memory
+    /// of a large payload it finished, kept for a while): the I/O thread takes up their timers.
+    rearm: Mutex<Vec<DaemonKey>>,
 }
 
 /// A process a launcher started for a host (see [`Host::adopt_process`]).
@@ -298,7 +305,9 @@ impl Host {
             io_thread: std::sync::OnceLock::new(),
             tls_ca,
             recv: RecvGauge::new(options.recv_budget),
+            served: AtomicBool::new(false),
             launched: Mutex::new(Adopted::default()),
+            rearm: Mutex::new(Vec::new()),
         });
         let loop_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -310,9 +319,11 @@ impl Host {
                     // The connections went with the loop: nothing else would resolve the tasks.
                     shared.abandon();
                 }
+                // However the loop ended (it may not have started), a closer is not kept waiting.
+                shared.stop_serving();
             })
             .map_err(|e| Error::io("cannot start host thread", e))?;
-        Ok(Host { shared, thread: Mutex::new(Some(thread)) })
+        Ok(Host { shared, thread: Some(thread) })
     }
 
     /// The URL daemons dial, with the actual port when port 0 was asked for.
@@ -523,26 +534,30 @@ impl Host {
         self.shared.release(core);
     }
 
-    /// Closes the host: every unresolved task resolves as connection reset (19), daemons are
-    /// told to exit, and the listener closes. Returns once the I/O thread has stopped.
+    /// Closes the host: every unresolved task resolves as connection reset (19), and the
+    /// listener closes. Returns once the I/O thread serves no more: no callback runs after, and
+    /// the URL is free to listen at again. The daemons are then told to exit and their
+    /// connections closed by the I/O thread, which dropping the host waits for.
     pub fn close(&self) {
         self.shared.shut(ErrorCode::ConnectionReset);
         let _ = self.shared.waker.wake();
-        // The lock is held while joining, so a concurrent close returns only once the I/O thread
-        // has stopped too. From the I/O thread itself (a callback) there is nothing to wait for:
-        // the handle stays for another closer.
-        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
-        if thread.as_ref().is_some_and(|t| t.thread().id() != std::thread::current().id())
-            && let Some(t) = thread.take()
-        {
-            let _ = t.join();
+        // From the I/O thread itself (a callback) there is nothing to wait for.
+        if !self.shared.on_io_thread() {
+            let mut core = self.shared.lock();
+            while !self.shared.served.load(Ordering::Acquire) {
+                core = self.shared.cv.wait(core);
+            }
         }
     }
 }
 
 impl Drop for Host {
+    /// Closes the host and waits for its I/O thread to end, so no thread outlives the handle.
     fn drop(&mut self) {
         self.close();
+        if let Some(t) = self.thread.take().filter(|t| t.thread().id() != std::thread::current().id()) {
+            let _ = t.join();
+        }
     }
 }
 
@@ -597,6 +612,7 @@ impl Shared {
     fn send_task(&self, key: DaemonKey, link: &LinkRef, msg: Message, task: core::SentTask) {
         let Message::Task { id, everywhere, payload } = msg else { return };
         let mut guard = link.0.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = guard.proto.poll_timeout();
         let mut outcome = if task.cell.is_resolved() {
             Sent::Skipped
         } else if guard.proto.state() != mirai_proto::State::Ready {
@@ -639,12 +655,28 @@ impl Shared {
             };
         }
         core.task_sent(key, link, id, outcome);
+        let rearm = self.brought_forward(key, deadline, &guard);
         drop(guard);
         self.release(core);
-        if failed {
-            // The I/O thread closes it.
+        if failed || rearm {
+            // The I/O thread closes it, or takes up its timer.
             let _ = self.waker.wake();
         }
+    }
+
+    /// Whether the write just made on the connection at `key`, whose deadline was `before`,
+    /// brought that deadline forward; if so, the I/O thread is told to take it up.
+    fn brought_forward(&self, key: DaemonKey, before: Option<u64>, link: &Link) -> bool {
+        let earlier = link.deadline_earlier_than(before);
+        if earlier {
+            self.rearm.lock().unwrap_or_else(|e| e.into_inner()).push(key);
+        }
+        earlier
+    }
+
+    /// The connections [`Self::brought_forward`] named since the last call.
+    pub(super) fn take_rearmed(&self) -> Vec<DaemonKey> {
+        std::mem::take(&mut *self.rearm.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Sends a control message (init, cancel, exit) on a daemon's connection.
@@ -657,7 +689,11 @@ impl Shared {
         {
             return;
         }
+        let deadline = guard.proto.poll_timeout();
         let sent = guard.send(msg);
+        if self.brought_forward(key, deadline, &guard) {
+            let _ = self.waker.wake();
+        }
         // This write may have finished an earlier task's payload.
         let first = guard.proto.take_returned();
         if first.is_none() && sent.is_ok() {
@@ -712,6 +748,14 @@ impl Shared {
             c.close(code);
         });
         self.notifier.wake_all();
+    }
+
+    /// The I/O thread serves no more (see `served`).
+    fn stop_serving(&self) {
+        let core = self.lock();
+        self.served.store(true, Ordering::Release);
+        drop(core);
+        self.cv.notify_all();
     }
 
     /// The I/O thread panicked: the host is closed, and its tasks resolve with 7 (object closed).

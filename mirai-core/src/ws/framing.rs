@@ -17,6 +17,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 
 use super::MESSAGE_MAX;
+use crate::uninit::as_uninit;
 
 /// Which end of the connection this is: a client masks every frame it sends (RFC 6455 §5.3),
 /// a server never does, and each refuses frames masked the other way.
@@ -118,10 +119,7 @@ impl<S: ReadUninit + Write> Framed<S> {
     /// on the way (a ping answered, a close answered and ending the stream). A frame breaking
     /// the rules is refused with a close frame saying why, and an error.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: initialised bytes seen as maybe-uninitialised; only initialised bytes are
-        // written to them.
-        let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        self.read_uninit(buf)
+        self.read_uninit(as_uninit(buf))
     }
 
     /// [`Self::read`] into uninitialised memory.

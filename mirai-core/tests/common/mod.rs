@@ -120,7 +120,7 @@ pub fn raw_handshake(port: u16, answer: impl Fn(&[u8], &[u8]) -> Vec<u8>) -> Res
         let k = conn.transmit(&mut out);
         let bytes: Vec<u8> = out[..k].concat();
         s.write_all(&bytes).unwrap();
-        conn.transmitted(bytes.len());
+        conn.transmitted(0, bytes.len());
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "host closed the connection without a word");
         conn.feed(0, &buf[..n]).unwrap();

@@ -29,7 +29,7 @@ pub fn drain(conn: &mut Conn) -> Vec<u8> {
             out.extend_from_slice(s);
             written += s.len();
         }
-        conn.transmitted(written);
+        conn.transmitted(0, written);
     }
     out
 }
