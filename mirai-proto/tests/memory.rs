@@ -16,6 +16,8 @@ use mirai_proto::outbox::Outbox;
 use mirai_proto::{Config, HEADER_LEN, Hello, Identity, Kind, Message, Role, Status};
 use proptest::prelude::*;
 
+const MIB: usize = 1 << 20;
+
 /// Tracks the bytes the current thread holds allocated, and their peak since the last reset.
 struct Counting;
 
@@ -161,7 +163,6 @@ fn task(id: u64, len: usize, seed: u8) -> Message {
 
 #[test]
 fn payloads_at_every_growth_boundary_come_out_intact() {
-    const MIB: usize = 1 << 20;
     let sizes = [0, 1, MIB - 1, MIB, MIB + 1, 2 * MIB - 1, 2 * MIB, 2 * MIB + 1, 4 * MIB + 1];
     for path in [Path::Copy, Path::Window, Path::Spare] {
         for reads in [&[4093usize][..], &[65_536 + 7, 1_500_000][..], &[usize::MAX][..]] {
@@ -244,9 +245,18 @@ fn quiet_pair() -> Pair {
     p
 }
 
+/// A quiet pair whose host has sent a task of `len` bytes, which the daemon received: the host
+/// keeps that payload's memory as its spare.
+fn host_holding_a_spare(len: usize) -> Pair {
+    let mut p = quiet_pair();
+    p.host.send(task(1, len, 1)).unwrap();
+    p.drive().unwrap();
+    drop(p.daemon.poll_event());
+    p
+}
+
 #[test]
 fn a_large_payload_once_sent_receives_the_next_one_in_its_memory() {
-    const MIB: usize = 1 << 20;
     let mut p = quiet_pair();
     let sent = task(1, 3 * MIB, 1);
     let task_memory = payload_of(&sent).as_ptr();
@@ -276,11 +286,7 @@ fn a_large_payload_once_sent_receives_the_next_one_in_its_memory() {
 
 #[test]
 fn a_spare_no_payload_fits_is_freed_when_its_time_is_up() {
-    const MIB: usize = 1 << 20;
-    let mut p = quiet_pair();
-    p.host.send(task(1, 4 * MIB, 1)).unwrap();
-    p.drive().unwrap();
-    drop(p.daemon.poll_event());
+    let mut p = host_holding_a_spare(4 * MIB);
     // Under half the spare's size, then over all of it: neither takes it.
     for (id, len) in [(1, 2 * MIB - 1), (2, 4 * MIB + 1)] {
         p.daemon.send(result(id, len, 5)).unwrap();
@@ -304,7 +310,7 @@ fn a_spare_no_payload_fits_is_freed_when_its_time_is_up() {
 fn payloads_under_a_mebibyte_keep_nothing_once_sent() {
     let mut p = quiet_pair();
     let before = LIVE.with(|l| l.get());
-    p.host.send(task(1, (1 << 20) - 1, 1)).unwrap();
+    p.host.send(task(1, MIB - 1, 1)).unwrap();
     p.drive().unwrap();
     assert_eq!(p.host.poll_timeout(), None);
     drop(p.daemon.poll_event());
@@ -313,11 +319,7 @@ fn payloads_under_a_mebibyte_keep_nothing_once_sent() {
 
 #[test]
 fn a_payload_cut_short_in_the_spare_fails_as_any_truncated_frame() {
-    const MIB: usize = 1 << 20;
-    let mut p = quiet_pair();
-    p.host.send(task(1, 2 * MIB, 1)).unwrap();
-    p.drive().unwrap();
-    drop(p.daemon.poll_event());
+    let mut p = host_holding_a_spare(2 * MIB);
     // The daemon's result declares 2 MiB, which the spare fits, and 1,000 bytes come.
     let reply = encode_all(&[result(1, 2 * MIB, 2)]);
     p.host.feed(0, &reply[..reply.len() - 2 * MIB + 1000]).unwrap();
