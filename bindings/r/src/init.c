@@ -1,5 +1,5 @@
 /* The R package's C layer over libmirai: routine registration. The routines live in host.c,
- * task.c, launch.c, urls.c, daemon.c, state.c and serialize.c. */
+ * task.c, launch.c, urls.c, daemon.c, state.c, serialize.c and adopt.c. */
 #include "rmirai.h"
 
 #include <R_ext/Rdynload.h>
@@ -53,6 +53,7 @@ void R_init_mirai(DllInfo *dll) {
   s_result = Rf_install("result");
   task_init();
   daemon_init();
+  adopt_init();
   /* Warnings (a daemon refused for want of the secret, a connection lost on an error) on the
    * session's stderr: R has no other channel from libmirai's threads. */
   mirai_log_to_stderr(2);

@@ -57,12 +57,31 @@ void serialize_into(membuf *b, SEXP obj, SEXP hook);
  * if the serialization fails). May raise an R error. */
 mirai_buffer *serialize_buffer(SEXP obj, SEXP hook);
 
-/* R's serialize(obj, NULL) appended to a daemon's reply. May raise an R error. */
+/* R's serialize(obj, NULL) appended to a daemon's reply, in an envelope (adopt.c) when the
+ * host can take the value over in place. May raise an R error. */
 void serialize_output(mirai_output *out, SEXP obj, SEXP hook);
 
-/* R's unserialize() of `len` bytes at `data`, read in place, with `hook` as the
- * persistent-reference hook (R_NilValue for none). May raise an R error. */
+/* R's unserialize() of `len` bytes at `data` (after an envelope), read in place, with `hook`
+ * as the persistent-reference hook (R_NilValue for none). May raise an R error. */
 SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook);
+
+/* The native-order 4-byte integer at `p` of a serialization, and the bytes per element of the
+ * atomic vectors whose data R serializes in bulk (0 for other types), from an item's flags. */
+int32_t stream_int(const uint8_t *p);
+size_t element_size(int32_t flags);
+
+/* Taking large results over in place (adopt.c). The daemon writes an envelope of up to
+ * ENVELOPE_MAX bytes before a value the host can adopt, and `*tail` zero bytes after it;
+ * adopt_envelope returns its length, 0 for a value that gets none. */
+#define ENVELOPE_MAX 128
+size_t adopt_envelope(SEXP value, uint8_t envelope[ENVELOPE_MAX], size_t *tail);
+/* The length of the envelope at the start of `data`, 0 if there is none. */
+size_t envelope_len(const uint8_t *data, size_t len);
+/* The result in `b` as an R vector using its memory (`b` is then emptied), or NULL if it is
+ * not a vector the host adopts. May raise an R error (out of memory), leaving `b` intact. */
+SEXP adopt_result(mirai_bytes *b);
+/* Checks once that R lays out vectors as adoption assumes. */
+void adopt_init(void);
 
 /* The routines registered with R (init.c). */
 SEXP rmirai_listen(SEXP url, SEXP memory, SEXP stream, SEXP blob, SEXP tls, SEXP secret, SEXP retry,

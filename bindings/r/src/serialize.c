@@ -165,7 +165,13 @@ void serialize_output(mirai_output *out, SEXP obj, SEXP hook) {
   chunked reply;
   reply.sink = to_output;
   reply.target = out;
+  uint8_t envelope[ENVELOPE_MAX];
+  size_t tail = 0;
+  size_t n = adopt_envelope(obj, envelope, &tail);
+  pass_on(&reply, envelope, n);
   serialize_chunked(&reply, obj, hook);
+  static const uint8_t zeros[8] = {0};
+  pass_on(&reply, zeros, tail);
 }
 
 typedef struct {
@@ -182,15 +188,13 @@ static int in_byte(R_inpstream_t stream) {
   return *r->at++;
 }
 
-/* The native-order 4-byte integer at `p`. */
-static int32_t stream_int(const uint8_t *p) {
+int32_t stream_int(const uint8_t *p) {
   int32_t v;
   memcpy(&v, p, sizeof v);
   return v;
 }
 
-/* Bytes per element of the atomic vectors R reads in bulk, or 0. */
-static size_t element_size(int32_t flags) {
+size_t element_size(int32_t flags) {
   switch (flags & 0xFF) {
   case RAWSXP: return 1;
   case LGLSXP:
@@ -245,6 +249,9 @@ static void in_bytes(R_inpstream_t stream, void *buf, int n) {
 }
 
 SEXP unserialize_from(const uint8_t *data, size_t len, SEXP hook) {
+  size_t skip = envelope_len(data, len);
+  data += skip;
+  len -= skip;
   reader r = {data, data, len, NULL};
   struct R_inpstream_st in;
   int hooked = !Rf_isNull(hook);

@@ -178,7 +178,12 @@ static SEXP task_value(mirai_task *task, SEXP m) {
   }
   mirai_bytes *b = R_ExternalPtrAddr(held);
   SEXP profile = env_var(m, s_profile);
-  SEXP value = PROTECT(unserialize_from(b->data, b->len, Rf_isEnvironment(profile) ? env_var(profile, s_read_hook) : R_NilValue));
+  SEXP value = adopt_result(b);
+  if (value == NULL) {
+    SEXP hook = Rf_isEnvironment(profile) ? env_var(profile, s_read_hook) : R_NilValue;
+    value = unserialize_from(b->data, b->len, hook);
+  }
+  PROTECT(value);
   bytes_finalizer(held);
   R_removeVarFromFrame(s_result, m);
   UNPROTECT(1);

@@ -619,6 +619,44 @@ check("serial_config: parLapply built on the node", is.list(got) && all(mapply(r
 stop_cluster(cl)
 rm(got, holder, mixed)
 
+lap("Large plain results")
+# A result that is one large plain vector (from 1 MiB) becomes an R vector in the memory it was
+# received into, outside R's vector heap: every type, either side of that size and of the
+# 8-byte multiple R rounds a vector up to, built on the daemon; one with an attribute, which is
+# unserialized as usual; writes to one; and memory given back once such results are dropped.
+daemons(1)
+adopt_sizes <- c(2^20 - 1, 2^20, 2^20 + 1, 2^20 + 7, 2^20 + 8, 3e6 + 5)
+for (type in setdiff(atomic_types, "character")) {
+  size <- c(logical = 4, integer = 4, double = 8, complex = 16, raw = 1)[[type]]
+  for (bytes in adopt_sizes) {
+    n <- ceiling(bytes / size)
+    got <- value_of(mirai(make_atomic(type, n), make_atomic = make_atomic, type = type, n = n, string_pool = string_pool))
+    check(sprintf("large plain result: %s of %d elements%s", type, n, why(got)), same(got, make_atomic(type, n)))
+  }
+}
+held <- gc()[2L, "used"]
+got <- value_of(mirai(seq_len(4e6) / 8))
+check("large plain result: outside R's vector heap (gc() Vcells)", gc()[2L, "used"] - held < 1e6)
+got[2L] <- -1
+check("large plain result: written to", identical(got[1:3], c(0.125, -1, 0.375)) && identical(sum(got[-2L]), sum(seq_len(4e6) / 8) - 0.25))
+attributed <- structure(seq_len(4e6) / 8, unit = "m")
+check("large result with an attribute", same(value_of(mirai(x, x = attributed)), attributed))
+rss_mb <- function() as.numeric(gsub("[^0-9]", "", grep("^VmRSS", readLines("/proc/self/status"), value = TRUE))) / 1024
+before <- rss_mb()
+for (i in 1:30) got <- value_of(mirai(raw(64e6)))
+check(sprintf("30 dropped 64 MB results: memory given back (%.0f MB more)", rss_mb() - before), rss_mb() - before < 800)
+rm(got, held, attributed, before)
+daemons(0)
+# With adoption off (MIRAI_NO_ADOPT), the same results are read by copying, past the envelope
+# and the zeros after R's serialization.
+copied <- system2(file.path(R.home("bin"), "Rscript"), c("-e", shQuote(paste(
+  "library(mirai); daemons(1); held <- gc()[2L, 'used']",
+  "v <- mirai(seq_len(4e6) / 8)[]; ok <- identical(v, seq_len(4e6) / 8) && gc()[2L, 'used'] - held > 3e6",
+  "ok <- ok && identical(mirai(as.raw(seq_len(2^20 + 3) %% 256))[], as.raw(seq_len(2^20 + 3) %% 256))",
+  "cat(if (ok) 'copied' else 'wrong'); daemons(0)", sep = "; "))),
+  stdout = TRUE, stderr = FALSE, env = "MIRAI_NO_ADOPT=1")
+check("large plain results read by copying with adoption off", identical(tail(copied, 1L), "copied"))
+
 lap("A raw vector of more")
 # A raw vector of more than 2^31 bytes, once: to the daemon as `.args` (where its length and
 # half a million of its bytes are checked) and returned. One daemon, and freed at once: it takes
@@ -632,6 +670,10 @@ ret <- value_of(mirai(list(ok = identical(length(x), n) && identical(x[at], want
                       .args = list(x = big, n = n, at = at, want = big[at])))
 check(sprintf("raw of 2^31 + 10 bytes: to the daemon%s", why(ret)), is.list(ret) && identical(ret$ok, TRUE))
 check("raw of 2^31 + 10 bytes: returned", is.list(ret) && identical(ret$x, big))
+rm(ret)
+# Alone, it is a long vector taken over in place.
+ret <- value_of(mirai(x, x = big))
+check(sprintf("raw of 2^31 + 10 bytes: returned alone%s", why(ret)), identical(ret, big))
 rm(big, ret, at)
 invisible(gc())
 invisible(value_of(mirai(gc())))
