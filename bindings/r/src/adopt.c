@@ -84,7 +84,7 @@ size_t envelope_len(const uint8_t *data, size_t len) {
   if (len < 8 || memcmp(data, MAGIC, 4) != 0) return 0;
   size_t n = 0;
   for (int i = 0; i < 4; i++) n |= (size_t)data[4 + i] << (8 * i);
-  return n <= len ? n : 0;
+  return n >= 8 && n <= len ? n : 0;
 }
 
 /* The vector being adopted, for the allocator (R calls it synchronously from allocVector3,
