@@ -68,7 +68,7 @@ size_t adopt_envelope(SEXP value, uint8_t envelope[ENVELOPE_MAX], size_t *tail) 
   size_t nbytes = (size_t)XLENGTH(value) * element_size(TYPEOF(value));
   if (nbytes < ADOPT_MIN) return 0;
   /* Flags, then the length: -1 and two halves for a long vector. */
-  size_t before = stream_preamble() + 4 + (IS_LONG_VEC(value) ? 12 : 4);
+  size_t before = stream_preamble() + 4 + (XLENGTH(value) > R_SHORT_LEN_MAX ? 12 : 4);
   size_t at = before + 8 <= DATA_AT ? DATA_AT : (before + 8 + 15) / 16 * 16;
   size_t len = at - before;
   if (len > ENVELOPE_MAX) return 0;
@@ -138,6 +138,16 @@ static void adopt_free(R_allocator_t *allocator, void *block) {
   mirai_bytes_free(&payload);
 }
 
+static void *vector_data(SEXP v) {
+  switch (TYPEOF(v)) {
+  case RAWSXP: return RAW(v);
+  case LGLSXP: return LOGICAL(v);
+  case INTSXP: return INTEGER(v);
+  case REALSXP: return REAL(v);
+  default: return COMPLEX(v);
+  }
+}
+
 SEXP adopt_result(mirai_bytes *b) {
   if (!layout_ok || b->data == NULL) return NULL;
   size_t skip = envelope_len(b->data, b->len);
@@ -181,7 +191,7 @@ SEXP adopt_result(mirai_bytes *b) {
     b->data = NULL;
     b->len = 0;
   } else {
-    memcpy(DATAPTR(v), q, nbytes);
+    memcpy(vector_data(v), q, nbytes);
   }
   return v;
 }
