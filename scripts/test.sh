@@ -57,6 +57,8 @@ if command -v Rscript >/dev/null; then
   R_LIBS="$rlib" Rscript bindings/r/tests/parity.R
   R_LIBS="$rlib" Rscript bindings/r/tests/wrong_args.R
   R_LIBS="$rlib" Rscript bindings/r/tests/corpus.R
+  # Replies no R daemon writes (malformed envelopes, streams cut short), from a plugin daemon.
+  R_LIBS="$rlib" Rscript bindings/r/tests/envelopes.R
   # A daemon killed mid-task and a host killed mid-result: errors, never SIGPIPE (child sessions).
   R_LIBS="$rlib" Rscript bindings/r/tests/sigpipe.R
   R_LIBS="$rlib" Rscript bindings/r/tests/reliability.R
