@@ -50,13 +50,13 @@ impl ReadLimit {
 }
 
 /// What the caller knows of the socket it reads; it decides how a read knows it has drained it.
-/// TLS and WebSocket streams buffer ahead of their socket, so they are read until `WouldBlock`
-/// whatever the caller knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Readiness {
-    /// A readiness event that reported neither the peer's close nor an error. A plain socket
-    /// read for less than asked for is then empty, and bytes arriving later raise a new event,
-    /// so the read that would only say `WouldBlock` (one system call a message) is skipped.
+    /// A readiness event that reported neither the peer's close nor an error. A read that found
+    /// the socket empty (`Stream::drained_after`: for TLS and WebSocket streams, a short socket
+    /// read with nothing left read ahead) ends the reading, since bytes arriving later raise a
+    /// new event: the read that would only say `WouldBlock` (one system call a message) is
+    /// skipped.
     Event,
     /// A close or an error already reported (which raises no new event), or no event at all
     /// (reading resumed after a limit): read until `WouldBlock` or the end.
@@ -154,7 +154,7 @@ impl Link {
         limit: ReadLimit,
         ready: Readiness,
     ) -> Result<Option<ReadEnd>, Error> {
-        let short_drains = ready == Readiness::Event && self.stream.is_plain();
+        let after_event = ready == Readiness::Event;
         loop {
             let room = limit.room(&self.proto.recv_progress());
             if room == 0 {
@@ -163,13 +163,17 @@ impl Link {
             let large = self.proto.recv_payload_remaining() >= DIRECT_READ_MIN;
             let small = room.min(buf.len());
             let step = if large {
-                self.read_into_payload(room, short_drains)?
+                self.read_into_payload(room, after_event)?
             } else {
                 match self.stream.read(&mut buf[..small]) {
                     Ok(0) => Step::Eof,
                     Ok(n) => {
                         self.proto.feed(now_ms(), &buf[..n])?;
-                        if short_drains && n < small { Step::Drained } else { Step::More }
+                        if after_event && self.stream.drained_after(n, small) {
+                            Step::Drained
+                        } else {
+                            Step::More
+                        }
                     }
                     Err(e) => step_for(e)?,
                 }
@@ -188,7 +192,7 @@ impl Link {
     /// Reads at most `room` bytes straight into the uninitialised payload buffer: no
     /// intermediate copy, no zero-fill. The buffer gets huge-page advice once per extent (the
     /// extent changes as it grows, and it may move).
-    fn read_into_payload(&mut self, room: usize, short_drains: bool) -> Result<Step, Error> {
+    fn read_into_payload(&mut self, room: usize, after_event: bool) -> Result<Step, Error> {
         let received = self.proto.recv_payload_received();
         let Some(spare) = self.proto.recv_spare() else { return Ok(Step::More) };
         let extent = (spare.as_ptr() as usize - received, spare.as_ptr() as usize + spare.len());
@@ -204,7 +208,7 @@ impl Link {
         };
         // SAFETY: the stream initialised these `n` bytes, within the slice.
         unsafe { self.proto.recv_assume_filled(now_ms(), n)? };
-        Ok(if short_drains && n < len { Step::Drained } else { Step::More })
+        Ok(if after_event && self.stream.drained_after(n, len) { Step::Drained } else { Step::More })
     }
 
     /// Writes queued bytes until none are left (`Ok(true)`) or the socket is full (`Ok(false)`),

@@ -52,6 +52,8 @@ pub struct TlsStream {
     ahead: Ciphertext,
     /// An error met after plaintext was read in the same call: reported by the next read.
     deferred: Option<io::Error>,
+    /// The peer's close_notify has been read: the next read gives the end of the stream.
+    peer_closed: bool,
 }
 
 /// The most ciphertext read from the socket at once.
@@ -66,6 +68,8 @@ const CIPHERTEXT_AHEAD: usize = 64 << 10;
 struct Ciphertext {
     buf: Vec<u8>,
     pos: usize,
+    /// The last read from the socket gave less than it asked for: the socket was empty then.
+    short: bool,
 }
 
 impl Ciphertext {
@@ -80,8 +84,11 @@ impl Ciphertext {
             self.pos = 0;
             self.buf.reserve(CIPHERTEXT_AHEAD);
             match read_fd(sock.as_raw_fd(), &mut self.buf.spare_capacity_mut()[..CIPHERTEXT_AHEAD]) {
-                // SAFETY: read(2) initialised these `n` bytes of the spare capacity.
-                Ok(n) => unsafe { self.buf.set_len(n) },
+                Ok(n) => {
+                    self.short = n < CIPHERTEXT_AHEAD;
+                    // SAFETY: read(2) initialised these `n` bytes of the spare capacity.
+                    unsafe { self.buf.set_len(n) }
+                }
                 Err(e) => {
                     if e.kind() == io::ErrorKind::WouldBlock {
                         self.buf = Vec::new();
@@ -333,9 +340,17 @@ impl Stream {
         };
     }
 
-    /// A socket read directly, with nothing buffered ahead of it (no TLS, no WebSocket).
-    pub fn is_plain(&self) -> bool {
-        matches!(self, Stream::Tcp(_) | Stream::Unix(_))
+    /// Whether a read that gave `n` of the `asked` bytes left the socket empty, with nothing it
+    /// read still held here: a plain socket's read is short; a TLS or WebSocket stream's last
+    /// socket read was short and it holds nothing read ahead. Then bytes that come later raise
+    /// a new edge-triggered event, so the read that would only say `WouldBlock` can be skipped.
+    pub fn drained_after(&self, n: usize, asked: usize) -> bool {
+        n < asked
+            && match self {
+                Stream::Tcp(_) | Stream::Unix(_) => true,
+                Stream::Tls(t) => t.drained(),
+                Stream::Ws(w) => w.drained(),
+            }
     }
 
     /// Reads into uninitialised memory, so a large payload is neither copied nor zero-filled
@@ -406,7 +421,15 @@ fn read_fd(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
 
 impl TlsStream {
     fn new(sock: TcpStream, conn: Connection) -> Self {
-        TlsStream { sock, conn, ahead: Ciphertext::default(), deferred: None }
+        TlsStream { sock, conn, ahead: Ciphertext::default(), deferred: None, peer_closed: false }
+    }
+
+    /// After a read shorter than asked for: whether the socket was empty at this stream's last
+    /// read of it, with no ciphertext left ahead, no error or close waiting to be reported. A
+    /// read that did not fill its buffer took all the plaintext rustls had; a record it holds
+    /// only in part needs bytes still to come, which raise an event.
+    fn drained(&self) -> bool {
+        self.ahead.is_empty() && self.ahead.short && self.deferred.is_none() && !self.peer_closed
     }
 
     /// Writes buffered TLS records until none are left or the socket is full.
@@ -476,6 +499,7 @@ impl TlsStream {
                 Err(e) => break Err(e),
             }
             let processed = self.conn.process_new_packets();
+            self.peer_closed = processed.as_ref().is_ok_and(|state| state.peer_has_closed());
             // Handshake replies, or the alert that explains a failure.
             match self.write_pending() {
                 Ok(()) => {}

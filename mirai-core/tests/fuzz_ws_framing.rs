@@ -50,6 +50,10 @@ impl ReadUninit for Arrivals {
         }
         Ok(n)
     }
+
+    fn drained_after(&self, n: usize, asked: usize) -> bool {
+        n < asked && self.chunks.is_empty()
+    }
 }
 
 impl Write for Arrivals {

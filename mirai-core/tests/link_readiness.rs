@@ -19,7 +19,8 @@ use mio::{Events, Poll, Token};
 use mirai_core::handshake::{DaemonHandshake, HostHandshake};
 use mirai_core::identity::local_identity;
 use mirai_core::link::{Link, ReadEnd, Readiness};
-use mirai_core::transport::Stream;
+use mirai_core::transport::{Listener, Stream};
+use mirai_core::url::Url;
 use mirai_proto::{Config, Conn, Message, Status};
 
 const LINK: Token = Token(3);
@@ -218,4 +219,220 @@ fn a_read_after_an_event_stops_at_a_short_read_and_loses_nothing() {
     assert_eq!(ready, Readiness::Unknown, "the event reports the close");
     assert_eq!(read(&mut link, ready).0, ReadEnd::Eof);
     result(&mut link, 4);
+}
+
+/// A host-side stream accepted at `url` (TLS with `tls`), and the client's non-blocking socket.
+fn accepted(url: &str, tls: Option<Arc<rustls::ServerConfig>>) -> (Stream, std::net::TcpStream) {
+    let (listener, bound) = Listener::bind(&Url::parse(url).unwrap(), tls).unwrap();
+    let client = std::net::TcpStream::connect(bound.socket_addrs().unwrap()[0]).unwrap();
+    client.set_nonblocking(true).unwrap();
+    for _ in 0..2000 {
+        match listener.accept() {
+            Ok(stream) => return (stream, client),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("nothing to accept");
+}
+
+/// What the client's end of the link speaks: TLS records, or masked WebSocket frames.
+enum Client {
+    Tls(Box<rustls::ClientConnection>, std::net::TcpStream),
+    Ws(std::net::TcpStream),
+}
+
+impl Client {
+    fn sock(&mut self) -> &mut std::net::TcpStream {
+        match self {
+            Client::Tls(_, s) | Client::Ws(s) => s,
+        }
+    }
+
+    /// The bytes that carry `data` on the wire.
+    fn wire(&mut self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Client::Tls(conn, _) => {
+                conn.writer().write_all(data).unwrap();
+                let mut out = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut out).unwrap();
+                }
+                out
+            }
+            // A binary frame masked with a zero key, which leaves the payload as it is.
+            Client::Ws(_) => {
+                let mut frame = vec![0x82, 0x80 | 127];
+                frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
+                frame.extend_from_slice(&[0; 4]);
+                frame.extend_from_slice(data);
+                frame
+            }
+        }
+    }
+
+    /// Reads and drops what the host sent (for TLS, after the handshake: it is decrypted).
+    fn discard(&mut self) {
+        let mut buf = [0u8; 1 << 16];
+        loop {
+            match self {
+                Client::Tls(conn, sock) => match conn.read_tls(sock) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        conn.process_new_packets().unwrap();
+                        let _ = conn.reader().read(&mut buf);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) => panic!("{e}"),
+                },
+                Client::Ws(sock) => match sock.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Err(e) => panic!("{e}"),
+                },
+            }
+        }
+    }
+}
+
+/// A link over a TLS or WebSocket stream, with its handshake or upgrade done, and the client.
+fn buffered_link(kind: &str, poll: &mut Poll) -> (Link, Client) {
+    let registry = Arc::new(poll.registry().try_clone().unwrap());
+    let (stream, mut client) = if kind == "tls" {
+        let url = Url::parse("tls+tcp://127.0.0.1:0").unwrap();
+        let id = mirai_core::tls::generate(&url).unwrap();
+        let server = mirai_core::tls::server_config(&id.cert_chain_pem, &id.key_pem, None).unwrap();
+        let (stream, sock) = accepted("tls+tcp://127.0.0.1:0", Some(server));
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut conn =
+            rustls::ClientConnection::new(mirai_core::tls::client_config(&id.ca_pem).unwrap(), name).unwrap();
+        // The test writes messages larger than rustls buffers by default.
+        conn.set_buffer_limit(None);
+        (stream, Client::Tls(Box::new(conn), sock))
+    } else {
+        let (stream, mut sock) = accepted("ws://127.0.0.1:0/p", None);
+        let request = "GET /p HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        sock.write_all(request.as_bytes()).unwrap();
+        (stream, Client::Ws(sock))
+    };
+    let mut link = Link::watched(stream, ready_host_conn(), registry, LINK).unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    // Both ends in turn until the handshake or upgrade is through: the host's first task then
+    // reaches the client.
+    assert!(link.send(Message::Task { id: 1, everywhere: false, payload: vec![7; 10] }).is_ok());
+    let mut head = Vec::new();
+    for _ in 0..2000 {
+        let _ = link.read_available(&mut buf, Readiness::Unknown);
+        let _ = link.flush();
+        match &mut client {
+            Client::Tls(conn, s) => {
+                while conn.wants_write() {
+                    match conn.write_tls(s) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                match conn.read_tls(s) {
+                    Ok(_) => {
+                        conn.process_new_packets().unwrap();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+                let mut plain = [0u8; 256];
+                if !conn.is_handshaking() && conn.reader().read(&mut plain).is_ok_and(|n| n > 0) {
+                    break;
+                }
+            }
+            Client::Ws(s) => {
+                let mut chunk = [0u8; 4096];
+                if let Ok(n) = s.read(&mut chunk) {
+                    head.extend_from_slice(&chunk[..n]);
+                }
+                // The 101 answer, then the task's frame.
+                if head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() > 150 {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    client.discard();
+    while ready_now(poll).is_some() {}
+    (link, client)
+}
+
+#[test]
+fn tls_and_websocket_reads_after_an_event_stop_at_a_short_socket_read() {
+    for kind in ["tls", "ws"] {
+        let mut poll = Poll::new().unwrap();
+        let (mut link, mut client) = buffered_link(kind, &mut poll);
+        let mut buf = vec![0u8; 64 << 10];
+        let cost = {
+            let a = reads_so_far();
+            reads_so_far() - a
+        };
+        let mut read = |link: &mut Link, ready| {
+            let before = reads_so_far();
+            let end = link.read_available(&mut buf, ready).unwrap();
+            (end, reads_so_far() - before - cost)
+        };
+        let result = |link: &mut Link, id| {
+            let got = link.proto.poll_event();
+            assert!(matches!(got, Some(Message::Result { id: got, .. }) if got == id), "{kind}: result {id}");
+        };
+
+        // A whole message: one read, which found the socket empty.
+        let wire = client.wire(&result_frame(1));
+        client.sock().write_all(&wire).unwrap();
+        assert_eq!(read(&mut link, next_event(&mut poll)), (ReadEnd::Open, 1), "{kind}: one read");
+        result(&mut link, 1);
+
+        // Half a record or frame: a read that leaves it begun, then an event for the rest.
+        assert!(link.send(Message::Task { id: 2, everywhere: false, payload: vec![7; 10] }).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        client.discard();
+        let wire = client.wire(&result_frame(2));
+        client.sock().write_all(&wire[..wire.len() / 2]).unwrap();
+        // A TLS read whose socket read gave no plaintext reads again for its `WouldBlock`: only
+        // its caller knows whether a close may have come with the bytes.
+        let (end, reads) = read(&mut link, next_event(&mut poll));
+        assert_eq!(end, ReadEnd::Open);
+        assert_eq!(reads, if kind == "tls" { 2 } else { 1 }, "{kind}: half");
+        assert!(link.proto.poll_event().is_none(), "{kind}: half a message");
+        client.sock().write_all(&wire[wire.len() / 2..]).unwrap();
+        assert_eq!(read(&mut link, next_event(&mut poll)), (ReadEnd::Open, 1), "{kind}: the rest");
+        result(&mut link, 2);
+
+        // More than one read's worth: reads go on until one is short.
+        assert!(link.send(Message::Task { id: 3, everywhere: false, payload: vec![7; 10] }).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        client.discard();
+        let big = Message::Result { id: 3, status: Status::Value, last: false, payload: vec![9; 200_000] };
+        let mut frame = Vec::new();
+        let payload = big.encode(&mut frame).unwrap();
+        frame.extend_from_slice(&payload);
+        let wire = client.wire(&frame);
+        client.sock().set_nonblocking(false).unwrap();
+        client.sock().write_all(&wire).unwrap();
+        client.sock().set_nonblocking(true).unwrap();
+        // What the socket's buffers could not take at once comes as they drain: each arrival
+        // raises an event (a lost one would leave `next_event` waiting), until all is in.
+        let mut reads = 0;
+        let got = loop {
+            let (end, n) = read(&mut link, next_event(&mut poll));
+            assert_eq!(end, ReadEnd::Open);
+            reads += n;
+            if let Some(msg) = link.proto.poll_event() {
+                break msg;
+            }
+        };
+        assert!(matches!(got, Message::Result { id: 3, .. }), "{kind}: result 3");
+        assert!(reads >= 2, "{kind}: {reads} reads for {} bytes", wire.len());
+    }
 }

@@ -45,6 +45,10 @@ const CONTROL_MAX: usize = 125;
 /// buffer without being copied or zero-filled first.
 pub trait ReadUninit: Read {
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize>;
+
+    /// Whether a read that gave `n` of the `asked` bytes found the socket empty, with nothing
+    /// it read still held in this stream.
+    fn drained_after(&self, n: usize, asked: usize) -> bool;
 }
 
 /// An open WebSocket over `S`, read and written as a byte stream.
@@ -64,6 +68,8 @@ pub struct Framed<S> {
     message_len: u64,
     /// The peer closed the WebSocket (or broke its rules): reads give the end of the stream.
     read_closed: bool,
+    /// The last read of `inner` found the socket empty (`ReadUninit::drained_after`).
+    inner_drained: bool,
     /// Frames begun and not yet written: whole frames on a client; on a server, control frames
     /// and the header of the data frame being written.
     out: Vec<u8>,
@@ -92,6 +98,7 @@ impl<S: ReadUninit + Write> Framed<S> {
             in_message: false,
             message_len: 0,
             read_closed: false,
+            inner_drained: false,
             out: Vec::new(),
             out_pos: 0,
             payload_left: 0,
@@ -109,6 +116,12 @@ impl<S: ReadUninit + Write> Framed<S> {
 
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// Whether the socket was empty at the last read of it and nothing read since is left
+    /// ahead here: then bytes still to come (of a frame begun or the next one) raise an event.
+    pub fn drained(&self) -> bool {
+        self.inner_drained && self.start == self.end && !self.read_closed
     }
 
     pub fn get_mut(&mut self) -> &mut S {
@@ -155,7 +168,9 @@ impl<S: ReadUninit + Write> Framed<S> {
             self.start += n;
             n
         } else if want >= DIRECT_MIN {
-            self.inner.read_uninit(&mut buf[..want])?
+            let n = self.inner.read_uninit(&mut buf[..want])?;
+            self.inner_drained = self.inner.drained_after(n, want);
+            n
         } else {
             if self.fill()? == 0 {
                 return Ok(0);
@@ -183,7 +198,9 @@ impl<S: ReadUninit + Write> Framed<S> {
             self.start = 0;
         }
         // Never full here: what must be held at once (a header, a control frame) is small.
+        let asked = self.ahead.len() - self.end;
         let n = self.inner.read(&mut self.ahead[self.end..])?;
+        self.inner_drained = self.inner.drained_after(n, asked);
         self.end += n;
         Ok(n)
     }

@@ -293,11 +293,21 @@ impl WsStream {
     pub fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         self.open()?.read_uninit(buf)
     }
+
+    /// Whether the socket was empty at the last read of it, with nothing read ahead here (see
+    /// [`Stream::drained_after`]); never during the upgrade.
+    pub fn drained(&self) -> bool {
+        matches!(&self.state, State::Open(ws) if ws.drained())
+    }
 }
 
 impl ReadUninit for Stream {
     fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         Stream::read_uninit(self, buf)
+    }
+
+    fn drained_after(&self, n: usize, asked: usize) -> bool {
+        Stream::drained_after(self, n, asked)
     }
 }
 
