@@ -86,6 +86,21 @@ fn reads_so_far() -> u64 {
     line.parse().unwrap()
 }
 
+/// Reads what the link has (`Link::read_available`) and counts the read system calls it made.
+fn counted_reader() -> impl FnMut(&mut Link, Readiness) -> (ReadEnd, u64) {
+    let mut buf = vec![0u8; 64 << 10];
+    // What finding out costs: reading the counter twice in a row.
+    let cost = {
+        let a = reads_so_far();
+        reads_so_far() - a
+    };
+    move |link, ready| {
+        let before = reads_so_far();
+        let end = link.read_available(&mut buf, ready).unwrap();
+        (end, reads_so_far() - before - cost)
+    }
+}
+
 /// Waits for the link's next event and says how to read after it.
 fn next_event(poll: &mut Poll) -> Readiness {
     let mut events = Events::with_capacity(8);
@@ -166,17 +181,7 @@ fn a_read_after_an_event_stops_at_a_short_read_and_loses_nothing() {
         Link::watched(Stream::Unix(UnixStream::from_std(ours)), ready_host_conn(), registry, LINK).unwrap();
     assert!(link.flush().unwrap());
     let _ = ready_now(&mut poll);
-    let mut buf = vec![0u8; 64 << 10];
-    // What finding out costs: reading the counter twice in a row.
-    let cost = {
-        let a = reads_so_far();
-        reads_so_far() - a
-    };
-    let mut read = |link: &mut Link, ready| {
-        let before = reads_so_far();
-        let end = link.read_available(&mut buf, ready).unwrap();
-        (end, reads_so_far() - before - cost)
-    };
+    let mut read = counted_reader();
     let task = |link: &mut Link, peer: &mut StdUnix, id| {
         assert!(link.send(Message::Task { id, everywhere: false, payload: vec![7; 10] }).unwrap());
         peer.set_nonblocking(true).unwrap();
@@ -372,16 +377,7 @@ fn tls_and_websocket_reads_after_an_event_stop_at_a_short_socket_read() {
     for kind in ["tls", "ws"] {
         let mut poll = Poll::new().unwrap();
         let (mut link, mut client) = buffered_link(kind, &mut poll);
-        let mut buf = vec![0u8; 64 << 10];
-        let cost = {
-            let a = reads_so_far();
-            reads_so_far() - a
-        };
-        let mut read = |link: &mut Link, ready| {
-            let before = reads_so_far();
-            let end = link.read_available(&mut buf, ready).unwrap();
-            (end, reads_so_far() - before - cost)
-        };
+        let mut read = counted_reader();
         let result = |link: &mut Link, id| {
             let got = link.proto.poll_event();
             assert!(matches!(got, Some(Message::Result { id: got, .. }) if got == id), "{kind}: result {id}");
