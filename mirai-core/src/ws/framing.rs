@@ -120,8 +120,10 @@ impl<S: ReadUninit + Write> Framed<S> {
 
     /// Whether the socket was empty at the last read of it and nothing read since is left
     /// ahead here: then bytes still to come (of a frame begun or the next one) raise an event.
+    /// A close frame is never in question: a read that gives bytes stops before the next
+    /// frame's header, so a close read with them is still ahead.
     pub fn drained(&self) -> bool {
-        self.inner_drained && self.start == self.end && !self.read_closed
+        self.inner_drained && self.start == self.end
     }
 
     pub fn get_mut(&mut self) -> &mut S {
