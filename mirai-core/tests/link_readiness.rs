@@ -65,8 +65,13 @@ fn ready_now(poll: &mut Poll) -> Option<(bool, bool)> {
 
 /// The frame of the daemon's result for task `id`.
 fn result_frame(id: u64) -> Vec<u8> {
+    result_frame_of(id, 300)
+}
+
+/// The frame of the daemon's result for task `id`, `len` bytes of payload.
+fn result_frame_of(id: u64, len: usize) -> Vec<u8> {
     let mut bytes = Vec::new();
-    let msg = Message::Result { id, status: Status::Value, last: false, payload: vec![5; 300] };
+    let msg = Message::Result { id, status: Status::Value, last: false, payload: vec![5; len] };
     let payload = msg.encode(&mut bytes).unwrap();
     bytes.extend_from_slice(&payload);
     bytes
@@ -278,6 +283,22 @@ impl Client {
         }
     }
 
+    /// The bytes that close the session, leaving the socket open.
+    fn close(&mut self) -> Vec<u8> {
+        match self {
+            Client::Tls(conn, _) => {
+                conn.send_close_notify();
+                let mut out = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut out).unwrap();
+                }
+                out
+            }
+            // A close frame without a body, masked with a zero key.
+            Client::Ws(_) => vec![0x88, 0x80, 0, 0, 0, 0],
+        }
+    }
+
     /// Reads and drops what the host sent (for TLS, after the handshake: it is decrypted).
     fn discard(&mut self) {
         let mut buf = [0u8; 1 << 16];
@@ -330,6 +351,7 @@ fn buffered_link(kind: &str, poll: &mut Poll) -> (Link, Client) {
     // reaches the client.
     assert!(link.send(Message::Task { id: 1, everywhere: false, payload: vec![7; 10] }).is_ok());
     let mut head = Vec::new();
+    let mut through = false;
     for _ in 0..2000 {
         let _ = link.read_available(&mut buf, Readiness::Unknown);
         let _ = link.flush();
@@ -351,6 +373,7 @@ fn buffered_link(kind: &str, poll: &mut Poll) -> (Link, Client) {
                 }
                 let mut plain = [0u8; 256];
                 if !conn.is_handshaking() && conn.reader().read(&mut plain).is_ok_and(|n| n > 0) {
+                    through = true;
                     break;
                 }
             }
@@ -359,14 +382,19 @@ fn buffered_link(kind: &str, poll: &mut Poll) -> (Link, Client) {
                 if let Ok(n) = s.read(&mut chunk) {
                     head.extend_from_slice(&chunk[..n]);
                 }
-                // The 101 answer, then the task's frame.
-                if head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() > 150 {
-                    break;
+                // The 101 answer, then bytes of the task's frame after it.
+                if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+                    if head.len() > end + 4 {
+                        through = true;
+                        break;
+                    }
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+    assert!(through, "{kind}: the handshake or upgrade did not finish");
     client.discard();
     while ready_now(poll).is_some() {}
     (link, client)
@@ -409,11 +437,7 @@ fn tls_and_websocket_reads_after_an_event_stop_at_a_short_socket_read() {
         assert!(link.send(Message::Task { id: 3, everywhere: false, payload: vec![7; 10] }).unwrap());
         std::thread::sleep(Duration::from_millis(5));
         client.discard();
-        let big = Message::Result { id: 3, status: Status::Value, last: false, payload: vec![9; 200_000] };
-        let mut frame = Vec::new();
-        let payload = big.encode(&mut frame).unwrap();
-        frame.extend_from_slice(&payload);
-        let wire = client.wire(&frame);
+        let wire = client.wire(&result_frame_of(3, 200_000));
         client.sock().set_nonblocking(false).unwrap();
         client.sock().write_all(&wire).unwrap();
         client.sock().set_nonblocking(true).unwrap();
@@ -430,5 +454,18 @@ fn tls_and_websocket_reads_after_an_event_stop_at_a_short_socket_read() {
         };
         assert!(matches!(got, Message::Result { id: 3, .. }), "{kind}: result 3");
         assert!(reads >= 2, "{kind}: {reads} reads for {} bytes", wire.len());
+
+        // The peer's close (TLS close_notify, a WebSocket close frame) right behind its last
+        // message, the socket left open: no event will follow, so that read goes on to the end.
+        assert!(link.send(Message::Task { id: 4, everywhere: false, payload: vec![7; 10] }).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        client.discard();
+        let mut wire = client.wire(&result_frame(4));
+        wire.extend_from_slice(&client.close());
+        client.sock().write_all(&wire).unwrap();
+        let ready = next_event(&mut poll);
+        assert_eq!(ready, Readiness::Event, "{kind}: the socket itself stays open");
+        assert_eq!(read(&mut link, ready).0, ReadEnd::Eof, "{kind}: the close is read");
+        result(&mut link, 4);
     }
 }
